@@ -1,0 +1,383 @@
+"""The stitching rules: what an event means, what to emit, what to keep.
+
+This module is the pure core of retrostitch. It reads no clock, no disk and no network,
+and imports no Kafka client, Faust, RocksDB or database driver (a test enforces that).
+Each record goes through two steps:
+
+    parse(raw, rules)                  -> Parsed      (or raises BadRecord)
+    decide(parsed, memory, seq, rules) -> Outcome     (records to emit, state to change)
+
+``Memory`` is what the state held for the event's anonymous id before it: the current
+identity, whether this event id was seen, and, only when ``needs_held`` says so, the
+events waiting for an identity. The caller (``streams.processor``) reads that from the
+state store and applies the outcome; this module never touches storage.
+
+The seed's example, anonymous id 1 and email a@b.com at event3 (policy ``retain``):
+
+    input                         sink records (key = event id)
+    event1 {anon 1}               event1 v1 anonymous  stitched_user_id "1"   (held)
+    event2 {anon 1}               event2 v1 anonymous  stitched_user_id "1"   (held)
+    event3 {anon 1, a@b.com}      event3 v1 identified stitched_user_id "a@b.com"
+                                  event1 v2 amended    email a@b.com          (released)
+                                  event2 v2 amended    email a@b.com          (released)
+    event4 {anon 1, a@b.com}      event4 v1 identified stitched_user_id "a@b.com"
+    event5 {anon 1}               event5 v1 stitched   email a@b.com
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from streams.pointer import Pointer
+
+__all__ = [
+    "DEFAULT_JUNK_IDS",
+    "DEFAULT_JUNK_PATTERN",
+    "BadRecord",
+    "Held",
+    "Identity",
+    "Memory",
+    "Outcome",
+    "Parsed",
+    "Policy",
+    "RecognitionRules",
+    "SinkRecord",
+    "Status",
+    "decide",
+    "derived_event_id",
+    "needs_held",
+    "parse",
+]
+
+Scalar = str | int | float
+
+#: Anonymous (and identification) values that mean "nobody": trackers send these when
+#: a cookie is missing or a variable was never set. Compared stripped and lowercased.
+DEFAULT_JUNK_IDS = frozenset(
+    {"", "null", "undefined", "none", "nan", "anonymous", "0", "[object object]"}
+)
+#: Ids made only of zeros and dashes: the null UUID of Snowplow's anonymised tracking.
+DEFAULT_JUNK_PATTERN = r"[0-]+"
+
+
+class Policy(StrEnum):
+    """What a new, different identity on an anonymous id does to its earlier events."""
+
+    RETAIN = "retain"  # earlier events keep the identity they were given (the default)
+    LATEST = "latest"  # Snowplow's "latest user id wins": earlier events get the newest one
+
+
+class Status(StrEnum):
+    """Why a sink record was emitted; carried in the record as ``status``."""
+
+    PASSTHROUGH = "passthrough"  # no usable anonymous id: emitted untouched, nothing stored
+    ANONYMOUS = "anonymous"  # anonymous id with no identity yet: emitted as is, held
+    IDENTIFIED = "identified"  # carries identification values itself: emitted as is
+    STITCHED = "stitched"  # anonymous, identity already known: emitted stitched at once
+    AMENDED = "amended"  # re-emission of an earlier event with an identity written in
+
+
+class BadRecord(ValueError):
+    """A record that can never be processed; it goes to the dead-letter topic."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionRules:
+    """Where to find the ids in an event, and how to stitch (Jitsu's ``users_recognition``)."""
+
+    enabled: bool = True
+    anonymous_id: Pointer = Pointer.parse("/user/anonymous_id")
+    identification: tuple[Pointer, ...] = (Pointer.parse("/user/id"), Pointer.parse("/user/email"))
+    event_id: Pointer = Pointer.parse("/eventn_ctx_event_id")
+    junk_ids: frozenset[str] = DEFAULT_JUNK_IDS
+    junk_pattern: re.Pattern[str] | None = re.compile(DEFAULT_JUNK_PATTERN)
+    policy: Policy = Policy.RETAIN
+
+    def is_junk(self, text: str) -> bool:
+        folded = text.strip().lower()
+        if folded in self.junk_ids:
+            return True
+        return self.junk_pattern is not None and self.junk_pattern.fullmatch(text.strip()) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The identification values of one person, one slot per identification node."""
+
+    values: tuple[Scalar | None, ...]
+
+    @property
+    def user_id(self) -> Scalar:
+        """Snowplow's stitched user id: the first non-null identification value."""
+        return next(value for value in self.values if value is not None)
+
+    def conflicts_with(self, other: Identity) -> bool:
+        """True when some node holds a different value in each: another person."""
+        return any(
+            mine is not None and theirs is not None and mine != theirs
+            for mine, theirs in zip(self.values, other.values, strict=True)
+        )
+
+    def merged(self, newer: Identity) -> Identity:
+        """This identity completed by a newer, non-conflicting one (id, then id + email)."""
+        return Identity(
+            tuple(
+                theirs if theirs is not None else mine
+                for mine, theirs in zip(self.values, newer.values, strict=True)
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What one input record means."""
+
+    raw: bytes
+    event: dict[str, Any]
+    event_id: str
+    anonymous_id: str | None  # None: missing or junk
+    identity: Identity | None  # None: not an identifying event
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An anonymous-origin event kept in state: waiting for an identity (``retain``) or,
+    under ``latest``, kept so that a newer identity can be written into it again."""
+
+    seq: int  # orders the held events of one anonymous id by arrival
+    event_id: str
+    raw: bytes
+    version: int  # the version it was last emitted with
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """What state knows about the event's anonymous id and event id."""
+
+    identity: Identity | None = None
+    seen: bool = False
+    held: Sequence[Held] = ()  # only filled when needs_held() asked for it
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    key: bytes  # the event id
+    value: bytes  # the JSON envelope documented in the README
+    status: Status
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to emit and what to change in state for one input record."""
+
+    records: tuple[SinkRecord, ...]
+    identity: Identity | None = None  # the anonymous id's new identity, None: unchanged
+    hold: Held | None = None  # keep this event
+    release: tuple[Held, ...] = ()  # forget these held events
+    rehold: tuple[Held, ...] = ()  # keep these held events, now with these versions
+    mark_seen: bool = False  # remember the event id, so a re-delivery emits nothing
+    conflict: bool = False  # a different identity arrived on an identified anonymous id
+    duplicate: bool = False  # the event id was seen before: nothing emitted
+
+
+def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
+    """Decode one record and find its ids; raise BadRecord saying what is wrong."""
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord(f"not valid JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise BadRecord(f"not a JSON object but a JSON {type(event).__name__}")
+    identity_values = tuple(_identification_value(p.get(event), rules) for p in rules.identification)
+    identified = any(value is not None for value in identity_values)
+    return Parsed(
+        raw=raw,
+        event=event,
+        event_id=_event_id(event, rules),
+        anonymous_id=_anonymous_id(rules.anonymous_id.get(event), rules),
+        identity=Identity(identity_values) if identified else None,
+    )
+
+
+def needs_held(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> bool:
+    """Whether deciding on ``parsed`` needs the held events of its anonymous id."""
+    if not rules.enabled or parsed.anonymous_id is None or parsed.identity is None or memory.seen:
+        return False
+    if rules.policy is Policy.RETAIN:
+        return memory.identity is None
+    _, changed, _ = _next_identity(memory.identity, parsed.identity)
+    return changed
+
+
+def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) -> Outcome:
+    """Apply the rules to one record, given what state knew before it.
+
+    ``seq`` is a number that grows with arrival order within the anonymous id's partition
+    (the record's offset); it orders held events and carries no other meaning.
+    """
+    anonymous_id = parsed.anonymous_id
+    if not rules.enabled or anonymous_id is None:
+        return Outcome(records=(_as_is(parsed, Status.PASSTHROUGH),))
+    if memory.seen:
+        return Outcome(records=(), duplicate=True)
+    if parsed.identity is not None:
+        return _identifying(parsed, memory, rules)
+    if memory.identity is not None:
+        stitched = _amended(parsed, memory.identity, 1, Status.STITCHED, rules)
+        keep = Held(seq, parsed.event_id, parsed.raw, 1) if rules.policy is Policy.LATEST else None
+        return Outcome(records=(stitched,), hold=keep, mark_seen=True)
+    return Outcome(
+        records=(_as_is(parsed, Status.ANONYMOUS),),
+        hold=Held(seq, parsed.event_id, parsed.raw, 1),
+        mark_seen=True,
+    )
+
+
+def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
+    assert parsed.identity is not None and parsed.anonymous_id is not None
+    identity, changed, conflict = _next_identity(memory.identity, parsed.identity)
+    records = [_as_is(parsed, Status.IDENTIFIED)]
+    held = sorted(memory.held, key=lambda h: h.seq)
+    if rules.policy is Policy.RETAIN:
+        # The first identity amends every waiting event; a later one applies from its own
+        # event onward, so nothing earlier is re-emitted.
+        if memory.identity is None:
+            records += [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held]
+        return Outcome(
+            records=tuple(records),
+            identity=identity if changed else None,
+            release=tuple(held),
+            mark_seen=True,
+            conflict=conflict,
+        )
+    rehold = tuple(Held(h.seq, h.event_id, h.raw, h.version + 1) for h in held) if changed else ()
+    records += [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held] if changed else []
+    return Outcome(
+        records=tuple(records),
+        identity=identity if changed else None,
+        rehold=rehold,
+        mark_seen=True,
+        conflict=conflict,
+    )
+
+
+def _next_identity(current: Identity | None, incoming: Identity) -> tuple[Identity, bool, bool]:
+    """(new identity, whether it changed, whether it is a conflict)."""
+    if current is None:
+        return incoming, True, False
+    if current.conflicts_with(incoming):
+        return incoming, True, True
+    merged = current.merged(incoming)
+    return merged, merged != current, False
+
+
+def _re_emit(held: Held, identity: Identity, anonymous_id: str, rules: RecognitionRules) -> SinkRecord:
+    event = orjson.loads(held.raw)
+    return _amended_event(
+        event, held.event_id, anonymous_id, identity, held.version + 1, Status.AMENDED, rules
+    )
+
+
+def _amended(
+    parsed: Parsed, identity: Identity, version: int, status: Status, rules: RecognitionRules
+) -> SinkRecord:
+    assert parsed.anonymous_id is not None
+    return _amended_event(
+        parsed.event, parsed.event_id, parsed.anonymous_id, identity, version, status, rules
+    )
+
+
+def _amended_event(
+    event: dict[str, Any],
+    event_id: str,
+    anonymous_id: str,
+    identity: Identity,
+    version: int,
+    status: Status,
+    rules: RecognitionRules,
+) -> SinkRecord:
+    for pointer, value in zip(rules.identification, identity.values, strict=True):
+        if value is not None:
+            pointer.set(event, value)
+    return _record(event_id, anonymous_id, identity.user_id, version, status, event)
+
+
+def _as_is(parsed: Parsed, status: Status) -> SinkRecord:
+    if parsed.identity is not None:
+        stitched_user_id: Scalar | None = parsed.identity.user_id
+    else:
+        stitched_user_id = parsed.anonymous_id
+    return _record(
+        parsed.event_id,
+        parsed.anonymous_id,
+        stitched_user_id,
+        1,
+        status,
+        orjson.Fragment(parsed.raw),
+    )
+
+
+def _record(
+    event_id: str,
+    anonymous_id: str | None,
+    stitched_user_id: Scalar | None,
+    version: int,
+    status: Status,
+    event: dict[str, Any] | orjson.Fragment,
+) -> SinkRecord:
+    value = orjson.dumps(
+        {
+            "event_id": event_id,
+            "anonymous_id": anonymous_id,
+            "stitched_user_id": stitched_user_id,
+            "version": version,
+            "status": status.value,
+            "event": event,
+        }
+    )
+    return SinkRecord(event_id.encode(), value, status, version)
+
+
+def _event_id(event: dict[str, Any], rules: RecognitionRules) -> str:
+    value = rules.event_id.get(event)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return derived_event_id(event)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise BadRecord(
+        f"event id at {rules.event_id} must be a string or an integer, "
+        f"got a JSON {type(value).__name__}"
+    )
+
+
+def derived_event_id(event: dict[str, Any]) -> str:
+    """A deterministic id for an event that has none: a hash of its canonical JSON."""
+    canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _anonymous_id(value: Any, rules: RecognitionRules) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None  # absent, null, or an object/array/float that cannot name a device
+    text = str(value)
+    return None if rules.is_junk(text) else text
+
+
+def _identification_value(value: Any, rules: RecognitionRules) -> Scalar | None:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return None if rules.is_junk(str(value)) else value
