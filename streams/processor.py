@@ -1,0 +1,140 @@
+"""Batches of records through the rules, against a partition's state; no Kafka here.
+
+The topology calls these two functions, one per agent:
+
+- ``route``: records of the input topic, in any partitioning. A bad record becomes a
+  dead letter; an event without a usable anonymous id is passed to the sink at once;
+  every other event is forwarded, keyed by its anonymous id, to the repartition topic.
+- ``stitch``: records of one partition of the repartition topic, in offset order, against
+  that partition's ``PartitionState``. The caller emits ``sink`` and ``dead`` records,
+  then writes ``changes`` to the store and the changelog (order in ``streams.topology``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from streams.errors import BadRecord, StateError
+from streams.rules import (
+    Memory,
+    Outcome,
+    RecognitionRules,
+    SinkRecord,
+    decide,
+    needs_held,
+    parse,
+)
+from streams.state import PartitionState
+from streams.store import Change
+
+__all__ = ["DeadLetter", "Forward", "InputRecord", "Routed", "Stitched", "route", "stitch"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: InputRecord
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    key: bytes  # the anonymous id
+    value: bytes  # the event, byte for byte as it arrived
+
+
+@dataclass(slots=True)
+class Routed:
+    sink: list[SinkRecord] = field(default_factory=list)
+    forward: list[Forward] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Stitched:
+    sink: list[SinkRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+
+def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Counter[str]) -> Routed:
+    routed = Routed()
+    for record in records:
+        counts["received"] += 1
+        try:
+            parsed = parse(_value(record), rules)
+        except BadRecord as exc:
+            routed.dead.append(DeadLetter(record, exc.reason))
+            counts["dead_lettered"] += 1
+            continue
+        if rules.enabled and parsed.anonymous_id is not None:
+            routed.forward.append(Forward(parsed.anonymous_id.encode(), parsed.raw))
+        else:
+            routed.sink.extend(decide(parsed, Memory(), record.offset, rules).records)
+            counts["passthrough"] += 1
+    return routed
+
+
+def stitch(
+    records: Iterable[InputRecord],
+    state: PartitionState,
+    rules: RecognitionRules,
+    counts: Counter[str],
+) -> Stitched:
+    stitched = Stitched()
+    for record in records:
+        try:
+            outcome = _stitch_one(record, state, rules)
+        except (BadRecord, StateError) as exc:
+            reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
+            stitched.dead.append(DeadLetter(record, reason))
+            counts["dead_lettered"] += 1
+            continue
+        stitched.sink.extend(outcome.records)
+        _count(outcome, counts)
+    stitched.changes = state.changes()
+    return stitched
+
+
+def _stitch_one(record: InputRecord, state: PartitionState, rules: RecognitionRules) -> Outcome:
+    parsed = parse(_value(record), rules)
+    anonymous_id = parsed.anonymous_id
+    if not rules.enabled or anonymous_id is None:
+        return decide(parsed, Memory(), record.offset, rules)
+    memory = Memory(
+        identity=state.identity(anonymous_id), seen=state.seen(anonymous_id, parsed.event_id)
+    )
+    if needs_held(parsed, memory, rules):
+        memory = replace(memory, held=state.held(anonymous_id))
+    outcome = decide(parsed, memory, record.offset, rules)
+    state.apply(anonymous_id, parsed.event_id, outcome)
+    return outcome
+
+
+def _value(record: InputRecord) -> bytes:
+    if record.value is None:
+        raise BadRecord("record has no value (a tombstone on the event topic)")
+    return record.value
+
+
+def _count(outcome: Outcome, counts: Counter[str]) -> None:
+    for sink_record in outcome.records:
+        counts[sink_record.status.value] += 1
+    counts["held"] += outcome.hold is not None
+    counts["released"] += len(outcome.release)
+    counts["duplicates"] += outcome.duplicate
+    counts["conflicts"] += outcome.conflict

@@ -1,0 +1,264 @@
+"""Settings: one frozen object per process, read from a YAML file and the environment.
+
+Every setting has a YAML key, most have an environment variable, and the variable wins.
+``SETTINGS`` below is the one table of them all (the README's settings table follows it).
+A wrong value fails at start with a ``ConfigError`` naming the key and what was expected.
+
+    users_recognition:                      # Jitsu's words, so Jitsu users feel at home
+      enabled: true                         # USER_RECOGNITION_ENABLED
+      anonymous_id_node: /user/anonymous_id
+      identification_nodes: [/user/id, /user/email]
+      event_id_node: /eventn_ctx_event_id
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.errors import ConfigError
+from streams.pointer import Pointer, PointerError
+from streams.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
+
+__all__ = ["SETTINGS", "KafkaSettings", "Settings", "TopicSettings", "load_settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # A short session makes a group join (and a takeover after a crash) quick; heartbeats
+    # run on their own thread, so a slow batch does not count against it.
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 3.0
+    replication_factor: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    input: str = "events"
+    sink: str = "events.stitched"
+    dead_letter: str = "events.dlq"
+    #: partitions of the repartition topic and the state changelog: the most workers
+    #: that can share the work. Changing it later needs a state rebuild (deploy/README.md).
+    partitions: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    recognition: RecognitionRules = field(default_factory=RecognitionRules)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    app_id: str = "retrostitch"
+    state_dir: Path = Path("state")
+    batch_max_events: int = 1000
+    batch_max_wait: float = 0.1
+    standby_replicas: int = 1
+    log_level: str = "info"
+
+
+# -- parsing of one value; each raises ValueError saying what was expected ------------
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+        raise ValueError("expected a non-empty string")
+    return str(value).strip()
+
+
+def _list(value: Any) -> list[Any]:
+    if isinstance(value, str):  # from the environment: comma-separated
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list):
+        raise ValueError("expected a list (or, in the environment, a comma-separated string)")
+    return value
+
+
+def _pointer(value: Any) -> Pointer:
+    try:
+        return Pointer.parse(value)
+    except PointerError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _pointers(value: Any) -> tuple[Pointer, ...]:
+    pointers = tuple(_pointer(item) for item in _list(value))
+    if not pointers:
+        raise ValueError("expected at least one JSON pointer")
+    return pointers
+
+
+def _junk_ids(value: Any) -> frozenset[str]:
+    return frozenset(str(item).strip().lower() for item in _list(value))
+
+
+def _pattern(value: Any) -> re.Pattern[str] | None:
+    if value is None or value == "":
+        return None
+    try:
+        return re.compile(_text(value))
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a positive {kind.__name__}")
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a positive {kind.__name__}") from None
+        if number <= 0:
+            raise ValueError(f"expected a positive {kind.__name__}")
+        return number
+
+    return parse
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ValueError("expected a whole number, 0 or more")
+    return int(value)
+
+
+def _policy(value: Any) -> Policy:
+    try:
+        return Policy(str(value).strip().lower())
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(p.value for p in Policy)}") from None
+
+
+def _log_level(value: Any) -> str:
+    level = _text(value).lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ValueError("expected one of debug, info, warning, error")
+    return level
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str  # dotted YAML path
+    env: str | None
+    parse: Callable[[Any], Any]
+    target: str  # "section.field" in Settings, or "field"
+    default: Any
+
+
+_R, _K, _T = RecognitionRules(), KafkaSettings(), TopicSettings()
+_S = Settings()
+
+#: Every setting: YAML key, environment variable, parser, where it goes, default.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("users_recognition.enabled", "USER_RECOGNITION_ENABLED", _bool, "recognition.enabled", _R.enabled),
+    Setting("users_recognition.anonymous_id_node", "USER_RECOGNITION_ANONYMOUS_ID_NODE", _pointer, "recognition.anonymous_id", _R.anonymous_id),
+    Setting("users_recognition.identification_nodes", "USER_RECOGNITION_IDENTIFICATION_NODES", _pointers, "recognition.identification", _R.identification),
+    Setting("users_recognition.event_id_node", "USER_RECOGNITION_EVENT_ID_NODE", _pointer, "recognition.event_id", _R.event_id),
+    Setting("users_recognition.junk_anonymous_ids", "USER_RECOGNITION_JUNK_ANONYMOUS_IDS", _junk_ids, "recognition.junk_ids", DEFAULT_JUNK_IDS),
+    Setting("users_recognition.junk_anonymous_id_pattern", "USER_RECOGNITION_JUNK_ANONYMOUS_ID_PATTERN", _pattern, "recognition.junk_pattern", re.compile(DEFAULT_JUNK_PATTERN)),
+    Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _policy, "recognition.policy", _R.policy),
+    Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, "kafka.bootstrap_servers", _K.bootstrap_servers),
+    Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
+    Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
+    Setting("kafka.replication_factor", "KAFKA_REPLICATION_FACTOR", _positive(int), "kafka.replication_factor", _K.replication_factor),
+    Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", _text, "topics.input", _T.input),
+    Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", _text, "topics.sink", _T.sink),
+    Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", _text, "topics.dead_letter", _T.dead_letter),
+    Setting("topics.partitions", "RETROSTITCH_PARTITIONS", _positive(int), "topics.partitions", _T.partitions),
+    Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),
+    Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(_text(v)), "state_dir", _S.state_dir),
+    Setting("stitcher.batch_max_events", "RETROSTITCH_BATCH_MAX_EVENTS", _positive(int), "batch_max_events", _S.batch_max_events),
+    Setting("stitcher.batch_max_wait_seconds", "RETROSTITCH_BATCH_MAX_WAIT_SECONDS", _positive(float), "batch_max_wait", _S.batch_max_wait),
+    Setting("stitcher.standby_replicas", "RETROSTITCH_STANDBY_REPLICAS", _count, "standby_replicas", _S.standby_replicas),
+    Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),
+)  # fmt: skip
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from an optional YAML file, overridden by environment variables."""
+    environ = os.environ if environ is None else environ
+    document = _read_yaml(config_file) if config_file is not None else {}
+    flat = _flatten(document)
+    known = {setting.key for setting in SETTINGS}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(
+            f"{config_file}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.env is not None and environ.get(setting.env, "") != "":
+            raw, origin = environ[setting.env], f"environment variable {setting.env}"
+        elif setting.key in flat:
+            raw, origin = flat[setting.key], f"{setting.key} in {config_file}"
+        else:
+            values[setting.target] = setting.default
+            continue
+        try:
+            values[setting.target] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{origin} = {raw!r}: {exc}") from None
+    return _build(values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return document
+
+
+def _flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    sections: dict[str, dict[str, Any]] = {"recognition": {}, "kafka": {}, "topics": {}}
+    top: dict[str, Any] = {}
+    for target, value in values.items():
+        section, _, name = target.rpartition(".")
+        (sections[section] if section else top)[name] = value
+    kafka = KafkaSettings(**sections["kafka"])
+    if kafka.heartbeat_interval * 3 > kafka.session_timeout:
+        raise ConfigError(
+            "kafka.heartbeat_interval_seconds must be at most a third of "
+            f"kafka.session_timeout_seconds (got {kafka.heartbeat_interval} and {kafka.session_timeout})"
+        )
+    return Settings(
+        recognition=RecognitionRules(**sections["recognition"]),
+        kafka=kafka,
+        topics=TopicSettings(**sections["topics"]),
+        **top,
+    )

@@ -1,0 +1,185 @@
+"""The Faust topology: topics, the state table, and the two agents that wire them.
+
+Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``):
+
+    input        topics.input               key: anything       value: a JSON event
+    repartition  <app_id>-by-anonymous-id   key: anonymous id   value: the event, unchanged
+    sink         topics.sink                key: event id       value: sink record (README)
+    dead letters topics.dead_letter         key, value: as received; headers
+                                            retrostitch.reason, retrostitch.source
+    changelog    <app_id>-stitch-state-changelog (Faust's, of the table "stitch-state")
+
+Agents:
+
+    route   input -> dead letters (undecodable), sink (no usable anonymous id: passed
+            through), repartition (everything else, keyed by anonymous id so that all
+            events of a visitor meet in one partition, with that partition's state)
+    stitch  repartition -> sink: the rules of ``streams.rules`` against the partition's
+            state in RocksDB (layout in ``streams.state``), restored from the changelog by
+            whichever worker is given the partition
+
+    e.g. {"eventn_ctx_event_id": "event3", "user": {"anonymous_id": "1", "email": "a@b.com"}}
+    on input -> on sink: event3 v1 "identified", then event1 and event2 v2 "amended".
+
+Both agents take batches from their stream. Each stitch batch is checkpointed in this
+order, so that a crash anywhere loses nothing and re-processing changes nothing:
+
+    1. emit the sink and dead-letter records, and wait for the broker's acks;
+    2. send the state changes to the changelog, and wait for the acks;
+    3. write the changes and the changelog offset to the partition's RocksDB in one batch;
+    4. return: Faust acks the batch's input offsets and commits them.
+
+A crash before 3 leaves state as it was: the batch is read again and emits the very same
+records (versions are deterministic). A crash after 3 re-reads events already marked as
+seen: they emit nothing. A Faust table write needs a current event, which a batch does not
+have; so the stitch agent writes the table's RocksDB and changelog itself, in the format
+Faust restores from (raw bytes keys and values, the changelog offset under Faust's key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
+
+import faust
+
+from streams.processor import DeadLetter, InputRecord, route, stitch
+from streams.rules import SinkRecord
+from streams.settings import Settings
+from streams.state import PartitionState
+from streams.store import Change, RocksStore
+
+__all__ = ["HEADER_REASON", "HEADER_SOURCE", "create_app"]
+
+log = logging.getLogger(__name__)
+
+HEADER_REASON = "retrostitch.reason"
+HEADER_SOURCE = "retrostitch.source"
+_RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
+
+
+def create_app(settings: Settings, counts: Counter[str] | None = None) -> faust.App:
+    """The stitcher as a Faust app; ``counts`` collects what it did (for logs and tests)."""
+    counts = Counter() if counts is None else counts
+    rules = settings.recognition
+    partitions = settings.topics.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{host}" for host in settings.kafka.bootstrap_servers.split(",")),
+        store="rocksdb://",
+        datadir=str(settings.state_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        broker_session_timeout=settings.kafka.session_timeout,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=settings.standby_replicas,
+        producer_acks=-1,
+        web_enabled=False,
+        autodiscover=False,
+    )
+
+    input_topic = app.topic(settings.topics.input, **_RAW)
+    by_anonymous_id = app.topic(
+        f"{settings.app_id}-by-anonymous-id", partitions=partitions, internal=True, **_RAW
+    )
+    # Keys and values are the raw bytes of streams.state; the agent writes them itself.
+    table = app.Table("stitch-state", partitions=partitions, key_type=bytes, value_type=bytes)
+    sink_topic, dead_letter_topic = settings.topics.sink, settings.topics.dead_letter
+
+    async def send_all(sends: Iterable[Awaitable[Awaitable[Any]]]) -> list[Any]:
+        """Hand every record to the producer, then wait until the broker acked them all."""
+        pending = [await send for send in sends]
+        return list(await asyncio.gather(*pending))
+
+    def to_sink(records: Iterable[SinkRecord]) -> list[Awaitable[Awaitable[Any]]]:
+        return [app.producer.send(sink_topic, r.key, r.value, None, None, None) for r in records]
+
+    def to_dead_letters(dead: Iterable[DeadLetter]) -> list[Awaitable[Awaitable[Any]]]:
+        return [
+            app.producer.send(
+                dead_letter_topic,
+                d.record.key,
+                d.record.value,
+                None,
+                None,
+                [(HEADER_REASON, d.reason.encode()), (HEADER_SOURCE, d.record.source.encode())],
+            )
+            for d in dead
+        ]
+
+    @app.agent(input_topic, name="route")
+    async def route_agent(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait):
+            routed = route(_records(events), rules, counts)
+            forwards = [
+                app.producer.send(by_anonymous_id.get_topic_name(), f.key, f.value, None, None, None)
+                for f in routed.forward
+            ]
+            await send_all([*forwards, *to_sink(routed.sink), *to_dead_letters(routed.dead)])
+
+    @app.agent(by_anonymous_id, name="stitch")
+    async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
+        changelog = table.changelog_topic.get_topic_name()
+        async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait):
+            done = []
+            for partition, records in _by_partition(_records(events)).items():
+                store = RocksStore(table.data._db_for_partition(partition))
+                done.append((partition, store, stitch(records, PartitionState(store), rules, counts)))
+            # 1. sink and dead letters first: state never runs ahead of what was emitted
+            await send_all(
+                send for _, _, result in done
+                for send in (*to_sink(result.sink), *to_dead_letters(result.dead))
+            )  # fmt: skip
+            for partition, store, result in done:
+                if not result.changes:
+                    continue
+                # 2. the changelog, so any worker can restore this partition
+                acked = await send_all(
+                    app.producer.send(changelog, key, value, partition, None, None)
+                    for key, value in result.changes
+                )
+                # 3. local state and the changelog offset it reflects, in one write
+                offset = max(metadata.offset for metadata in acked)
+                store.write([*result.changes, _offset_change(table, offset)])
+            # 4. returning acks the batch; Faust commits the offsets
+
+    @app.timer(interval=30.0)
+    async def report_counts() -> None:
+        if counts:
+            log.info("retrostitch counts: %s", dict(sorted(counts.items())))
+
+    return app
+
+
+def _offset_change(table: Any, offset: int) -> Change:
+    """Faust's record of the changelog offset that a partition's RocksDB has applied."""
+    return (table.data.offset_key, str(offset).encode())
+
+
+def _records(events: Sequence[Any]) -> list[InputRecord]:
+    return [
+        InputRecord(
+            topic=e.message.topic,
+            partition=e.message.partition,
+            offset=e.message.offset,
+            key=e.message.key,
+            value=e.message.value,
+        )
+        for e in events
+    ]
+
+
+def _by_partition(records: Iterable[InputRecord]) -> dict[int, list[InputRecord]]:
+    groups: dict[int, list[InputRecord]] = {}
+    for record in records:
+        groups.setdefault(record.partition, []).append(record)
+    return groups
