@@ -60,10 +60,10 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(settings: Settings, _: argparse.Namespace) -> int:
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, args.config)
 
 
 def _parser() -> argparse.ArgumentParser:

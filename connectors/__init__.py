@@ -1,0 +1,1 @@
+"""Warehouse connectors: consumers of the sink topic (see issue 3)."""

@@ -1,0 +1,91 @@
+"""The stitcher run locally: a worker in a child process, as ``make run`` and the tests do.
+
+The child is ``python -m streams.cli worker``, given its settings through the same
+environment variables an operator would set; nothing here reaches into the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from streams.processor import InputRecord, stitch
+from streams.rules import RecognitionRules
+from streams.state import PartitionState
+from streams.store import MemoryStore
+
+__all__ = ["WorkerProcess", "expected_versions"]
+
+
+class WorkerProcess:
+    """``retrostitch worker`` as a child process with the given environment."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, config: Path | None = None) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.config = config
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [sys.executable, "-m", "streams.cli"]
+        if self.config is not None:
+            command += ["--config", str(self.config)]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [*command, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 60.0, sig: int = signal.SIGTERM) -> int:
+        """Send ``sig`` (SIGTERM: a graceful stop, as Kubernetes does) and wait for the exit."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(sig)
+        try:
+            code = self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait()
+        self._process = None
+        return code
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def expected_versions(lines: Iterable[bytes], rules: RecognitionRules) -> dict[str, int]:
+    """The latest version of each event id that the rules give for these lines, computed
+    in memory: what the sink topic must show once the worker has processed them."""
+    records = []
+    for offset, line in enumerate(lines):
+        value = line.rstrip(b"\r\n")
+        if value.strip():
+            records.append(InputRecord("expected", 0, offset, None, value))
+    latest: dict[str, int] = {}
+    state = PartitionState(MemoryStore())
+    for record in stitch(records, state, rules, Counter()).sink:
+        event_id = record.key.decode()
+        latest[event_id] = max(latest.get(event_id, 0), record.version)
+    return latest
+
