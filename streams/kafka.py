@@ -9,8 +9,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from streams.errors import BadRecord, BrokerError
 from streams.rules import RecognitionRules, parse
@@ -28,7 +36,9 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise BrokerError(f"cannot list topics on {settings.kafka.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(
+            f"cannot list topics on {settings.kafka.bootstrap_servers}: {exc}"
+        ) from exc
     topics = settings.topics
     wanted = [topics.input, topics.sink, topics.dead_letter]
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]

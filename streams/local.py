@@ -88,4 +88,3 @@ def expected_versions(lines: Iterable[bytes], rules: RecognitionRules) -> dict[s
         event_id = record.key.decode()
         latest[event_id] = max(latest.get(event_id, 0), record.version)
     return latest
-

@@ -1,13 +1,13 @@
 """JSON pointers (RFC 6901), parsed once and used to read and write event fields.
 
-    >>> p = Pointer.parse("/user/email")
-    >>> p.get({"user": {"email": "a@b.com"}})
-    'a@b.com'
-    >>> doc = {"user": {"anonymous_id": "1"}}
-    >>> p.set(doc, "a@b.com")
-    True
-    >>> doc
-    {'user': {'anonymous_id': '1', 'email': 'a@b.com'}}
+>>> p = Pointer.parse("/user/email")
+>>> p.get({"user": {"email": "a@b.com"}})
+'a@b.com'
+>>> doc = {"user": {"anonymous_id": "1"}}
+>>> p.set(doc, "a@b.com")
+True
+>>> doc
+{'user': {'anonymous_id': '1', 'email': 'a@b.com'}}
 """
 
 from __future__ import annotations

@@ -101,7 +101,9 @@ class RecognitionRules:
         folded = text.strip().lower()
         if folded in self.junk_ids:
             return True
-        return self.junk_pattern is not None and self.junk_pattern.fullmatch(text.strip()) is not None
+        return (
+            self.junk_pattern is not None and self.junk_pattern.fullmatch(text.strip()) is not None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,9 @@ def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
         raise BadRecord(f"not valid JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise BadRecord(f"not a JSON object but a JSON {type(event).__name__}")
-    identity_values = tuple(_identification_value(p.get(event), rules) for p in rules.identification)
+    identity_values = tuple(
+        _identification_value(p.get(event), rules) for p in rules.identification
+    )
     identified = any(value is not None for value in identity_values)
     return Parsed(
         raw=raw,
@@ -239,7 +243,8 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
 
 
 def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
-    assert parsed.identity is not None and parsed.anonymous_id is not None
+    assert parsed.identity is not None
+    assert parsed.anonymous_id is not None
     identity, changed, conflict = _next_identity(memory.identity, parsed.identity)
     records = [_as_is(parsed, Status.IDENTIFIED)]
     held = sorted(memory.held, key=lambda h: h.seq)
@@ -276,7 +281,9 @@ def _next_identity(current: Identity | None, incoming: Identity) -> tuple[Identi
     return merged, merged != current, False
 
 
-def _re_emit(held: Held, identity: Identity, anonymous_id: str, rules: RecognitionRules) -> SinkRecord:
+def _re_emit(
+    held: Held, identity: Identity, anonymous_id: str, rules: RecognitionRules
+) -> SinkRecord:
     event = orjson.loads(held.raw)
     return _amended_event(
         event, held.event_id, anonymous_id, identity, held.version + 1, Status.AMENDED, rules

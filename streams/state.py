@@ -19,6 +19,7 @@ to be written in one batch and sent to the changelog.
 from __future__ import annotations
 
 import struct
+
 import orjson
 
 from streams.errors import StateError
@@ -109,4 +110,3 @@ class PartitionState:
         key = prefix + _SEQ.pack(held.seq)
         self._pending[key] = value
         self._pending_held.setdefault(prefix, {})[key] = value
-

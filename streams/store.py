@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from rocksdict import DBCompressionType, Options, Rdict, WriteBatch
 
@@ -57,7 +57,7 @@ class RocksStore:
         return value
 
     def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        items: Iterable[tuple[bytes, bytes]] = self._db.items(from_key=prefix)
+        items = cast(Iterable[tuple[bytes, bytes]], self._db.items(from_key=prefix))
         for key, value in items:
             if not key.startswith(prefix):
                 return

@@ -41,10 +41,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import Any, cast
 
 import faust
+from rocksdict import Rdict
 
 from streams.processor import DeadLetter, InputRecord, route, stitch
 from streams.rules import SinkRecord
@@ -118,10 +119,12 @@ def create_app(settings: Settings, counts: Counter[str] | None = None) -> faust.
 
     @app.agent(input_topic, name="route")
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait):
+        async for events in _batches(stream, settings):
             routed = route(_records(events), rules, counts)
             forwards = [
-                app.producer.send(by_anonymous_id.get_topic_name(), f.key, f.value, None, None, None)
+                app.producer.send(
+                    by_anonymous_id.get_topic_name(), f.key, f.value, None, None, None
+                )
                 for f in routed.forward
             ]
             await send_all([*forwards, *to_sink(routed.sink), *to_dead_letters(routed.dead)])
@@ -129,11 +132,13 @@ def create_app(settings: Settings, counts: Counter[str] | None = None) -> faust.
     @app.agent(by_anonymous_id, name="stitch")
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
         changelog = table.changelog_topic.get_topic_name()
-        async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait):
+        async for events in _batches(stream, settings):
             done = []
             for partition, records in _by_partition(_records(events)).items():
-                store = RocksStore(table.data._db_for_partition(partition))
-                done.append((partition, store, stitch(records, PartitionState(store), rules, counts)))
+                store = RocksStore(_partition_db(table, partition))
+                done.append(
+                    (partition, store, stitch(records, PartitionState(store), rules, counts))
+                )
             # 1. sink and dead letters first: state never runs ahead of what was emitted
             await send_all(
                 send for _, _, result in done
@@ -152,12 +157,26 @@ def create_app(settings: Settings, counts: Counter[str] | None = None) -> faust.
                 store.write([*result.changes, _offset_change(table, offset)])
             # 4. returning acks the batch; Faust commits the offsets
 
-    @app.timer(interval=30.0)
     async def report_counts() -> None:
         if counts:
             log.info("retrostitch counts: %s", dict(sorted(counts.items())))
 
+    app.timer(interval=30.0)(report_counts)
     return app
+
+
+def _batches(stream: faust.StreamT[bytes], settings: Settings) -> AsyncIterator[Sequence[Any]]:
+    """Events in batches of up to ``batch_max_events``, or whatever came within the wait."""
+    batches: AsyncIterator[Sequence[Any]] = cast(faust.Stream[bytes], stream).take_events(
+        settings.batch_max_events, settings.batch_max_wait
+    )
+    return batches
+
+
+def _partition_db(table: Any, partition: int) -> Rdict:
+    """The RocksDB database that Faust's table keeps (and restores) for one partition."""
+    db: Rdict = table.data._db_for_partition(partition)
+    return db
 
 
 def _offset_change(table: Any, offset: int) -> Change:

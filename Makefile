@@ -1,0 +1,41 @@
+# retrostitch: `make run` shows the whole job locally; `make test` sets up and runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup run test unit integration lint format bench clean
+
+setup: $(STAMP)  ## virtualenv with retrostitch and its dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: setup  ## local broker + stitcher + the sample stream, printed before and after
+	$(BIN)/retrostitch demo
+
+test: lint  ## lint, then every test (unit and integration, against the real broker)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: setup
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: setup  ## ruff and mypy --strict on the packages
+	$(BIN)/ruff check streams connectors tests
+	$(BIN)/ruff format --check streams connectors tests
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format streams connectors tests
+	$(BIN)/ruff check --fix streams connectors tests
+
+bench: setup  ## the benchmark harness is issue 5
+	@echo "make bench: not built yet (issue 5)" >&2; exit 2
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis state

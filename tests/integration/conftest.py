@@ -1,0 +1,51 @@
+"""Fixtures for tests against the real parts: a local Kafka-protocol broker and real
+``retrostitch worker`` processes. Nothing here stands in for the broker or the state.
+
+``KAFKA_BOOTSTRAP_SERVERS`` points the tests at a broker of your own; without it, one
+local broker (Tansu, memory storage) is started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.broker import LocalBroker
+from streams.kafka import ensure_topics
+from streams.settings import load_settings
+from tests.integration.harness import FAST_GROUP, Pipeline
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers() -> Iterator[str]:
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    with LocalBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def pipeline(bootstrap_servers: str, tmp_path: Path) -> Iterator[Pipeline]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    env = {
+        **FAST_GROUP,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "RETROSTITCH_APP_ID": name,
+        "RETROSTITCH_INPUT_TOPIC": f"{name}.events",
+        "RETROSTITCH_SINK_TOPIC": f"{name}.events.stitched",
+        "RETROSTITCH_DEAD_LETTER_TOPIC": f"{name}.events.dlq",
+        "RETROSTITCH_PARTITIONS": "4",
+        "RETROSTITCH_BATCH_MAX_WAIT_SECONDS": "0.05",
+    }
+    settings = load_settings(environ=env)
+    ensure_topics(settings)
+    built = Pipeline(bootstrap_servers, env, settings, tmp_path, [])
+    yield built
+    for worker in built.workers:
+        worker.stop()

@@ -1,0 +1,62 @@
+"""An isolated stitcher deployment on the real broker, for the integration tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from streams.kafka import TopicReader, produce_events
+from streams.local import WorkerProcess
+from streams.settings import Settings
+
+# Tansu answers a group join after session.timeout/2: a short session keeps each join ~1.5 s.
+FAST_GROUP = {"KAFKA_SESSION_TIMEOUT_SECONDS": "3", "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1"}
+
+
+@dataclass
+class Pipeline:
+    """One isolated stitcher deployment: its own app id, topics and state directories."""
+
+    bootstrap_servers: str
+    env: dict[str, str]
+    settings: Settings
+    tmp: Path
+    workers: list[WorkerProcess]
+
+    def worker(self, state_dir: str = "state") -> WorkerProcess:
+        env = {**self.env, "RETROSTITCH_STATE_DIR": str(self.tmp / state_dir)}
+        worker = WorkerProcess(env, self.tmp / f"worker-{len(self.workers)}.log").start()
+        self.workers.append(worker)
+        return worker
+
+    def produce(self, *lines: bytes) -> None:
+        produce_events(
+            self.bootstrap_servers, self.settings.topics.input, lines, self.settings.recognition
+        )
+
+    def reader(self, topic: str) -> TopicReader:
+        return TopicReader(self.bootstrap_servers, topic)
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.settings.app_id}-stitch-state-changelog"
+
+    def fence_changelog(self) -> None:
+        """Work around a broker quirk before another worker restores state.
+
+        Tansu answers ListOffsets(latest) with the start of a partition's last batch + 1,
+        not its true end, so a restore that trusts end offsets would stop short of a batch
+        of several records. A one-record batch at the end makes the answer exact: a
+        tombstone for a key that no state layout uses, so restoring it changes nothing.
+        """
+        producer = Producer({"bootstrap.servers": self.bootstrap_servers})
+        for partition in range(self.settings.topics.partitions):
+            producer.produce(
+                self.changelog_topic, key=b"\xfftest-fence", value=None, partition=partition
+            )
+            producer.flush(10)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(60)}" for w in self.workers)
