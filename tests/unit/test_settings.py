@@ -1,0 +1,139 @@
+"""Settings: YAML and environment, the environment winning; bad values name their key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streams.errors import ConfigError
+from streams.pointer import Pointer
+from streams.rules import Policy
+from streams.settings import SETTINGS, Settings, load_settings
+
+JITSU_YAML = """
+users_recognition:
+  enabled: true
+  anonymous_id_node: /anonymousId
+  identification_nodes: [/userId, /traits/email]
+  event_id_node: /messageId
+  identity_conflict_policy: latest
+topics:
+  partitions: 12
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "retrostitch.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_jitsus() -> None:
+    settings = load_settings(environ={})
+    assert settings == Settings()
+    rules = settings.recognition
+    assert rules.enabled
+    assert rules.anonymous_id == Pointer.parse("/user/anonymous_id")
+    assert rules.identification == (Pointer.parse("/user/id"), Pointer.parse("/user/email"))
+    assert rules.event_id == Pointer.parse("/eventn_ctx_event_id")
+    assert (settings.topics.input, settings.topics.sink, settings.topics.dead_letter) == (
+        "events",
+        "events.stitched",
+        "events.dlq",
+    )
+
+
+def test_yaml_file_is_read(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, JITSU_YAML), environ={})
+    rules = settings.recognition
+    assert rules.anonymous_id.text == "/anonymousId"
+    assert [p.text for p in rules.identification] == ["/userId", "/traits/email"]
+    assert rules.event_id.text == "/messageId"
+    assert rules.policy is Policy.LATEST
+    assert settings.topics.partitions == 12
+
+
+def test_environment_wins_over_the_file(tmp_path: Path) -> None:
+    environ = {
+        "USER_RECOGNITION_ENABLED": "false",
+        "USER_RECOGNITION_IDENTIFICATION_NODES": "/a, /b/c",
+        "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        "RETROSTITCH_STATE_DIR": "/var/lib/retrostitch",
+        "RETROSTITCH_PARTITIONS": "3",
+    }
+    settings = load_settings(_write(tmp_path, JITSU_YAML), environ=environ)
+    assert not settings.recognition.enabled
+    assert [p.text for p in settings.recognition.identification] == ["/a", "/b/c"]
+    assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.state_dir == Path("/var/lib/retrostitch")
+    assert settings.topics.partitions == 3
+
+
+def test_empty_environment_variable_does_not_override(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, JITSU_YAML), environ={"RETROSTITCH_PARTITIONS": ""})
+    assert settings.topics.partitions == 12
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "users_recognition:\n  anonymous_id_node: user.id\n",
+            "users_recognition.anonymous_id_node",
+        ),
+        ("users_recognition:\n  identification_nodes: []\n", "at least one JSON pointer"),
+        ("users_recognition:\n  enabled: maybe\n", "expected true or false"),
+        (
+            "users_recognition:\n  identity_conflict_policy: first\n",
+            "expected one of retain, latest",
+        ),
+        (
+            "users_recognition:\n  junk_anonymous_id_pattern: '[0-'\n",
+            "not a valid regular expression",
+        ),
+        ("topics:\n  partitions: 0\n", "topics.partitions"),
+        ("topics:\n  partitions: -3\n", "expected a positive int"),
+        (
+            "users_recognition:\n  anonymus_id_node: /x\n",
+            "unknown setting 'users_recognition.anonymus_id_node'",
+        ),
+        ("- a list\n", "must hold a mapping"),
+        ("users_recognition: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path: Path, yaml_text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(_write(tmp_path, yaml_text), environ={})
+
+
+def test_bad_environment_variable_is_named() -> None:
+    with pytest.raises(ConfigError, match="environment variable RETROSTITCH_BATCH_MAX_EVENTS"):
+        load_settings(environ={"RETROSTITCH_BATCH_MAX_EVENTS": "lots"})
+
+
+def test_heartbeat_must_fit_the_session_three_times() -> None:
+    with pytest.raises(ConfigError, match="kafka.heartbeat_interval_seconds"):
+        load_settings(
+            environ={"KAFKA_SESSION_TIMEOUT_SECONDS": "3", "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "2"}
+        )
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+
+
+def test_every_setting_has_a_unique_key_and_variable() -> None:
+    keys = [s.key for s in SETTINGS]
+    variables = [s.env for s in SETTINGS if s.env]
+    assert len(keys) == len(set(keys))
+    assert len(variables) == len(set(variables))
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for setting in SETTINGS:
+        assert setting.key.rpartition(".")[2] + ":" in readme, setting.key
+        assert setting.env is None or setting.env in readme, setting.env
