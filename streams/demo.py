@@ -105,7 +105,7 @@ def _print_table(messages: Sequence[Message], settings: Settings) -> None:
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, [("-" * w) for w in widths], *rows]:
-        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _cell(value: object) -> str:
