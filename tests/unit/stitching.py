@@ -1,0 +1,70 @@
+"""Helpers for the unit tests: events, and a whole stream through the processor in memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from streams.processor import InputRecord, stitch
+from streams.rules import RecognitionRules
+from streams.state import PartitionState
+from streams.store import MemoryStore
+
+
+def event(
+    event_id: str | None,
+    anonymous_id: Any = "1",
+    *,
+    email: Any = None,
+    user_id: Any = None,
+    **extra: Any,
+) -> bytes:
+    user: dict[str, Any] = {"anonymous_id": anonymous_id}
+    if email is not None:
+        user["email"] = email
+    if user_id is not None:
+        user["id"] = user_id
+    doc: dict[str, Any] = {"user": user, **extra}
+    if event_id is not None:
+        doc["eventn_ctx_event_id"] = event_id
+    return orjson.dumps(doc)
+
+
+class Run:
+    """A stream processed batch by batch against one in-memory store, as the worker does."""
+
+    def __init__(self, rules: RecognitionRules | None = None) -> None:
+        self.rules = rules or RecognitionRules()
+        self.store = MemoryStore()
+        self.counts: Counter[str] = Counter()
+        self.records: list[dict[str, Any]] = []
+        self.dead: list[str] = []
+        self._offset = 0
+
+    def feed(self, *values: bytes) -> list[dict[str, Any]]:
+        """One batch; returns the sink records it emitted, decoded."""
+        batch = []
+        for value in values:
+            batch.append(InputRecord("t", 0, self._offset, None, value))
+            self._offset += 1
+        result = stitch(batch, PartitionState(self.store), self.rules, self.counts)
+        self.store.write(result.changes)
+        emitted = [orjson.loads(r.value) for r in result.sink]
+        self.records += emitted
+        self.dead += [d.reason for d in result.dead]
+        return emitted
+
+    def feed_batches(self, batches: Iterable[Sequence[bytes]]) -> list[dict[str, Any]]:
+        return [record for batch in batches for record in self.feed(*batch)]
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The warehouse view: the highest version of each event id."""
+        latest: dict[str, dict[str, Any]] = {}
+        for record in self.records:
+            known = latest.get(record["event_id"])
+            if known is None or record["version"] > known["version"]:
+                latest[record["event_id"]] = record
+        return latest

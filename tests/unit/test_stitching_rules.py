@@ -1,0 +1,331 @@
+"""Every stitching rule, through the processor and an in-memory store (no I/O)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.errors import BadRecord
+from streams.pointer import Pointer
+from streams.processor import InputRecord, stitch
+from streams.rules import Policy, RecognitionRules, derived_event_id, parse
+from streams.state import PartitionState
+from streams.store import MemoryStore
+from tests.unit.stitching import Run, event
+
+SEED = [
+    event("event1"),
+    event("event2"),
+    event("event3", email="a@b.com"),
+    event("event4", email="a@b.com"),
+]
+LATEST = RecognitionRules(policy=Policy.LATEST)
+
+
+def _summary(records: list[dict[str, Any]]) -> list[tuple[str, int, str, Any]]:
+    return [
+        (r["event_id"], r["version"], r["status"], r["event"]["user"].get("email")) for r in records
+    ]
+
+
+# -- the seed's example ----------------------------------------------------------------
+
+
+def test_seed_example_amends_event1_and_event2_right_after_event3() -> None:
+    run = Run()
+    assert _summary(run.feed(SEED[0])) == [("event1", 1, "anonymous", None)]
+    assert _summary(run.feed(SEED[1])) == [("event2", 1, "anonymous", None)]
+    assert _summary(run.feed(SEED[2])) == [
+        ("event3", 1, "identified", "a@b.com"),
+        ("event1", 2, "amended", "a@b.com"),
+        ("event2", 2, "amended", "a@b.com"),
+    ]
+    assert _summary(run.feed(SEED[3])) == [("event4", 1, "identified", "a@b.com")]
+    latest = run.latest()
+    assert {e: r["event"]["user"]["email"] for e, r in latest.items()} == dict.fromkeys(
+        ("event1", "event2", "event3", "event4"), "a@b.com"
+    )
+    assert {r["stitched_user_id"] for r in latest.values()} == {"a@b.com"}
+
+
+def test_seed_example_in_one_batch_gives_the_same_records() -> None:
+    one_by_one, together = Run(), Run()
+    for value in SEED:
+        one_by_one.feed(value)
+    together.feed(*SEED)
+    assert together.records == one_by_one.records
+
+
+# -- rule 1: bad records ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"user": ', "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object but a JSON list"),
+        (b'"text"', "not a JSON object but a JSON str"),
+        (b"null", "not a JSON object but a JSON NoneType"),
+        (b'{"eventn_ctx_event_id": {"a": 1}}', "event id at /eventn_ctx_event_id must be"),
+        (b'{"eventn_ctx_event_id": true}', "event id at /eventn_ctx_event_id must be"),
+    ],
+)
+def test_bad_records_are_dead_lettered_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(BadRecord, match=re.escape(reason)):
+        parse(raw, RecognitionRules())
+    run = Run()
+    run.feed(event("before"), raw, event("after"))
+    assert [r["event_id"] for r in run.records] == ["before", "after"]
+    assert len(run.dead) == 1
+    assert run.dead[0].startswith(reason)
+    assert run.counts["dead_lettered"] == 1
+
+
+def test_a_tombstone_is_dead_lettered() -> None:
+    result = stitch(
+        [InputRecord("t", 0, 0, b"k", None)],
+        PartitionState(MemoryStore()),
+        RecognitionRules(),
+        Counter(),
+    )
+    assert [d.reason for d in result.dead] == [
+        "record has no value (a tombstone on the event topic)"
+    ]
+
+
+# -- rule 2: no usable anonymous id ----------------------------------------------------
+
+JUNK = [
+    "", "  ", "null", "NULL", "undefined", "None", "nan", "anonymous", "0", "[object Object]",
+    "00000000-0000-0000-0000-000000000000", "-", None, True, 1.5, {"id": 1}, ["a"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("anonymous_id", JUNK)
+def test_junk_anonymous_ids_pass_through_untouched_and_nothing_is_stored(anonymous_id: Any) -> None:
+    run = Run()
+    raw = event("e1", anonymous_id)
+    (record,) = run.feed(raw)
+    assert record["status"] == "passthrough"
+    assert record["anonymous_id"] is None
+    assert record["stitched_user_id"] is None
+    assert orjson.dumps(record["event"]) == raw  # untouched
+    assert list(run.store.scan(b"")) == []
+
+
+def test_a_missing_anonymous_id_passes_through_with_its_own_identity() -> None:
+    run = Run()
+    (record,) = run.feed(orjson.dumps({"eventn_ctx_event_id": "e1", "user": {"id": "u-1"}}))
+    assert (record["status"], record["stitched_user_id"]) == ("passthrough", "u-1")
+    assert list(run.store.scan(b"")) == []
+
+
+@pytest.mark.parametrize("anonymous_id", ["1", 1, "0000-1", " abc ", "nullable", "a\x00b"])
+def test_real_anonymous_ids_are_recognised(anonymous_id: Any) -> None:
+    (record,) = Run().feed(event("e1", anonymous_id))
+    assert record["status"] == "anonymous"
+    assert record["anonymous_id"] == str(anonymous_id)
+
+
+def test_junk_list_and_pattern_are_configurable() -> None:
+    rules = RecognitionRules(junk_ids=frozenset({"guest"}), junk_pattern=re.compile(r"tmp-.*"))
+    run = Run(rules)
+    statuses = [
+        r["status"] for r in run.feed(event("a", "Guest"), event("b", "tmp-9"), event("c", "null"))
+    ]
+    assert statuses == ["passthrough", "passthrough", "anonymous"]
+
+
+def test_recognition_disabled_passes_everything_through() -> None:
+    run = Run(RecognitionRules(enabled=False))
+    records = run.feed(*SEED)
+    assert {r["status"] for r in records} == {"passthrough"}
+    assert list(run.store.scan(b"")) == []
+
+
+# -- rules 3, 4, 5: identify, stitch at once, hold -------------------------------------
+
+
+def test_identification_writes_every_identification_value_into_held_events() -> None:
+    run = Run()
+    run.feed(event("e1"), event("e2", page={"url": "/x"}))
+    emitted = run.feed(event("e3", email="a@b.com", user_id=42))
+    amended = {r["event_id"]: r for r in emitted if r["status"] == "amended"}
+    assert amended["e2"]["event"] == {
+        "user": {"anonymous_id": "1", "email": "a@b.com", "id": 42},
+        "page": {"url": "/x"},
+        "eventn_ctx_event_id": "e2",
+    }
+    assert amended["e1"]["stitched_user_id"] == 42  # the first identification node: /user/id
+    assert run.counts["released"] == 2
+
+
+def test_held_events_leave_state_once_amended() -> None:
+    run = Run()
+    run.feed(event("e1"), event("e2"))
+    assert run.counts["held"] == 2
+    run.feed(event("e3", email="a@b.com"))
+    assert [k for k, _ in run.store.scan(b"h")] == []
+    run.feed(event("e4", email="a@b.com"))
+    assert run.records[-1]["event_id"] == "e4"  # nothing re-emitted a second time
+
+
+def test_anonymous_events_after_identification_are_stitched_at_once() -> None:
+    run = Run()
+    run.feed(event("e1", email="a@b.com"))
+    (record,) = run.feed(event("e2"))
+    assert (record["status"], record["version"]) == ("stitched", 1)
+    assert record["event"]["user"]["email"] == "a@b.com"
+    assert record["stitched_user_id"] == "a@b.com"
+    assert [k for k, _ in run.store.scan(b"h")] == []  # retain: nothing held after identity
+
+
+def test_anonymous_events_of_unknown_ids_are_emitted_as_is_and_held() -> None:
+    run = Run()
+    raw = event("e1", page={"url": "/"})
+    (record,) = run.feed(raw)
+    assert record == {
+        "event_id": "e1",
+        "anonymous_id": "1",
+        "stitched_user_id": "1",
+        "version": 1,
+        "status": "anonymous",
+        "event": orjson.loads(raw),
+    }
+    assert len(list(run.store.scan(b"h"))) == 1
+
+
+def test_identities_of_different_anonymous_ids_do_not_mix() -> None:
+    run = Run()
+    run.feed(event("a1", "A"), event("b1", "B"), event("a2", "A", email="a@x.com"))
+    assert run.latest()["b1"]["event"]["user"].get("email") is None
+    assert run.latest()["a1"]["event"]["user"]["email"] == "a@x.com"
+
+
+def test_junk_identification_values_do_not_identify() -> None:
+    run = Run()
+    run.feed(event("e1"))
+    records = run.feed(event("e2", email="null", user_id=""))
+    assert [r["status"] for r in records] == ["anonymous"]
+
+
+def test_a_non_conflicting_newer_identity_completes_the_current_one() -> None:
+    run = Run()
+    run.feed(event("e1", user_id="u-1"))
+    run.feed(event("e2", user_id="u-1", email="a@b.com"))
+    (stitched,) = run.feed(event("e3"))
+    assert stitched["event"]["user"] == {"anonymous_id": "1", "id": "u-1", "email": "a@b.com"}
+    assert run.counts["conflicts"] == 0
+
+
+# -- rule 6: a new identity on an identified anonymous id -------------------------------
+
+
+def _shared_device(run: Run) -> None:
+    run.feed(event("e1"))
+    run.feed(event("e2", email="ann@x.com"))
+    run.feed(event("e3"))
+    run.feed(event("e4", email="bob@x.com"))
+    run.feed(event("e5"))
+
+
+def test_retain_keeps_earlier_identities_and_counts_the_conflict() -> None:
+    run = Run()
+    _shared_device(run)
+    emails = {e: r["event"]["user"]["email"] for e, r in run.latest().items()}
+    assert emails == {
+        "e1": "ann@x.com", "e2": "ann@x.com", "e3": "ann@x.com",
+        "e4": "bob@x.com", "e5": "bob@x.com",
+    }  # fmt: skip
+    assert run.counts["conflicts"] == 1
+    assert [r["event_id"] for r in run.records].count("e3") == 1  # never re-emitted
+
+
+def test_latest_re_emits_every_anonymous_event_with_the_newest_identity() -> None:
+    run = Run(LATEST)
+    _shared_device(run)
+    latest = run.latest()
+    assert {e: r["event"]["user"]["email"] for e, r in latest.items()} == {
+        "e1": "bob@x.com", "e2": "ann@x.com", "e3": "bob@x.com",
+        "e4": "bob@x.com", "e5": "bob@x.com",
+    }  # fmt: skip
+    assert {e: r["version"] for e, r in latest.items()} == {
+        "e1": 3,
+        "e2": 1,
+        "e3": 2,
+        "e4": 1,
+        "e5": 1,
+    }
+    assert run.counts["conflicts"] == 1
+
+
+def test_latest_does_not_re_emit_when_the_identity_is_unchanged() -> None:
+    run = Run(LATEST)
+    run.feed(event("e1"), event("e2", email="a@b.com"))
+    before = len(run.records)
+    run.feed(event("e3", email="a@b.com"))
+    assert len(run.records) == before + 1
+
+
+# -- rule 7: re-delivery -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+def test_a_redelivered_event_emits_nothing_whatever_the_order(policy: Policy) -> None:
+    run = Run(RecognitionRules(policy=policy))
+    run.feed(SEED[0], SEED[0])
+    run.feed(SEED[2], SEED[0], SEED[2])
+    run.feed(SEED[0])
+    assert sorted((r["event_id"], r["version"]) for r in run.records) == [
+        ("event1", 1), ("event1", 2), ("event3", 1),
+    ]  # fmt: skip
+    assert run.counts["duplicates"] == 4
+
+
+# -- rule 8: derived event ids -------------------------------------------------------------
+
+
+def test_events_without_an_id_get_one_derived_from_their_content() -> None:
+    first = orjson.dumps({"b": 1, "user": {"anonymous_id": "1"}, "a": [1, 2]})
+    reordered = orjson.dumps({"a": [1, 2], "user": {"anonymous_id": "1"}, "b": 1})
+    other = orjson.dumps({"b": 2, "user": {"anonymous_id": "1"}, "a": [1, 2]})
+    ids = [parse(raw, RecognitionRules()).event_id for raw in (first, reordered, other)]
+    assert ids[0] == ids[1] != ids[2]
+    assert re.fullmatch(r"[0-9a-f]{32}", ids[0])
+    assert ids[0] == derived_event_id(orjson.loads(first))
+    run = Run()
+    run.feed(first, reordered)
+    assert len(run.records) == 1  # the same content is the same event
+
+
+@pytest.mark.parametrize(("value", "expected"), [(7, "7"), ("abc", "abc")])
+def test_integer_and_string_event_ids_are_kept(value: Any, expected: str) -> None:
+    raw = orjson.dumps({"eventn_ctx_event_id": value, "user": {"anonymous_id": "1"}})
+    assert parse(raw, RecognitionRules()).event_id == expected
+
+
+def test_a_blank_event_id_counts_as_missing() -> None:
+    raw = orjson.dumps({"eventn_ctx_event_id": " ", "user": {"anonymous_id": "1"}})
+    assert len(parse(raw, RecognitionRules()).event_id) == 32
+
+
+# -- configured nodes --------------------------------------------------------------------
+
+
+def test_segment_shaped_events_with_configured_nodes() -> None:
+    rules = RecognitionRules(
+        anonymous_id=Pointer.parse("/anonymousId"),
+        identification=(Pointer.parse("/userId"), Pointer.parse("/traits/email")),
+        event_id=Pointer.parse("/messageId"),
+    )
+    run = Run(rules)
+    run.feed(orjson.dumps({"messageId": "m1", "anonymousId": "x", "type": "page"}))
+    run.feed(orjson.dumps({"messageId": "m2", "anonymousId": "x", "userId": "u7"}))
+    amended = run.latest()["m1"]
+    assert (amended["version"], amended["event"]["userId"]) == (2, "u7")
+    assert "traits" not in amended["event"]  # only non-null values are written
