@@ -67,9 +67,9 @@ _RAW: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings, counts: Counter[str] | None = None) -> faust.App:
-    """The stitcher as a Faust app; ``counts`` collects what it did (for logs and tests)."""
-    counts = Counter() if counts is None else counts
+def create_app(settings: Settings) -> faust.App:
+    """The stitcher as a Faust app, wired from ``settings``."""
+    counts: Counter[str] = Counter()  # what the agents did; logged every 30 s
     rules = settings.recognition
     partitions = settings.topics.partitions
     app = faust.App(
