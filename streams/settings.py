@@ -26,7 +26,14 @@ from streams.errors import ConfigError
 from streams.pointer import Pointer, PointerError
 from streams.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
 
-__all__ = ["SETTINGS", "KafkaSettings", "Settings", "TopicSettings", "load_settings"]
+__all__ = [
+    "SETTINGS",
+    "KafkaSettings",
+    "Settings",
+    "TopicSettings",
+    "WarehouseSettings",
+    "load_settings",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +57,29 @@ class TopicSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WarehouseSettings:
+    """What the connectors (``retrostitch sink clickhouse|postgres``) write, and how."""
+
+    table: str = "events"
+    #: columns that identify a row (Jitsu's primary_key_fields): upserts and ORDER BY use them
+    primary_key_fields: tuple[str, ...] = ("event_id",)
+    event_time_node: Pointer = Pointer.parse("/_timestamp")
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    postgres_schema: str = "public"
+    clickhouse_url: str = "chdb://./state/clickhouse"
+    clickhouse_database: str = "default"
+    clickhouse_cluster: str = ""  # set: ReplicatedReplacingMergeTree ON CLUSTER
+    batch_max_rows: int = 5000
+    batch_max_seconds: float = 1.0
+    dead_letter_topic: str = "events.stitched.dlq"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     recognition: RecognitionRules = field(default_factory=RecognitionRules)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     app_id: str = "retrostitch"
     state_dir: Path = Path("state")
     batch_max_events: int = 1000
@@ -161,7 +187,14 @@ class Setting:
     default: Any
 
 
-_R, _K, _T = RecognitionRules(), KafkaSettings(), TopicSettings()
+def _identifiers(value: Any) -> tuple[str, ...]:
+    names = tuple(_text(item) for item in _list(value))
+    if not names:
+        raise ValueError("expected at least one column name")
+    return names
+
+
+_R, _K, _T, _W = RecognitionRules(), KafkaSettings(), TopicSettings(), WarehouseSettings()
 _S = Settings()
 
 #: Every setting: YAML key, environment variable, parser, where it goes, default.
@@ -187,6 +220,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stitcher.batch_max_wait_seconds", "RETROSTITCH_BATCH_MAX_WAIT_SECONDS", _positive(float), "batch_max_wait", _S.batch_max_wait),
     Setting("stitcher.standby_replicas", "RETROSTITCH_STANDBY_REPLICAS", _count, "standby_replicas", _S.standby_replicas),
     Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),
+    Setting("warehouse.table", "RETROSTITCH_WAREHOUSE_TABLE", _text, "warehouse.table", _W.table),
+    Setting("warehouse.primary_key_fields", "RETROSTITCH_PRIMARY_KEY_FIELDS", _identifiers, "warehouse.primary_key_fields", _W.primary_key_fields),
+    Setting("warehouse.event_time_node", "RETROSTITCH_EVENT_TIME_NODE", _pointer, "warehouse.event_time_node", _W.event_time_node),
+    Setting("warehouse.postgres_dsn", "RETROSTITCH_POSTGRES_DSN", _text, "warehouse.postgres_dsn", _W.postgres_dsn),
+    Setting("warehouse.postgres_schema", "RETROSTITCH_POSTGRES_SCHEMA", _text, "warehouse.postgres_schema", _W.postgres_schema),
+    Setting("warehouse.clickhouse_url", "RETROSTITCH_CLICKHOUSE_URL", _text, "warehouse.clickhouse_url", _W.clickhouse_url),
+    Setting("warehouse.clickhouse_database", "RETROSTITCH_CLICKHOUSE_DATABASE", _text, "warehouse.clickhouse_database", _W.clickhouse_database),
+    Setting("warehouse.clickhouse_cluster", "RETROSTITCH_CLICKHOUSE_CLUSTER", lambda v: "" if v is None else str(v).strip(), "warehouse.clickhouse_cluster", _W.clickhouse_cluster),
+    Setting("warehouse.batch_max_rows", "RETROSTITCH_SINK_BATCH_MAX_ROWS", _positive(int), "warehouse.batch_max_rows", _W.batch_max_rows),
+    Setting("warehouse.batch_max_seconds", "RETROSTITCH_SINK_BATCH_MAX_SECONDS", _positive(float), "warehouse.batch_max_seconds", _W.batch_max_seconds),
+    Setting("warehouse.dead_letter_topic", "RETROSTITCH_SINK_DEAD_LETTER_TOPIC", _text, "warehouse.dead_letter_topic", _W.dead_letter_topic),
 )  # fmt: skip
 
 
@@ -245,7 +289,12 @@ def _flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _build(values: dict[str, Any]) -> Settings:
-    sections: dict[str, dict[str, Any]] = {"recognition": {}, "kafka": {}, "topics": {}}
+    sections: dict[str, dict[str, Any]] = {
+        "recognition": {},
+        "kafka": {},
+        "topics": {},
+        "warehouse": {},
+    }
     top: dict[str, Any] = {}
     for target, value in values.items():
         section, _, name = target.rpartition(".")
@@ -260,5 +309,6 @@ def _build(values: dict[str, Any]) -> Settings:
         recognition=RecognitionRules(**sections["recognition"]),
         kafka=kafka,
         topics=TopicSettings(**sections["topics"]),
+        warehouse=WarehouseSettings(**sections["warehouse"]),
         **top,
     )

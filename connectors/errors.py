@@ -1,0 +1,38 @@
+"""Errors of the connectors.
+
+    ConnectorError
+    ├── WarehouseUnavailable  transient (connection refused or lost, server restarting):
+    │                         the batch is retried with capped backoff; nothing is committed
+    ├── RecordRejected        the warehouse refuses one record (bad value, too large): that
+    │                         record goes to the dead-letter topic, the rest of the batch lands
+    └── BadSinkRecord         a sink record that is not in the documented format: dead letter
+
+Driver exceptions (psycopg, clickhouse-connect) are translated into these where they are
+caught, with ``raise … from exc``; connection strings never appear in a message.
+"""
+
+from __future__ import annotations
+
+from streams.errors import RetrostitchError
+
+__all__ = ["BadSinkRecord", "ConnectorError", "RecordRejected", "WarehouseUnavailable"]
+
+
+class ConnectorError(RetrostitchError):
+    """Base of the connectors' errors."""
+
+
+class WarehouseUnavailable(ConnectorError):
+    """The warehouse cannot be reached now; the same batch is tried again later."""
+
+
+class RecordRejected(ConnectorError):
+    """The warehouse refused a write for a reason that retrying will not change."""
+
+
+class BadSinkRecord(ConnectorError, ValueError):
+    """A sink record that cannot become a row."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,187 @@
+"""The Postgres connector: COPY into a temporary table, then one version-guarded upsert.
+
+    INSERT INTO "schema"."table" (…) SELECT DISTINCT ON (key) … FROM batch
+        ORDER BY key, version DESC
+    ON CONFLICT (key) DO UPDATE SET … = EXCLUDED.…
+        WHERE "table".version < EXCLUDED.version
+
+so an older version never overwrites a newer one, in whatever order they arrive. Every
+identifier goes through ``psycopg.sql.Identifier``; every value is sent as data by COPY.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors.errors import WarehouseUnavailable
+from connectors.rows import ColumnType, Row, Schema, cell
+from connectors.sink import Rejected, layout_of
+from streams.settings import Settings
+
+__all__ = ["PostgresWarehouse"]
+
+log = logging.getLogger(__name__)
+
+SQL_TYPES = {
+    ColumnType.BOOL: "boolean",
+    ColumnType.INT: "bigint",
+    ColumnType.FLOAT: "double precision",
+    ColumnType.TEXT: "text",
+    ColumnType.TIMESTAMP: "timestamp with time zone",
+    ColumnType.JSON: "jsonb",
+}
+FROM_SQL = {name: kind for kind, name in SQL_TYPES.items()}
+#: errors that one record causes and that retrying will not cure: bisect and dead-letter it
+PERMANENT = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
+
+
+def describe(exc: BaseException) -> str:
+    """A driver error in one line, without the connection string."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    state = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}{f' [{state}]' if state else ''}: {first}"
+
+
+class PostgresWarehouse:
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.layout = layout_of(settings)
+        self._dsn = settings.warehouse.postgres_dsn
+        self.table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
+        self._schema_name = settings.warehouse.postgres_schema
+        self._table_name = settings.warehouse.table
+        self._conn: psycopg.Connection[Any] | None = None
+        self.schema: Schema | None = None
+
+    def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        try:
+            conn = self._connect()
+            self._evolve(conn, rows)
+            return self._insert(conn, rows)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise WarehouseUnavailable(describe(exc)) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._dsn, connect_timeout=5, autocommit=True)
+            # DDL behind a long-running reader must not block the stream forever: give up,
+            # count it as unavailable, and try the batch again later.
+            self._conn.execute("SET lock_timeout = '10s'")
+            self._create(self._conn)
+        return self._conn
+
+    def _create(self, conn: psycopg.Connection[Any]) -> None:
+        fixed = self.layout.fixed
+        key = self.layout.key
+        columns = [
+            sql.SQL("{} {}{}").format(
+                sql.Identifier(name),
+                sql.SQL(SQL_TYPES[kind]),
+                sql.SQL(" NOT NULL" if name in key or name == "version" else ""),
+            )
+            for name, kind in _with_key(fixed, key).items()
+        ]
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema_name))
+            )
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                    self.table,
+                    sql.SQL(", ").join(columns),
+                    sql.SQL(", ").join(map(sql.Identifier, key)),
+                )
+            )
+        found = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s",
+            (self._schema_name, self._table_name),
+        ).fetchall()
+        self.schema = Schema(
+            {name: FROM_SQL.get(kind, ColumnType.TEXT) for name, kind in found},
+            frozenset(fixed),
+        )
+
+    def _evolve(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> None:
+        assert self.schema is not None
+        new, widen = self.schema.plan(rows)
+        if not new and not widen:
+            return
+        with conn.transaction():
+            for name, kind in new.items():
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                        self.table, sql.Identifier(name), sql.SQL(SQL_TYPES[kind])
+                    )
+                )
+            for name in widen:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE text USING {}::text").format(
+                        self.table, sql.Identifier(name), sql.Identifier(name)
+                    )
+                )
+        self.schema.applied(new, widen)
+
+    def _insert(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> list[Rejected]:
+        """Upsert the rows; where one record is refused, split the batch to find it."""
+        if not rows:
+            return []
+        try:
+            with conn.transaction():
+                self._upsert(conn, rows)
+            return []
+        except PERMANENT as exc:
+            if len(rows) == 1:
+                row = rows[0]
+                reason = f"postgres refused the row: {describe(exc)}"
+                return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
+            middle = len(rows) // 2
+            return self._insert(conn, rows[:middle]) + self._insert(conn, rows[middle:])
+
+    def _upsert(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> None:
+        assert self.schema is not None
+        types = self.schema.columns
+        names = [name for name in types if any(name in row.values for row in rows)]
+        columns = sql.SQL(", ").join(map(sql.Identifier, names))
+        key = sql.SQL(", ").join(map(sql.Identifier, self.layout.key))
+        batch = sql.Identifier("retrostitch_batch")
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(batch))
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(batch, self.table)
+        )
+        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(batch, columns)) as copy:
+            for row in rows:
+                copy.write_row([cell(row.values.get(name), types[name]) for name in names])
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
+            for n in names
+            if n not in self.layout.key
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {table} AS target ({columns})"
+                " SELECT DISTINCT ON ({key}) {columns} FROM {batch} ORDER BY {key}, version DESC"
+                " ON CONFLICT ({key}) DO UPDATE SET {updates}"
+                " WHERE target.version < EXCLUDED.version"
+            ).format(table=self.table, columns=columns, key=key, batch=batch, updates=updates)
+        )
+
+
+def _with_key(fixed: dict[str, ColumnType], key: Sequence[str]) -> dict[str, ColumnType]:
+    """The fixed columns, plus any key column that is not one of them (as text)."""
+    columns = dict(fixed)
+    for name in key:
+        columns.setdefault(name, ColumnType.TEXT)
+    return columns

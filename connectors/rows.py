@@ -1,0 +1,213 @@
+"""Sink records as warehouse rows: fixed columns, flattened event fields, column types.
+
+Pure: no database, no Kafka. Both connectors turn a batch of sink records into ``Row``s
+here and ask ``Schema`` which columns to add or widen before they write.
+
+    {"event_id": "e1", "anonymous_id": "1", "stitched_user_id": "a@b.com", "version": 2,
+     "status": "amended", "event": {"user": {"anonymous_id": "1", "email": "a@b.com"},
+                                    "page": {"url": "/"}, "_timestamp": "2024-05-01T10:00:00Z"}}
+    ->  event_id='e1' anonymous_id='1' user_id=NULL user_email='a@b.com'
+        stitched_user_id='a@b.com' event_time=2024-05-01 10:00:00+00 version=2
+        status='amended' payload='{…}' page_url='/' user_anonymous_id='1' _timestamp='2024-…'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from connectors.errors import BadSinkRecord
+from streams.pointer import Pointer
+
+__all__ = ["ColumnType", "Layout", "Row", "Schema", "cell", "column_name", "to_row", "value_type"]
+
+log = logging.getLogger(__name__)
+
+MAX_COLUMN_NAME = 63  # PostgreSQL's identifier limit; ClickHouse has none lower
+
+
+class ColumnType(StrEnum):
+    BOOL = "bool"
+    INT = "int"
+    FLOAT = "float"
+    TEXT = "text"
+    TIMESTAMP = "timestamp"
+    JSON = "json"  # the whole event: JSONB in Postgres, a JSON string in ClickHouse
+
+
+def column_name(path: Sequence[str]) -> str:
+    """Jitsu's flattening: ``/page/url`` -> ``page_url``; lower case, ``[a-z0-9_]`` only.
+
+    Names longer than 63 characters keep a readable head and a hash of the whole path.
+    """
+    name = re.sub(r"[^a-z0-9_]", "_", "_".join(path).lower()) or "_"
+    if len(name) > MAX_COLUMN_NAME:
+        digest = hashlib.blake2b("/".join(path).encode(), digest_size=4).hexdigest()
+        name = f"{name[: MAX_COLUMN_NAME - 9]}_{digest}"
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The fixed columns every table has, derived from the settings."""
+
+    identification: tuple[Pointer, ...]
+    event_time: Pointer
+    key: tuple[str, ...] = ("event_id",)
+
+    @property
+    def fixed(self) -> dict[str, ColumnType]:
+        columns = {"event_id": ColumnType.TEXT, "anonymous_id": ColumnType.TEXT}
+        columns |= {column_name(p.tokens): ColumnType.TEXT for p in self.identification}
+        columns |= {
+            "stitched_user_id": ColumnType.TEXT,
+            "event_time": ColumnType.TIMESTAMP,
+            "version": ColumnType.INT,
+            "status": ColumnType.TEXT,
+            "payload": ColumnType.JSON,
+        }
+        return columns
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    values: dict[str, Any]
+    version: int
+    key: tuple[Any, ...]
+    raw: bytes  # the sink record, for the dead-letter topic
+    source: str  # topic[partition]@offset
+
+
+def to_row(raw: bytes, source: str, layout: Layout) -> Row:
+    """One sink record as a row; BadSinkRecord says why it cannot be one."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadSinkRecord(f"sink record is not JSON: {exc}") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
+        raise BadSinkRecord("sink record is not an object with an 'event' object")
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BadSinkRecord(f"sink record version must be a positive integer, got {version!r}")
+    event: dict[str, Any] = record["event"]
+    values: dict[str, Any] = {}
+    for path, value in _flatten(event, ()):
+        values.setdefault(column_name(path), value)
+    fixed = {
+        "event_id": _text(record.get("event_id")),
+        "anonymous_id": _text(record.get("anonymous_id")),
+        **{column_name(p.tokens): _text(p.get(event)) for p in layout.identification},
+        "stitched_user_id": _text(record.get("stitched_user_id")),
+        "event_time": _timestamp(layout.event_time.get(event)),
+        "version": version,
+        "status": _text(record.get("status")),
+        "payload": orjson.dumps(event).decode(),
+    }
+    values |= fixed  # a flattened field never shadows a fixed column
+    key = tuple(values.get(name) for name in layout.key)
+    if any(part is None for part in key):
+        raise BadSinkRecord(f"sink record has no value for key column(s) {', '.join(layout.key)}")
+    return Row(values, version, key, raw, source)
+
+
+def _flatten(node: dict[str, Any], path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], Any]]:
+    for name, value in node.items():
+        here = (*path, name)
+        if isinstance(value, dict):
+            yield from _flatten(value, here)
+        elif isinstance(value, list):
+            yield here, orjson.dumps(value).decode()  # Jitsu keeps arrays as JSON text
+        elif value is not None:
+            yield here, value
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 string or epoch seconds/milliseconds, as an aware UTC time; else None."""
+    try:
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = value / 1000 if value > 1e11 else value
+            return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def value_type(value: Any) -> ColumnType:
+    if isinstance(value, bool):
+        return ColumnType.BOOL
+    if isinstance(value, int):
+        return ColumnType.INT if -(2**63) <= value < 2**63 else ColumnType.TEXT
+    if isinstance(value, float):
+        return ColumnType.FLOAT
+    return ColumnType.TEXT
+
+
+@dataclass(slots=True)
+class Schema:
+    """The columns a table has, and what a batch needs added or widened to text."""
+
+    columns: dict[str, ColumnType]
+    fixed: frozenset[str] = frozenset()  # made with the table, typed by the layout
+    _warned: set[str] = field(default_factory=set)
+
+    def plan(self, rows: Sequence[Row]) -> tuple[dict[str, ColumnType], list[str]]:
+        """(new columns with their types, existing columns to widen to text)."""
+        new: dict[str, ColumnType] = {}
+        widen: list[str] = []
+        for row in rows:
+            for name, value in row.values.items():
+                if name in self.fixed:
+                    continue
+                seen = self.columns.get(name) or new.get(name)
+                wanted = value_type(value)
+                if seen is None:
+                    new[name] = wanted
+                elif seen != wanted and not _fits(wanted, seen):
+                    if name in new:
+                        new[name] = ColumnType.TEXT
+                    elif name not in widen:
+                        widen.append(name)
+                    self._warn(name, seen, wanted)
+        return new, widen
+
+    def _warn(self, name: str, seen: ColumnType, wanted: ColumnType) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning(
+                "column %r holds %s values and now a %s one: it becomes text", name, seen, wanted
+            )
+
+    def applied(self, new: dict[str, ColumnType], widen: Iterable[str]) -> None:
+        self.columns |= new
+        self.columns |= dict.fromkeys(widen, ColumnType.TEXT)
+
+
+def _fits(value: ColumnType, column: ColumnType) -> bool:
+    """Whether a value of one type goes into a column of another without a change."""
+    return column is ColumnType.TEXT or (value is ColumnType.INT and column is ColumnType.FLOAT)
+
+
+def cell(value: Any, column: ColumnType) -> Any:
+    """A value as the column's type needs it (text columns take the text of anything)."""
+    if value is None:
+        return None
+    if column is ColumnType.TEXT and not isinstance(value, str):
+        return orjson.dumps(value).decode() if isinstance(value, bool) else str(value)
+    if column is ColumnType.FLOAT and isinstance(value, int):
+        return float(value)
+    return value

@@ -1,0 +1,179 @@
+"""The batching sink both connectors share: a consumer group on the sink topic.
+
+Order of one flush (offsets are committed only once the batch is in the warehouse):
+
+    1. ``warehouse.write(rows)``: the rows land, version-guarded; rejected rows come back;
+       ``WarehouseUnavailable`` -> wait (capped exponential backoff) and write the same
+       rows again, committing nothing meanwhile;
+    2. dead letters (rejected rows, undecodable sink records) are produced and acked;
+    3. the batch's offsets are committed.
+
+A crash anywhere re-delivers the batch, and writing a row again changes nothing: for each
+key the highest version wins in both warehouses, whatever the order of arrival.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable
+from connectors.rows import Layout, Row, to_row
+from streams.settings import Settings
+
+__all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of"]
+
+log = logging.getLogger(__name__)
+
+HEADER_REASON = "retrostitch.reason"
+HEADER_SOURCE = "retrostitch.source"
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    raw: bytes
+    key: bytes | None
+    source: str
+    reason: str
+
+
+class Warehouse(Protocol):
+    name: str
+
+    def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        """Upsert the rows (highest version wins); return those the warehouse refused.
+
+        Raises WarehouseUnavailable when nothing could be written for now.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def layout_of(settings: Settings) -> Layout:
+    return Layout(
+        identification=settings.recognition.identification,
+        event_time=settings.warehouse.event_time_node,
+        key=settings.warehouse.primary_key_fields,
+    )
+
+
+class BatchingSink:
+    """Reads the sink topic in a consumer group and writes batches to one warehouse."""
+
+    def __init__(self, settings: Settings, warehouse: Warehouse, group_id: str) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.layout = layout_of(settings)
+        self.rows_written = 0
+        self._rows: list[Row] = []
+        self._rejected: list[Rejected] = []
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        kafka = settings.kafka
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(kafka.session_timeout * 1000),
+                "heartbeat.interval.ms": int(kafka.heartbeat_interval * 1000),
+            }
+        )
+        self._producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume until ``stop`` is set (or forever); flush and commit before returning."""
+        self._stop = stop or threading.Event()
+        self._consumer.subscribe([self.settings.topics.sink], on_revoke=self._on_revoke)
+        limit = self.settings.warehouse.batch_max_rows
+        try:
+            while not self._stop.is_set():
+                for message in self._consumer.consume(min(limit, 1000), timeout=0.2):
+                    self._add(message)
+                if self._pending() >= limit or self._due():
+                    self._flush()
+            self._flush()
+        finally:
+            self._consumer.close()
+            self.warehouse.close()
+
+    def _add(self, message: Any) -> None:
+        if message.error() is not None:
+            raise KafkaException(message.error())
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        source = f"{topic}[{partition}]@{offset}"
+        self._offsets[(topic, partition)] = offset + 1
+        value = message.value()
+        try:
+            if value is None:
+                raise BadSinkRecord("sink record has no value")
+            self._rows.append(to_row(value, source, self.layout))
+        except BadSinkRecord as exc:
+            self._rejected.append(Rejected(value or b"", message.key(), source, exc.reason))
+
+    def _pending(self) -> int:
+        return len(self._rows) + len(self._rejected)
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._started >= self.settings.warehouse.batch_max_seconds
+
+    def _flush(self) -> None:
+        self._started = time.monotonic()
+        if not self._offsets:
+            return
+        rejected = self._write_until_it_lands(self._rows)
+        if rejected is None:
+            return  # stopped while the warehouse was away: nothing committed, nothing lost
+        self._dead_letter([*self._rejected, *rejected])
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # e.g. the group moved on during a long outage
+            log.warning(
+                "commit failed (%s): the batch will be re-delivered; rows are idempotent", exc
+            )
+        self.rows_written += len(self._rows) - len(rejected)
+        self._rows, self._rejected, self._offsets = [], [], {}
+
+    def _write_until_it_lands(self, rows: Sequence[Row]) -> list[Rejected] | None:
+        delay = 0.2
+        while True:
+            try:
+                return self.warehouse.write(rows) if rows else []
+            except WarehouseUnavailable as exc:
+                log.warning(
+                    "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
+                    self.warehouse.name, exc, len(rows), delay,
+                )  # fmt: skip
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _dead_letter(self, rejected: Sequence[Rejected]) -> None:
+        topic = self.settings.warehouse.dead_letter_topic
+        for item in rejected:
+            log.warning("dead letter %s: %s", item.source, item.reason)
+            self._producer.produce(
+                topic,
+                key=item.key,
+                value=item.raw,
+                headers=[
+                    (HEADER_REASON, item.reason.encode()),
+                    (HEADER_SOURCE, item.source.encode()),
+                ],
+            )
+        if rejected and self._producer.flush(30) > 0:
+            raise ConnectorError(f"dead-letter topic {topic!r} did not acknowledge in 30 s")
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._flush()  # what this member read is written and committed before it goes
