@@ -1,4 +1,4 @@
-"""The ``retrostitch`` command: worker, broker, produce, demo.
+"""The ``retrostitch`` command: worker, sink, broker, produce, demo.
 
 Every command reads its settings once (``--config FILE`` and the environment, which wins)
 and passes them down; see ``streams.settings`` for every key.
@@ -62,6 +62,26 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sink(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.clickhouse import ClickHouseWarehouse
+    from connectors.postgres import PostgresWarehouse
+    from connectors.sink import BatchingSink, Warehouse
+    from streams.kafka import ensure_topics
+
+    ensure_topics(settings)
+    warehouse: Warehouse = (
+        PostgresWarehouse(settings)
+        if args.warehouse == "postgres"
+        else ClickHouseWarehouse(settings)
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    group = f"{settings.app_id}-sink-{args.warehouse}"
+    BatchingSink(settings, warehouse, group).run(stop)
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -88,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("file", help="one JSON event per line")
     produce.add_argument("--topic", help="topic (default: the input topic)")
     produce.set_defaults(run=_produce)
+    sink = commands.add_parser(
+        "sink", help="write the sink topic to a warehouse (a consumer group)"
+    )
+    sink.add_argument("warehouse", choices=["clickhouse", "postgres"])
+    sink.set_defaults(run=_sink)
     commands.add_parser(
         "demo", help="local broker + worker + the sample stream, printed before and after"
     ).set_defaults(run=_demo)

@@ -28,7 +28,7 @@ __all__ = ["Message", "TopicReader", "ensure_topics", "produce_events"]
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
-    """Create the input, sink and dead-letter topics where missing; return those created.
+    """Create the input, sink and both dead-letter topics where missing; return those created.
 
     The repartition and changelog topics are Faust's own and made by the worker.
     """
@@ -40,7 +40,7 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             f"cannot list topics on {settings.kafka.bootstrap_servers}: {exc}"
         ) from exc
     topics = settings.topics
-    wanted = [topics.input, topics.sink, topics.dead_letter]
+    wanted = [topics.input, topics.sink, topics.dead_letter, settings.warehouse.dead_letter_topic]
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
         return []

@@ -18,6 +18,7 @@ from streams.broker import LocalBroker
 from streams.kafka import ensure_topics
 from streams.settings import load_settings
 from tests.integration.harness import FAST_GROUP, Pipeline
+from tests.integration.postgres import postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,15 @@ def bootstrap_servers() -> Iterator[str]:
         return
     with LocalBroker() as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    try:
+        with postgres_server() as dsn:
+            yield dsn
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=3)
 
 
 @pytest.fixture

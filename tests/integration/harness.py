@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Producer
 
+from connectors.sink import BatchingSink, Warehouse
 from streams.kafka import TopicReader, produce_events
 from streams.local import WorkerProcess
 from streams.settings import Settings
@@ -60,3 +65,39 @@ class Pipeline:
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(60)}" for w in self.workers)
+
+
+@contextmanager
+def running_sink(settings: Settings, warehouse: Warehouse, group: str) -> Iterator[BatchingSink]:
+    """A connector consuming the sink topic in a thread of this process, as ``retrostitch
+    sink`` does in its own (chdb allows one process per directory, so the test reads the
+    ClickHouse rows through the connector's own client)."""
+    stop = threading.Event()
+    sink = BatchingSink(settings, warehouse, group)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            sink.run(stop)
+        except BaseException as exc:  # reported by the test below, not lost in the thread
+            errors.append(exc)
+            raise
+
+    thread = threading.Thread(target=run, name=f"sink-{group}", daemon=True)
+    thread.start()
+    try:
+        yield sink
+    finally:
+        stop.set()
+        thread.join(60)
+    if errors:
+        raise errors[0]
+
+
+def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Wait until ``check()`` holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true after {timeout}s")
+        time.sleep(0.2)

@@ -1,0 +1,190 @@
+"""The ClickHouse connector: ReplacingMergeTree(version), re-inserted on every amendment.
+
+ClickHouse does not update rows: each re-emission is a new row with a higher version, and
+ReplacingMergeTree keeps only the highest version of each key when it merges parts, at a
+time of its choosing. Until then both rows exist, so readers use the ``<table>_latest``
+view (``SELECT … FINAL``), which always shows exactly one, the latest, row per key.
+
+One code path for every ClickHouse: clickhouse-connect's ``Client``, given
+``RETROSTITCH_CLICKHOUSE_URL``: ``http(s)://user:password@host:port`` for a server, or
+``chdb://path`` for the engine in-process (the embedded default and the tests). chdb locks
+its directory to one process and has no async client, so the connector owns its client,
+serializes every call on one lock, and offers ``query`` to readers in the same process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.binding import quote_identifier
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DataError, OperationalError
+
+from connectors.errors import WarehouseUnavailable
+from connectors.rows import ColumnType, Row, Schema, cell
+from connectors.sink import Rejected, layout_of
+from streams.settings import Settings
+
+__all__ = ["ClickHouseWarehouse", "client_dsn"]
+
+CH_TYPES = {
+    ColumnType.BOOL: "Bool",
+    ColumnType.INT: "Int64",
+    ColumnType.FLOAT: "Float64",
+    ColumnType.TEXT: "String",
+    ColumnType.TIMESTAMP: "DateTime64(3, 'UTC')",
+    ColumnType.JSON: "String",
+}
+FROM_CH = {"Bool": ColumnType.BOOL, "Int64": ColumnType.INT, "Float64": ColumnType.FLOAT}
+
+
+def client_dsn(url: str) -> str:
+    """``chdb://relative/dir`` made absolute (clickhouse-connect wants ``chdb:///abs``)."""
+    if url.startswith("chdb://"):
+        path = Path(url.removeprefix("chdb://")).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return f"chdb://{path}"
+    return url
+
+
+def describe(exc: BaseException) -> str:
+    """A driver error in one line, without credentials."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+class ClickHouseWarehouse:
+    name = "clickhouse"
+
+    def __init__(self, settings: Settings) -> None:
+        self.layout = layout_of(settings)
+        warehouse = settings.warehouse
+        self._url = warehouse.clickhouse_url
+        self._database = warehouse.clickhouse_database
+        self._cluster = warehouse.clickhouse_cluster
+        self.table = f"{quote_identifier(self._database)}.{quote_identifier(warehouse.table)}"
+        self.latest_view = (
+            f"{quote_identifier(self._database)}.{quote_identifier(warehouse.table + '_latest')}"
+        )
+        self._table_name = warehouse.table
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+        self.schema: Schema | None = None
+
+    def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        with self._lock:
+            try:
+                client = self._connect()
+                self._evolve(client, rows)
+                return self._insert(client, rows)
+            except OperationalError as exc:
+                self._drop_client()
+                raise WarehouseUnavailable(describe(exc)) from exc
+
+    def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[Any]:
+        """Rows of a SELECT, on the connector's own client (chdb allows only one)."""
+        with self._lock:
+            return list(self._connect().query(statement, parameters=parameters).result_rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_client()
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _connect(self) -> Client:
+        if self._client is None:
+            self._client = clickhouse_connect.get_client(dsn=client_dsn(self._url))
+            self._create(self._client)
+        return self._client
+
+    def _on_cluster(self) -> str:
+        return f" ON CLUSTER {quote_identifier(self._cluster)}" if self._cluster else ""
+
+    def _engine(self) -> str:
+        if self._cluster:
+            return (
+                "ReplicatedReplacingMergeTree("
+                "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)"
+            )
+        return "ReplacingMergeTree(version)"
+
+    def _create(self, client: Client) -> None:
+        key = self.layout.key
+        columns = dict(self.layout.fixed)
+        for name in key:
+            columns.setdefault(name, ColumnType.TEXT)
+        definitions = ", ".join(
+            f"{quote_identifier(name)} {self._column_type(name, kind)}"
+            for name, kind in columns.items()
+        )
+        order_by = ", ".join(quote_identifier(name) for name in key)
+        client.command(
+            f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self._database)}{self._on_cluster()}"
+        )
+        client.command(
+            f"CREATE TABLE IF NOT EXISTS {self.table}{self._on_cluster()} ({definitions})"
+            f" ENGINE = {self._engine()} ORDER BY ({order_by})"
+        )
+        found = client.query(
+            "SELECT name, type FROM system.columns"
+            " WHERE database = {db:String} AND table = {t:String}",
+            parameters={"db": self._database, "t": self._table_name},
+        ).result_rows
+        self.schema = Schema(
+            {name: FROM_CH.get(kind.removeprefix("Nullable(").rstrip(")"), ColumnType.TEXT)
+             for name, kind in found},
+            frozenset(self.layout.fixed),
+        )  # fmt: skip
+        self._create_view(client)
+
+    def _column_type(self, name: str, kind: ColumnType) -> str:
+        base = CH_TYPES[kind]
+        if name in self.layout.key or name in {"version", "payload"}:
+            return "UInt64" if name == "version" else base
+        return f"Nullable({base})"
+
+    def _create_view(self, client: Client) -> None:
+        client.command(
+            f"CREATE OR REPLACE VIEW {self.latest_view}{self._on_cluster()}"
+            f" AS SELECT * FROM {self.table} FINAL"
+        )
+
+    def _evolve(self, client: Client, rows: Sequence[Row]) -> None:
+        assert self.schema is not None
+        new, widen = self.schema.plan(rows)
+        if not new and not widen:
+            return
+        changes = [
+            f"ADD COLUMN IF NOT EXISTS {quote_identifier(n)} {self._column_type(n, k)}"
+            for n, k in new.items()
+        ] + [f"MODIFY COLUMN {quote_identifier(n)} Nullable(String)" for n in widen]
+        client.command(f"ALTER TABLE {self.table}{self._on_cluster()} {', '.join(changes)}")
+        self.schema.applied(new, widen)
+        self._create_view(client)  # a view's SELECT * is fixed when the view is made
+
+    def _insert(self, client: Client, rows: Sequence[Row]) -> list[Rejected]:
+        """Insert the rows; where one record is refused, split the batch to find it."""
+        if not rows:
+            return []
+        assert self.schema is not None
+        types = self.schema.columns
+        names = [name for name in types if any(name in row.values for row in rows)]
+        data = [[cell(row.values.get(name), types[name]) for name in names] for row in rows]
+        try:
+            client.insert(self._table_name, data, column_names=names, database=self._database)
+            return []
+        except DataError as exc:
+            if len(rows) == 1:
+                row = rows[0]
+                reason = f"clickhouse refused the row: {describe(exc)}"
+                return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
+            middle = len(rows) // 2
+            return self._insert(client, rows[:middle]) + self._insert(client, rows[middle:])
