@@ -73,6 +73,7 @@ class BatchingSink:
         self.warehouse = warehouse
         self.layout = layout_of(settings)
         self.rows_written = 0
+        self.unavailable = 0  # how often the warehouse could not be reached
         self._rows: list[Row] = []
         self._rejected: list[Rejected] = []
         self._offsets: dict[tuple[str, int], int] = {}
@@ -151,6 +152,7 @@ class BatchingSink:
             try:
                 return self.warehouse.write(rows) if rows else []
             except WarehouseUnavailable as exc:
+                self.unavailable += 1
                 log.warning(
                     "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
                     self.warehouse.name, exc, len(rows), delay,

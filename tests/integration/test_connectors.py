@@ -15,6 +15,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Producer
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
@@ -204,3 +205,45 @@ def test_a_record_postgres_refuses_is_dead_lettered_and_the_rest_lands(
         .startswith(warehouse_settings.topics.sink)
     )
     dead.close()
+
+
+@pytest.fixture
+def outage_database(postgres_dsn: str) -> Iterator[tuple[str, str]]:
+    """A database of its own, whose connections the test may cut: (name, dsn)."""
+    name = f"rs_outage_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield name, make_conninfo(postgres_dsn, dbname=name)
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def test_postgres_going_away_mid_stream_loses_nothing_and_duplicates_nothing(
+    warehouse_settings: Settings, postgres_dsn: str, outage_database: tuple[str, str]
+) -> None:
+    name, dsn = outage_database
+    settings = replace(
+        warehouse_settings, warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn)
+    )
+    database = sql.Identifier(name)
+    _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
+    with running_sink(settings, PostgresWarehouse(settings), "pg") as sink:
+        eventually(lambda: len(_pg_rows(settings, "event_id")) == 50, 60, "first half")
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the outage
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database)
+            )
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            _send(settings, *(_record(f"e{i:03}", 2, "a@b.com") for i in range(25, 100)))
+            eventually(lambda: sink.unavailable >= 3, 30, "the sink retrying while refused")
+            assert sink.rows_written == 50  # nothing written, nothing committed meanwhile
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database))
+        expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
+        eventually(
+            lambda: _pg_rows(settings, "event_id, version") == expected, 90, "after recovery"
+        )
+    assert _pg_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
