@@ -1,111 +1,169 @@
 """``retrostitch demo`` (``make run``): the whole job on the embedded defaults.
 
-Starts the local broker and a worker, feeds the sample stream (the seed's example and a
-second visitor), and prints the sink as a warehouse would show it: the latest version of
-each event, before and after the visitors identify themselves.
+Starts the local broker, a worker, and both connectors (ClickHouse in-process through
+chdb; Postgres where one answers at ``RETROSTITCH_POSTGRES_DSN``), feeds the sample stream
+(the seed's example and a second visitor), and prints the warehouse tables before and
+after the visitors identify themselves, then the dead letters.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-import orjson
+import psycopg
+from psycopg import sql
 
+from connectors.clickhouse import ClickHouseWarehouse
+from connectors.postgres import PostgresWarehouse
+from connectors.sink import BatchingSink, Warehouse
 from streams.broker import LocalBroker
-from streams.kafka import Message, TopicReader, ensure_topics, produce_events
+from streams.kafka import TopicReader, ensure_topics, produce_events
 from streams.local import WorkerProcess, expected_versions
 from streams.settings import Settings
 
 __all__ = ["run_demo"]
 
 _SAMPLES = resources.files("streams") / "samples"
+_SCHEMA = "retrostitch_demo"
+Reader = Callable[[str], list[tuple[Any, ...]]]
 
 
 def run_demo(settings: Settings, config: Path | None = None) -> int:
-    rules = settings.recognition
+    logging.getLogger("connectors").setLevel(logging.ERROR)
     before = (_SAMPLES / "before.jsonl").read_bytes().splitlines()
     identify = (_SAMPLES / "identify.jsonl").read_bytes().splitlines()
-    with LocalBroker() as broker, tempfile.TemporaryDirectory(prefix="retrostitch-demo-") as tmp:
-        print(f"local broker on {broker.bootstrap_servers}")
+    with ExitStack() as stack:
+        broker = stack.enter_context(LocalBroker())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="retrostitch-demo-")))
+        print(f"local broker on {broker.bootstrap_servers}; work files in {tmp}")
+        settings = replace(
+            settings,
+            kafka=replace(settings.kafka, bootstrap_servers=broker.bootstrap_servers),
+            warehouse=replace(
+                settings.warehouse,
+                clickhouse_url=f"chdb://{tmp / 'clickhouse'}",
+                postgres_schema=_SCHEMA,
+                batch_max_seconds=0.2,
+            ),
+        )
+        ensure_topics(settings)
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "RETROSTITCH_STATE_DIR": str(Path(tmp) / "state"),
+            "RETROSTITCH_STATE_DIR": str(tmp / "state"),
             "KAFKA_SESSION_TIMEOUT_SECONDS": "3",
             "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1",
         }
-        topics = settings.topics
-        local = Settings(
-            recognition=rules, topics=topics,
-            kafka=type(settings.kafka)(bootstrap_servers=broker.bootstrap_servers),
-        )  # fmt: skip
-        ensure_topics(local)
-        log = Path(tmp) / "worker.log"
-        with WorkerProcess(env, log, config) as worker:
-            sink = TopicReader(broker.bootstrap_servers, topics.sink)
-            started = time.monotonic()
-            produce_events(broker.bootstrap_servers, topics.input, before, rules)
-            _wait(sink, expected_versions(before, rules), worker)
-            print(f"\nSink after the anonymous events ({time.monotonic() - started:.1f}s):")
-            _print_table(sink.messages, settings)
-            produce_events(broker.bootstrap_servers, topics.input, identify, rules)
-            _wait(sink, expected_versions(before + identify, rules), worker)
-            print("\nSink after identification (event1 and event2 amended, version 2):")
-            _print_table(sink.messages, settings)
-            dead = TopicReader(broker.bootstrap_servers, topics.dead_letter)
-            dead.poll(1.0)
-            print(f"\nDead letters on {topics.dead_letter}:")
-            for message in dead.messages:
-                reason = message.headers.get("retrostitch.reason", b"").decode()
-                source = message.headers.get("retrostitch.source", b"").decode()
-                print(f"  {source}: {reason}\n    {message.value!r}")
-            sink.close()
-            dead.close()
+        worker = stack.enter_context(WorkerProcess(env, tmp / "worker.log", config))
+        readers = _start_connectors(settings, stack)
+        columns = _columns(settings)
+        fed: list[bytes] = []
+        for title, lines in (("before", before), ("after", identify)):
+            produce_events(
+                broker.bootstrap_servers, settings.topics.input, lines, settings.recognition
+            )
+            fed += lines
+            expected = expected_versions(fed, settings.recognition)
+            for name, read in readers.items():
+                rows = _wait_for(read, columns, expected, worker)
+                print(f"\n{name}, {title} identification:")
+                _print_table(columns.split(", "), rows)
+        _print_dead_letters(settings)
     return 0
 
 
-def _wait(sink: TopicReader, expected: dict[str, int], worker: WorkerProcess) -> None:
-    def complete(messages: Sequence[Message]) -> bool:
+def _start_connectors(settings: Settings, stack: ExitStack) -> dict[str, Reader]:
+    readers: dict[str, Reader] = {}
+    clickhouse = ClickHouseWarehouse(settings)
+    stack.enter_context(_sink_thread(settings, clickhouse, "clickhouse"))
+    readers[f"ClickHouse {clickhouse.latest_view}"] = lambda cols: [
+        tuple(row)
+        for row in clickhouse.query(
+            f"SELECT {cols} FROM {clickhouse.latest_view} ORDER BY event_id"
+        )
+    ]
+    dsn = settings.warehouse.postgres_dsn
+    try:
+        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(_SCHEMA))
+            )
+    except psycopg.OperationalError as exc:
+        print(f"(no Postgres answered, so only ClickHouse is shown: {str(exc).splitlines()[0]})")
+        return readers
+    stack.enter_context(_sink_thread(settings, PostgresWarehouse(settings), "postgres"))
+    table = sql.Identifier(_SCHEMA, settings.warehouse.table)
+
+    def read_postgres(cols: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            try:
+                query = sql.SQL("SELECT {} FROM {} ORDER BY event_id").format(sql.SQL(cols), table)
+                return conn.execute(query).fetchall()
+            except psycopg.errors.UndefinedTable:
+                return []
+
+    readers[f"Postgres {_SCHEMA}.{settings.warehouse.table}"] = read_postgres
+    return readers
+
+
+@contextmanager
+def _sink_thread(settings: Settings, warehouse: Warehouse, name: str) -> Iterator[None]:
+    stop = threading.Event()
+    sink = BatchingSink(settings, warehouse, f"{settings.app_id}-demo-{name}")
+    thread = threading.Thread(target=sink.run, args=(stop,), name=f"sink-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def _columns(settings: Settings) -> str:
+    nodes = ", ".join(p.column for p in settings.recognition.identification)
+    return f"event_id, anonymous_id, {nodes}, stitched_user_id, version, status"
+
+
+def _wait_for(
+    read: Reader, columns: str, expected: dict[str, int], worker: WorkerProcess
+) -> list[tuple[Any, ...]]:
+    deadline = time.monotonic() + 90
+    while True:
+        rows = read(columns)
+        versions = {row[0]: row[-2] for row in rows}
+        if all(versions.get(event_id, 0) >= v for event_id, v in expected.items()):
+            return rows
         if not worker.running:
             raise RuntimeError(f"the worker stopped:\n{worker.log_tail()}")
-        seen: dict[str, int] = {}
-        for message in messages:
-            record = orjson.loads(message.value or b"{}")
-            seen[record["event_id"]] = max(seen.get(record["event_id"], 0), record["version"])
-        return all(seen.get(event_id, 0) >= v for event_id, v in expected.items())
-
-    sink.wait_for(lambda messages: complete(messages), timeout=90)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the warehouse did not show {expected} within 90 s")
+        time.sleep(0.2)
 
 
-def _print_table(messages: Sequence[Message], settings: Settings) -> None:
-    latest: dict[str, dict[str, object]] = {}
-    for message in messages:
-        record = orjson.loads(message.value or b"{}")
-        if record["version"] >= latest.get(record["event_id"], {}).get("version", 0):
-            latest[record["event_id"]] = record
-    nodes = settings.recognition.identification
-    header = [
-        "event_id",
-        "anonymous_id",
-        *(p.column for p in nodes),
-        "stitched_user_id",
-        "version",
-        "status",
-    ]
-    rows = [
-        [
-            _cell(r["event_id"]), _cell(r["anonymous_id"]),
-            *(_cell(p.get(r["event"])) for p in nodes),
-            _cell(r["stitched_user_id"]), _cell(r["version"]), _cell(r["status"]),
-        ]
-        for r in sorted(latest.values(), key=lambda r: str(r["event_id"]))
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, [("-" * w) for w in widths], *rows]:
-        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in [list(header), *cells]) for i in range(len(header))]
+    for row in [list(header), ["-" * w for w in widths], *cells]:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_dead_letters(settings: Settings) -> None:
+    dead = TopicReader(settings.kafka.bootstrap_servers, settings.topics.dead_letter)
+    dead.poll(1.0)
+    print(f"\nDead letters on {settings.topics.dead_letter}:")
+    for message in dead.messages:
+        reason = message.headers.get("retrostitch.reason", b"").decode()
+        source = message.headers.get("retrostitch.source", b"").decode()
+        print(f"  {source}: {reason}\n    {message.value!r}")
+    dead.close()
 
 
 def _cell(value: object) -> str:
