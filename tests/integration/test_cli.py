@@ -6,12 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
+import psycopg
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from psycopg import sql
 
-from tests.integration.harness import Pipeline
+from tests.integration.harness import Pipeline, eventually
 
 CLI = [sys.executable, "-m", "streams.cli"]
 
@@ -64,3 +68,40 @@ def test_bad_configuration_stops_the_worker_with_the_key_named(tmp_path: Path) -
     error = done.stderr.decode()
     assert "users_recognition.anonymous_id_node" in error
     assert "must be a string starting with '/'" in error
+
+
+def test_sink_command_writes_postgres_and_stops_on_sigterm(
+    pipeline: Pipeline, postgres_dsn: str, tmp_path: Path
+) -> None:
+    schema = f"rs_cli_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, **pipeline.env}
+    env |= {"RETROSTITCH_POSTGRES_DSN": postgres_dsn, "RETROSTITCH_POSTGRES_SCHEMA": schema}
+    record = {"event_id": "e1", "anonymous_id": "1", "stitched_user_id": "1", "version": 1,
+              "status": "anonymous", "event": {"user": {"anonymous_id": "1"}}}  # fmt: skip
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap_servers})
+    producer.produce(pipeline.settings.topics.sink, key=b"e1", value=orjson.dumps(record))
+    assert producer.flush(10) == 0
+    log = tmp_path / "sink.log"
+    with (
+        log.open("wb") as out,
+        subprocess.Popen([*CLI, "sink", "postgres"], env=env, stdout=out, stderr=out) as sink,
+    ):
+        try:
+            eventually(lambda: _count(postgres_dsn, schema) == 1, 60, "the row")
+        finally:
+            sink.send_signal(signal.SIGTERM)
+        assert sink.wait(timeout=30) == 0, log.read_text()
+    assert postgres_dsn not in log.read_text()  # no connection string in the logs
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _count(dsn: str, schema: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "events"))
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0
