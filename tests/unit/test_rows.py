@@ -1,0 +1,143 @@
+"""Sink records as warehouse rows: flattening, names, types and schema evolution (pure)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from connectors.errors import BadSinkRecord
+from connectors.rows import ColumnType, Layout, Schema, cell, column_name, to_row
+from streams.pointer import Pointer
+
+LAYOUT = Layout(
+    identification=(Pointer.parse("/user/id"), Pointer.parse("/user/email")),
+    event_time=Pointer.parse("/_timestamp"),
+)
+
+
+def _raw(event: dict[str, Any], version: int = 1, event_id: str = "e1") -> bytes:
+    return orjson.dumps(
+        {"event_id": event_id, "anonymous_id": "1", "stitched_user_id": "a@b.com",
+         "version": version, "status": "amended", "event": event}
+    )  # fmt: skip
+
+
+def test_a_sink_record_becomes_fixed_and_flattened_columns() -> None:
+    event = {
+        "user": {"anonymous_id": "1", "email": "a@b.com"},
+        "page": {"url": "/", "meta": {"depth": 2}},
+        "tags": ["a", "b"],
+        "empty": None,
+        "_timestamp": "2024-05-01T10:00:00Z",
+    }
+    row = to_row(_raw(event, version=2), "t[0]@5", LAYOUT)
+    assert row.values == {
+        "event_id": "e1", "anonymous_id": "1", "user_id": None, "user_email": "a@b.com",
+        "stitched_user_id": "a@b.com", "event_time": datetime(2024, 5, 1, 10, tzinfo=UTC),
+        "version": 2, "status": "amended", "payload": orjson.dumps(event).decode(),
+        "user_anonymous_id": "1", "page_url": "/", "page_meta_depth": 2, "tags": '["a","b"]',
+        "_timestamp": "2024-05-01T10:00:00Z",
+    }  # fmt: skip
+    assert (row.key, row.version, row.source) == (("e1",), 2, "t[0]@5")
+
+
+def test_a_field_named_like_a_fixed_column_does_not_shadow_it() -> None:
+    row = to_row(_raw({"version": "evil", "status": 7, "user": {}}), "s", LAYOUT)
+    assert (row.values["version"], row.values["status"]) == (1, "amended")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-05-01T10:00:00+02:00", datetime(2024, 5, 1, 8, tzinfo=UTC)),
+        ("2024-05-01 10:00:00", datetime(2024, 5, 1, 10, tzinfo=UTC)),
+        (1714557600, datetime(2024, 5, 1, 10, tzinfo=UTC)),
+        (1714557600000, datetime(2024, 5, 1, 10, tzinfo=UTC)),
+        ("yesterday", None),
+        (True, None),
+        (None, None),
+    ],
+)
+def test_event_time(value: Any, expected: datetime | None) -> None:
+    assert to_row(_raw({"_timestamp": value}), "s", LAYOUT).values["event_time"] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"nope", "sink record is not JSON"),
+        (b"[]", "not an object with an 'event' object"),
+        (b'{"event": 1}', "not an object with an 'event' object"),
+        (b'{"event": {}, "version": 0, "event_id": "e"}', "version must be a positive integer"),
+        (b'{"event": {}, "version": "2", "event_id": "e"}', "version must be a positive integer"),
+        (b'{"event": {}, "version": 1}', "no value for key column(s) event_id"),
+    ],
+)
+def test_records_that_cannot_be_rows_say_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(BadSinkRecord, match=re.escape(reason)):
+        to_row(raw, "s", LAYOUT)
+
+
+def test_a_configured_key_comes_from_the_flattened_event() -> None:
+    layout = Layout(LAYOUT.identification, LAYOUT.event_time, key=("eventn_ctx_event_id",))
+    row = to_row(_raw({"eventn_ctx_event_id": "x-1"}), "s", layout)
+    assert row.key == ("x-1",)
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        (("page", "url"), "page_url"),
+        (("Page", "URL"), "page_url"),
+        (('x"; DROP TABLE events; --',), "x___drop_table_events____"),
+        (("ü",), "_"),
+    ],
+)
+def test_column_names_are_flattened_the_jitsu_way(path: tuple[str, ...], name: str) -> None:
+    assert column_name(path) == name
+
+
+def test_long_column_names_stay_unique_within_the_limit() -> None:
+    a, b = column_name(("x" * 80, "a")), column_name(("x" * 80, "b"))
+    assert len(a) == len(b) == 63
+    assert a != b
+
+
+def _rows(*events: dict[str, Any]) -> list[Any]:
+    return [to_row(_raw(e, event_id=f"e{i}"), "s", LAYOUT) for i, e in enumerate(events)]
+
+
+def test_new_fields_are_planned_as_typed_columns() -> None:
+    schema = Schema(dict(LAYOUT.fixed), frozenset(LAYOUT.fixed))
+    new, widen = schema.plan(_rows({"n": 1, "f": 1.5, "b": True, "s": "x"}))
+    assert new == {
+        "n": ColumnType.INT,
+        "f": ColumnType.FLOAT,
+        "b": ColumnType.BOOL,
+        "s": ColumnType.TEXT,
+    }
+    assert widen == []
+    schema.applied(new, widen)
+    assert schema.plan(_rows({"n": 2, "f": 3})) == ({}, [])  # an int fits a float column
+
+
+def test_a_type_conflict_widens_the_column_to_text_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schema = Schema({**LAYOUT.fixed, "n": ColumnType.INT}, frozenset(LAYOUT.fixed))
+    assert schema.plan(_rows({"n": "seven"}, {"n": 1.5})) == ({}, ["n"])
+    assert schema.plan(_rows({"n": "eight"})) == ({}, ["n"])
+    assert len([r for r in caplog.records if "'n'" in r.getMessage()]) == 1
+    new, _ = schema.plan(_rows({"m": 1}, {"m": "x"}))
+    assert new == {"m": ColumnType.TEXT}  # a conflict inside one batch
+
+
+def test_cells_take_the_shape_of_their_column() -> None:
+    assert cell(7, ColumnType.TEXT) == "7"
+    assert cell(True, ColumnType.TEXT) == "true"
+    assert cell(2, ColumnType.FLOAT) == 2.0
+    assert cell(None, ColumnType.INT) is None
