@@ -24,9 +24,9 @@ from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DataError, OperationalError
 
-from connectors.errors import WarehouseUnavailable
+from connectors.errors import WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Row, Schema, cell
-from connectors.sink import Rejected, layout_of
+from connectors.sink import Rejected, layout_of, write_or_split
 from streams.settings import Settings
 
 __all__ = ["ClickHouseWarehouse", "client_dsn"]
@@ -49,12 +49,6 @@ def client_dsn(url: str) -> str:
         path.mkdir(parents=True, exist_ok=True)
         return f"chdb://{path}"
     return url
-
-
-def describe(exc: BaseException) -> str:
-    """A driver error in one line, without credentials."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 class ClickHouseWarehouse:
@@ -171,20 +165,12 @@ class ClickHouseWarehouse:
         self._create_view(client)  # a view's SELECT * is fixed when the view is made
 
     def _insert(self, client: Client, rows: Sequence[Row]) -> list[Rejected]:
-        """Insert the rows; where one record is refused, split the batch to find it."""
-        if not rows:
-            return []
         assert self.schema is not None
         types = self.schema.columns
-        names = [name for name in types if any(name in row.values for row in rows)]
-        data = [[cell(row.values.get(name), types[name]) for name in names] for row in rows]
-        try:
+
+        def insert(part: Sequence[Row]) -> None:
+            names = [name for name in types if any(name in row.values for row in part)]
+            data = [[cell(row.values.get(name), types[name]) for name in names] for row in part]
             client.insert(self._table_name, data, column_names=names, database=self._database)
-            return []
-        except DataError as exc:
-            if len(rows) == 1:
-                row = rows[0]
-                reason = f"clickhouse refused the row: {describe(exc)}"
-                return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
-            middle = len(rows) // 2
-            return self._insert(client, rows[:middle]) + self._insert(client, rows[middle:])
+
+        return write_or_split(rows, insert, (DataError,), self.name)

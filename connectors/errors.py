@@ -15,7 +15,23 @@ from __future__ import annotations
 
 from streams.errors import RetrostitchError
 
-__all__ = ["BadSinkRecord", "ConnectorError", "RecordRejected", "WarehouseUnavailable"]
+__all__ = [
+    "BadSinkRecord",
+    "ConnectorError",
+    "RecordRejected",
+    "WarehouseUnavailable",
+    "describe",
+]
+
+
+def describe(exc: BaseException) -> str:
+    """A driver error in one line, with the server's code where it has one; the drivers'
+    messages name host and port at most, never the password of a connection string."""
+    lines = str(exc).strip().splitlines()
+    state = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}{f' [{state}]' if state else ''}: {lines[0] if lines else ''}"[
+        :300
+    ]
 
 
 class ConnectorError(RetrostitchError):

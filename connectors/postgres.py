@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.errors import WarehouseUnavailable
+from connectors.errors import WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Row, Schema, cell
-from connectors.sink import Rejected, layout_of
+from connectors.sink import Rejected, layout_of, write_or_split
 from streams.settings import Settings
 
 __all__ = ["PostgresWarehouse"]
@@ -38,13 +38,6 @@ SQL_TYPES = {
 FROM_SQL = {name: kind for kind, name in SQL_TYPES.items()}
 #: errors that one record causes and that retrying will not cure: bisect and dead-letter it
 PERMANENT = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
-
-
-def describe(exc: BaseException) -> str:
-    """A driver error in one line, without the connection string."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    state = getattr(exc, "sqlstate", None)
-    return f"{type(exc).__name__}{f' [{state}]' if state else ''}: {first}"
 
 
 class PostgresWarehouse:
@@ -135,20 +128,11 @@ class PostgresWarehouse:
         self.schema.applied(new, widen)
 
     def _insert(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> list[Rejected]:
-        """Upsert the rows; where one record is refused, split the batch to find it."""
-        if not rows:
-            return []
-        try:
+        def upsert(part: Sequence[Row]) -> None:
             with conn.transaction():
-                self._upsert(conn, rows)
-            return []
-        except PERMANENT as exc:
-            if len(rows) == 1:
-                row = rows[0]
-                reason = f"postgres refused the row: {describe(exc)}"
-                return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
-            middle = len(rows) // 2
-            return self._insert(conn, rows[:middle]) + self._insert(conn, rows[middle:])
+                self._upsert(conn, part)
+
+        return write_or_split(rows, upsert, PERMANENT, self.name)
 
     def _upsert(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> None:
         assert self.schema is not None

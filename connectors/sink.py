@@ -17,17 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable
+from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable, describe
 from connectors.rows import Layout, Row, to_row
 from streams.settings import Settings
 
-__all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of"]
+__all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of", "write_or_split"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,30 @@ class Warehouse(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def write_or_split(
+    rows: Sequence[Row],
+    write: Callable[[Sequence[Row]], None],
+    refused: tuple[type[BaseException], ...],
+    warehouse: str,
+) -> list[Rejected]:
+    """Write the rows; where the warehouse refuses a record, split the batch in halves until
+    the refused records stand alone (a few extra writes per bad record) and return them."""
+    if not rows:
+        return []
+    try:
+        write(rows)
+        return []
+    except refused as exc:
+        if len(rows) == 1:
+            row = rows[0]
+            reason = f"{warehouse} refused the row: {describe(exc)}"
+            return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
+    middle = len(rows) // 2
+    return write_or_split(rows[:middle], write, refused, warehouse) + write_or_split(
+        rows[middle:], write, refused, warehouse
+    )
 
 
 def layout_of(settings: Settings) -> Layout:

@@ -11,6 +11,7 @@ import pytest
 
 from connectors.errors import BadSinkRecord
 from connectors.rows import ColumnType, Layout, Schema, cell, column_name, to_row
+from connectors.sink import write_or_split
 from streams.pointer import Pointer
 
 LAYOUT = Layout(
@@ -141,3 +142,21 @@ def test_cells_take_the_shape_of_their_column() -> None:
     assert cell(True, ColumnType.TEXT) == "true"
     assert cell(2, ColumnType.FLOAT) == 2.0
     assert cell(None, ColumnType.INT) is None
+
+
+def test_a_refused_record_is_isolated_by_splitting_and_the_rest_is_written() -> None:
+    rows = _rows(*({"n": i} for i in range(10)))
+    written: list[str] = []
+
+    def write(part: Any) -> None:
+        if any(row.key == ("e3",) or row.key == ("e7",) for row in part):
+            raise ValueError("refused: bad value")
+        written.extend(row.key[0] for row in part)
+
+    rejected = write_or_split(rows, write, (ValueError,), "warehouse")
+
+    assert [r.reason for r in rejected] == [
+        "warehouse refused the row: ValueError: refused: bad value"
+    ] * 2
+    assert [r.key for r in rejected] == [b"e3", b"e7"]
+    assert sorted(written) == sorted(f"e{i}" for i in range(10) if i not in (3, 7))
