@@ -44,6 +44,9 @@ class KafkaSettings:
     session_timeout: float = 10.0
     heartbeat_interval: float = 3.0
     replication_factor: int = 1
+    #: the producer's batch limit; 1 sends every record alone (only for brokers whose end
+    #: offsets stop at the start of the last batch, like the local one: see the tests)
+    producer_max_batch_bytes: int = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
     Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
     Setting("kafka.replication_factor", "KAFKA_REPLICATION_FACTOR", _positive(int), "kafka.replication_factor", _K.replication_factor),
+    Setting("kafka.producer_max_batch_bytes", "KAFKA_PRODUCER_MAX_BATCH_BYTES", _positive(int), "kafka.producer_max_batch_bytes", _K.producer_max_batch_bytes),
     Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", _text, "topics.input", _T.input),
     Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", _text, "topics.sink", _T.sink),
     Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", _text, "topics.dead_letter", _T.dead_letter),

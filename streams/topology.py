@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=settings.standby_replicas,
         producer_acks=-1,
+        producer_max_batch_size=settings.kafka.producer_max_batch_bytes,
         web_enabled=False,
         autodiscover=False,
     )

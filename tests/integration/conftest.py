@@ -40,8 +40,7 @@ def postgres_dsn() -> Iterator[str]:
         pytest.exit(str(exc), returncode=3)
 
 
-@pytest.fixture
-def pipeline(bootstrap_servers: str, tmp_path: Path) -> Iterator[Pipeline]:
+def make_pipeline(bootstrap_servers: str, tmp_path: Path, partitions: int = 4) -> Pipeline:
     name = f"t{uuid.uuid4().hex[:10]}"
     env = {
         **FAST_GROUP,
@@ -50,12 +49,17 @@ def pipeline(bootstrap_servers: str, tmp_path: Path) -> Iterator[Pipeline]:
         "RETROSTITCH_INPUT_TOPIC": f"{name}.events",
         "RETROSTITCH_SINK_TOPIC": f"{name}.events.stitched",
         "RETROSTITCH_DEAD_LETTER_TOPIC": f"{name}.events.dlq",
-        "RETROSTITCH_PARTITIONS": "4",
+        "RETROSTITCH_PARTITIONS": str(partitions),
         "RETROSTITCH_BATCH_MAX_WAIT_SECONDS": "0.05",
     }
     settings = load_settings(environ=env)
     ensure_topics(settings)
-    built = Pipeline(bootstrap_servers, env, settings, tmp_path, [])
+    return Pipeline(bootstrap_servers, env, settings, tmp_path, [])
+
+
+@pytest.fixture
+def pipeline(bootstrap_servers: str, tmp_path: Path) -> Iterator[Pipeline]:
+    built = make_pipeline(bootstrap_servers, tmp_path)
     yield built
     for worker in built.workers:
         worker.stop()
