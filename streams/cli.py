@@ -1,4 +1,4 @@
-"""The ``retrostitch`` command: worker, sink, broker, produce, demo.
+"""The ``retrostitch`` command: worker, sink, replay, broker, produce, demo.
 
 Every command reads its settings once (``--config FILE`` and the environment, which wins)
 and passes them down; see ``streams.settings`` for every key.
@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams.errors import RetrostitchError
+from streams.errors import ConfigError, RetrostitchError
 from streams.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -34,6 +34,21 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
     worker = faust.Worker(create_app(settings), loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from streams.kafka import ensure_topics
+    from streams.replay import parse_start, set_start, start_progress
+
+    start = parse_start(args.from_offset, args.from_timestamp)
+    if args.app_id == settings.app_id:
+        raise ConfigError(f"replay needs a new app id, not the live one ({settings.app_id!r})")
+    settings = replace(settings, app_id=args.app_id)
+    ensure_topics(settings)
+    start_progress(settings, set_start(settings, start))
+    return _worker(settings, args)
 
 
 def _broker(_: Settings, args: argparse.Namespace) -> int:
@@ -99,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the stitcher (a Faust worker)").set_defaults(
         run=_worker
     )
+    replay = commands.add_parser(
+        "replay", help="reprocess the input topic into fresh state under a new app id (backfill)"
+    )
+    replay.add_argument("--app-id", required=True, help="a new app id: new group, topics, state")
+    replay.add_argument("--from-offset", type=int, help="start every partition at this offset")
+    replay.add_argument("--from-timestamp", help="start at this time (ISO 8601, with zone)")
+    replay.set_defaults(run=_replay)
     broker = commands.add_parser(
         "broker", help="run a local in-memory broker and print its address"
     )

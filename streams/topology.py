@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.app_id,
         broker=";".join(f"kafka://{host}" for host in settings.kafka.bootstrap_servers.split(",")),
         store="rocksdb://",
-        datadir=str(settings.state_dir),
+        datadir=str(settings.state_dir / settings.app_id),  # a replay's app id starts empty
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         broker_session_timeout=settings.kafka.session_timeout,
