@@ -24,7 +24,7 @@ from streams.errors import BadRecord, BrokerError
 from streams.rules import RecognitionRules, parse
 from streams.settings import Settings
 
-__all__ = ["Message", "TopicReader", "ensure_topics", "produce_events"]
+__all__ = ["Message", "TopicReader", "end_offsets", "ensure_topics", "produce_events"]
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
@@ -83,6 +83,31 @@ def produce_events(
     if remaining:
         raise BrokerError(f"{remaining} records to {topic!r} were not acknowledged within 30 s")
     return sent
+
+
+def end_offsets(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The offset after the last record of each partition, read rather than trusted.
+
+    Some brokers (the local one among them) answer ListOffsets(latest) with the start of a
+    partition's last batch + 1. So read on from there to the real end: with a broker that
+    answers right there is nothing to read, and this costs one short poll.
+    """
+    ends: dict[int, int] = {}
+    start: list[TopicPartition] = []
+    for partition in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        ends[partition] = high
+        if high > low:
+            start.append(TopicPartition(topic, partition, high - 1))
+    if start:
+        consumer.assign(start)
+        while batch := consumer.consume(1000, timeout=0.5):
+            for message in batch:
+                partition, offset = message.partition(), message.offset()
+                if message.error() is None and partition is not None and offset is not None:
+                    ends[partition] = max(ends[partition], offset + 1)
+        consumer.unassign()
+    return ends
 
 
 @dataclass(frozen=True, slots=True)

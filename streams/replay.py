@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from streams.errors import ConfigError
+from streams.kafka import end_offsets
 from streams.settings import Settings
 
 __all__ = ["Start", "parse_start", "set_start", "start_progress"]
@@ -79,10 +80,7 @@ def set_start(settings: Settings, start: Start) -> dict[int, int]:
         if start.timestamp_ms is not None:
             wanted = [TopicPartition(topic, p, start.timestamp_ms) for p in partitions]
             found = consumer.offsets_for_times(wanted, timeout=10)
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in partitions
-            }
+            ends = end_offsets(consumer, topic, partitions)
             offsets = {
                 tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found
             }
@@ -111,9 +109,7 @@ def start_progress(
     stop = threading.Event()
     topic = settings.topics.input
     consumer = _consumer(settings)
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in first
-    }
+    ends = end_offsets(consumer, topic, first)
     total = sum(max(0, ends[p] - first[p]) for p in first)
     began = time.monotonic()
 
@@ -129,9 +125,9 @@ def start_progress(
                 done = sum(max(0, min(tp.offset, ends[tp.partition]) - first[tp.partition])
                            for tp in committed if tp.offset >= 0)  # fmt: skip
                 rate = done / max(time.monotonic() - began, 1e-9)
-                left = (total - done) / rate if rate > 0 else float("inf")
+                eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "unknown"
                 share = 100.0 * done / total if total else 100.0
-                say(f"{done}/{total} events ({share:.1f}%), {rate:.0f} events/s, ETA {left:.0f}s")
+                say(f"{done}/{total} events ({share:.1f}%), {rate:.0f} events/s, ETA {eta}")
                 if done >= total:
                     say(
                         "caught up with the input as of its start; it now runs live like any worker"
