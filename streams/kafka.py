@@ -103,9 +103,9 @@ def end_offsets(consumer: Consumer, topic: str, partitions: Iterable[int]) -> di
         consumer.assign(start)
         while batch := consumer.consume(1000, timeout=0.5):
             for message in batch:
-                partition, offset = message.partition(), message.offset()
-                if message.error() is None and partition is not None and offset is not None:
-                    ends[partition] = max(ends[partition], offset + 1)
+                where, offset = message.partition(), message.offset()
+                if message.error() is None and where is not None and offset is not None:
+                    ends[where] = max(ends[where], offset + 1)
         consumer.unassign()
     return ends
 
