@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable, describe
 from connectors.rows import Layout, Row, to_row
 from streams.settings import Settings
+from streams.status import Heartbeat
 
 __all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of", "write_or_split"]
 
@@ -98,6 +99,9 @@ class BatchingSink:
         self.layout = layout_of(settings)
         self.rows_written = 0
         self.unavailable = 0  # how often the warehouse could not be reached
+        self.dead_lettered = 0
+        self.assigned = False  # holds partitions of the sink topic
+        self.heartbeat = Heartbeat()
         self._rows: list[Row] = []
         self._rejected: list[Rejected] = []
         self._offsets: dict[tuple[str, int], int] = {}
@@ -119,10 +123,13 @@ class BatchingSink:
     def run(self, stop: threading.Event | None = None) -> None:
         """Consume until ``stop`` is set (or forever); flush and commit before returning."""
         self._stop = stop or threading.Event()
-        self._consumer.subscribe([self.settings.topics.sink], on_revoke=self._on_revoke)
+        self._consumer.subscribe(
+            [self.settings.topics.sink], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
         limit = self.settings.warehouse.batch_max_rows
         try:
             while not self._stop.is_set():
+                self.heartbeat.beat()
                 for message in self._consumer.consume(min(limit, 1000), timeout=0.2):
                     self._add(message)
                 if self._pending() >= limit or self._due():
@@ -181,12 +188,21 @@ class BatchingSink:
                     "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
                     self.warehouse.name, exc, len(rows), delay,
                 )  # fmt: skip
+                self.heartbeat.beat()  # waiting on the warehouse is not being stuck
                 if self._stop.wait(delay):
                     return None
                 delay = min(delay * 2, MAX_BACKOFF)
 
+    def counters(self) -> dict[str, float]:
+        return {
+            "sink_rows_written": self.rows_written,
+            "sink_warehouse_unavailable": self.unavailable,
+            "sink_dead_lettered": self.dead_lettered,
+        }
+
     def _dead_letter(self, rejected: Sequence[Rejected]) -> None:
         topic = self.settings.warehouse.dead_letter_topic
+        self.dead_lettered += len(rejected)
         for item in rejected:
             log.warning("dead letter %s: %s", item.source, item.reason)
             self._producer.produce(
@@ -201,5 +217,9 @@ class BatchingSink:
         if rejected and self._producer.flush(30) > 0:
             raise ConnectorError(f"dead-letter topic {topic!r} did not acknowledge in 30 s")
 
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned = bool(partitions)
+
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned = False
         self._flush()  # what this member read is written and committed before it goes

@@ -12,11 +12,13 @@ import logging
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from streams.errors import ConfigError, RetrostitchError
 from streams.settings import Settings, load_settings
+from streams.status import Heartbeat, StatusServer
 
 __all__ = ["main"]
 
@@ -25,13 +27,23 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
     import faust
 
     from streams.kafka import ensure_topics
-    from streams.topology import create_app
+    from streams.topology import create_app, restored
 
     created = ensure_topics(settings)
     if created:
         logging.getLogger("retrostitch").info("created topics %s", ", ".join(created))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    worker = faust.Worker(create_app(settings), loglevel=settings.log_level.upper(), quiet=True)
+    counts: Counter[str] = Counter()
+    heartbeat = Heartbeat()
+    app = create_app(settings, counts, heartbeat)
+    if settings.status_port:
+        StatusServer(
+            settings.status_port,
+            live=heartbeat.fresh,
+            ready=lambda: heartbeat.fresh() and restored(app),
+            counters=lambda: dict(counts),
+        ).start()
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 
@@ -93,7 +105,15 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     group = f"{settings.app_id}-sink-{args.warehouse}"
-    BatchingSink(settings, warehouse, group).run(stop)
+    sink = BatchingSink(settings, warehouse, group)
+    if settings.status_port:
+        StatusServer(
+            settings.status_port,
+            live=sink.heartbeat.fresh,
+            ready=lambda: sink.heartbeat.fresh() and sink.assigned,
+            counters=sink.counters,
+        ).start()
+    sink.run(stop)
     return 0
 
 

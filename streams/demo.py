@@ -61,6 +61,7 @@ def run_demo(settings: Settings, config: Path | None = None) -> int:
             "RETROSTITCH_STATE_DIR": str(tmp / "state"),
             "KAFKA_SESSION_TIMEOUT_SECONDS": "3",
             "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1",
+            "RETROSTITCH_STATUS_PORT": "0",
         }
         worker = stack.enter_context(WorkerProcess(env, tmp / "worker.log", config))
         readers = _start_connectors(settings, stack)

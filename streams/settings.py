@@ -89,6 +89,8 @@ class Settings:
     batch_max_wait: float = 0.1
     standby_replicas: int = 1
     log_level: str = "info"
+    #: /healthz, /readyz and /metrics of every process (worker and connectors); 0 turns it off
+    status_port: int = 8080
 
 
 # -- parsing of one value; each raises ValueError saying what was expected ------------
@@ -223,6 +225,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stitcher.batch_max_events", "RETROSTITCH_BATCH_MAX_EVENTS", _positive(int), "batch_max_events", _S.batch_max_events),
     Setting("stitcher.batch_max_wait_seconds", "RETROSTITCH_BATCH_MAX_WAIT_SECONDS", _positive(float), "batch_max_wait", _S.batch_max_wait),
     Setting("stitcher.standby_replicas", "RETROSTITCH_STANDBY_REPLICAS", _count, "standby_replicas", _S.standby_replicas),
+    Setting("stitcher.status_port", "RETROSTITCH_STATUS_PORT", _count, "status_port", _S.status_port),
     Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),
     Setting("warehouse.table", "RETROSTITCH_WAREHOUSE_TABLE", _text, "warehouse.table", _W.table),
     Setting("warehouse.primary_key_fields", "RETROSTITCH_PRIMARY_KEY_FIELDS", _identifiers, "warehouse.primary_key_fields", _W.primary_key_fields),

@@ -51,9 +51,10 @@ from streams.processor import DeadLetter, InputRecord, route, stitch
 from streams.rules import SinkRecord
 from streams.settings import Settings
 from streams.state import PartitionState
+from streams.status import Heartbeat
 from streams.store import Change, RocksStore
 
-__all__ = ["HEADER_REASON", "HEADER_SOURCE", "create_app"]
+__all__ = ["HEADER_REASON", "HEADER_SOURCE", "create_app", "restored"]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,15 @@ _RAW: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The stitcher as a Faust app, wired from ``settings``."""
-    counts: Counter[str] = Counter()  # what the agents did; logged every 30 s
+def create_app(
+    settings: Settings, counts: Counter[str] | None = None, heartbeat: Heartbeat | None = None
+) -> faust.App:
+    """The stitcher as a Faust app, wired from ``settings``.
+
+    ``counts`` collects what the agents did (logged every 30 s, served on /metrics);
+    ``heartbeat`` is beaten by the event loop every few seconds (served on /healthz).
+    """
+    counts = Counter() if counts is None else counts
     rules = settings.recognition
     partitions = settings.topics.partitions
     app = faust.App(
@@ -162,7 +169,12 @@ def create_app(settings: Settings) -> faust.App:
         if counts:
             log.info("retrostitch counts: %s", dict(sorted(counts.items())))
 
+    async def beat() -> None:
+        if heartbeat is not None:
+            heartbeat.beat()
+
     app.timer(interval=30.0)(report_counts)
+    app.timer(interval=5.0)(beat)
     return app
 
 
@@ -178,6 +190,12 @@ def _partition_db(table: Any, partition: int) -> Rdict:
     """The RocksDB database that Faust's table keeps (and restores) for one partition."""
     db: Rdict = table.data._db_for_partition(partition)
     return db
+
+
+def restored(app: faust.App) -> bool:
+    """Whether the worker holds its partitions and has restored their state."""
+    tables: Any = app.tables
+    return not app.rebalancing and bool(tables.recovery.completed.is_set())
 
 
 def _offset_change(table: Any, offset: int) -> Change:

@@ -51,6 +51,7 @@ def make_pipeline(bootstrap_servers: str, tmp_path: Path, partitions: int = 4) -
         "RETROSTITCH_DEAD_LETTER_TOPIC": f"{name}.events.dlq",
         "RETROSTITCH_PARTITIONS": str(partitions),
         "RETROSTITCH_BATCH_MAX_WAIT_SECONDS": "0.05",
+        "RETROSTITCH_STATUS_PORT": "0",  # several workers share this machine; one test sets it
     }
     settings = load_settings(environ=env)
     ensure_topics(settings)

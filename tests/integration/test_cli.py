@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -105,3 +108,44 @@ def _count(dsn: str, schema: str) -> int:
         except psycopg.errors.UndefinedTable:
             return 0
     return int(row[0]) if row else 0
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    pipeline.env["RETROSTITCH_STATUS_PORT"] = str(port)
+    pipeline.worker()
+    sink = pipeline.reader(pipeline.settings.topics.sink)
+    pipeline.produce(
+        orjson.dumps({"eventn_ctx_event_id": "e1", "user": {"anonymous_id": "1"}}),
+        orjson.dumps({"eventn_ctx_event_id": "e2", "user": {"anonymous_id": "1", "id": "u"}}),
+    )
+    sink.wait_for(lambda messages: len(messages) >= 3, timeout=90)
+
+    eventually(lambda: _get(port, "/readyz")[0] == 200, 30, "ready")
+    assert _get(port, "/healthz") == (200, "ok\n")
+    assert _get(port, "/nope")[0] == 404
+
+    def counted() -> bool:
+        text = _get(port, "/metrics")[1]
+        return all(
+            line in text.splitlines()
+            for line in (
+                "retrostitch_anonymous_total 1",
+                "retrostitch_amended_total 1",
+                "retrostitch_identified_total 1",
+            )
+        )
+
+    eventually(counted, 30, "metrics count what the test caused")
