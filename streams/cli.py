@@ -20,7 +20,7 @@ from streams.errors import ConfigError, RetrostitchError
 from streams.settings import Settings, load_settings
 from streams.status import Heartbeat, StatusServer
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
@@ -123,7 +123,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, args.config)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrostitch", description="Retroactive user recognition on Kafka."
     )
@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
         logging.basicConfig(

