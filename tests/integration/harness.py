@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from confluent_kafka import Producer
+from psycopg import sql
 
 from connectors.sink import BatchingSink, Warehouse
 from streams.kafka import TopicReader, produce_events
 from streams.local import WorkerProcess
-from streams.settings import Settings
+from streams.settings import Settings, WarehouseSettings
 
 # Tansu answers a group join after session.timeout/2: a short session keeps each join ~1.5 s.
 FAST_GROUP = {"KAFKA_SESSION_TIMEOUT_SECONDS": "3", "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1"}
@@ -101,3 +105,26 @@ def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not true after {timeout}s")
         time.sleep(0.2)
+
+
+@contextmanager
+def postgres_schema(settings: Settings, dsn: str, **warehouse: Any) -> Iterator[Settings]:
+    """``settings`` writing Postgres into a schema of its own, dropped afterwards."""
+    schema = f"rs_{uuid.uuid4().hex[:10]}"
+    options = WarehouseSettings(postgres_dsn=dsn, postgres_schema=schema, **warehouse)
+    try:
+        yield replace(settings, warehouse=options)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def table_rows(settings: Settings, columns: str = "*") -> list[tuple[Any, ...]]:
+    """The connector's Postgres table, ordered by its first column; [] before it exists."""
+    table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
+    query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), table)
+    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+        try:
+            return conn.execute(query).fetchall()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            return []  # the connector makes tables and columns as batches need them

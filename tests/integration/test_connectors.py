@@ -20,38 +20,27 @@ from psycopg.conninfo import make_conninfo
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
 from streams.kafka import TopicReader, ensure_topics
-from streams.settings import Settings, WarehouseSettings
-from tests.integration.harness import Pipeline, eventually, running_sink
+from streams.settings import Settings
+from tests.integration.harness import (
+    Pipeline,
+    eventually,
+    postgres_schema,
+    running_sink,
+    table_rows,
+)
 from tests.integration.test_stitcher import SEED
 
 
 @pytest.fixture
 def warehouse_settings(pipeline: Pipeline, postgres_dsn: str, tmp_path: Path) -> Iterator[Settings]:
-    schema = f"rs_{uuid.uuid4().hex[:10]}"
-    settings = replace(
-        pipeline.settings,
-        warehouse=WarehouseSettings(
-            postgres_dsn=postgres_dsn,
-            postgres_schema=schema,
-            clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}",
-            batch_max_seconds=0.2,
-            dead_letter_topic=f"{pipeline.settings.app_id}.sink.dlq",
-        ),
-    )
-    ensure_topics(settings)
-    yield settings
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def _pg_rows(settings: Settings, columns: str) -> list[tuple[Any, ...]]:
-    table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
-    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
-        query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), table)
-        try:
-            return conn.execute(query).fetchall()
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-            return []  # the connector makes tables and columns as batches need them
+    options = {
+        "clickhouse_url": f"chdb://{tmp_path / 'clickhouse'}",
+        "batch_max_seconds": 0.2,
+        "dead_letter_topic": f"{pipeline.settings.app_id}.sink.dlq",
+    }
+    with postgres_schema(pipeline.settings, postgres_dsn, **options) as settings:
+        ensure_topics(settings)
+        yield settings
 
 
 def _ch_rows(clickhouse: ClickHouseWarehouse, columns: str) -> list[tuple[Any, ...]]:
@@ -99,12 +88,12 @@ def test_the_seed_example_lands_as_the_seeds_after_table(
         running_sink(warehouse_settings, clickhouse, "ch"),
     ):
         pipeline.produce(*SEED)
-        eventually(lambda: _pg_rows(warehouse_settings, columns) == SEED_AFTER, 90, "postgres")
+        eventually(lambda: table_rows(warehouse_settings, columns) == SEED_AFTER, 90, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == SEED_AFTER, 30, "clickhouse")
-        assert _pg_rows(warehouse_settings, "event_id, version") == [
+        assert table_rows(warehouse_settings, "event_id, version") == [
             ("event1", 2), ("event2", 2), ("event3", 1), ("event4", 1),
         ]  # fmt: skip
-        assert _ch_rows(clickhouse, "event_id, version") == _pg_rows(
+        assert _ch_rows(clickhouse, "event_id, version") == table_rows(
             warehouse_settings, "event_id, version"
         )
 
@@ -122,9 +111,9 @@ def test_older_versions_never_win_and_a_replay_changes_no_row(warehouse_settings
         running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg-live"),
         running_sink(warehouse_settings, clickhouse, "ch-live"),
     ):
-        eventually(lambda: _pg_rows(warehouse_settings, columns) == expected, 60, "postgres")
+        eventually(lambda: table_rows(warehouse_settings, columns) == expected, 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == expected, 30, "clickhouse")
-    pg_before = _pg_rows(warehouse_settings, "*")
+    pg_before = table_rows(warehouse_settings, "*")
     clickhouse = ClickHouseWarehouse(warehouse_settings)
     ch_before = _ch_rows(clickhouse, "*")
     # replay: new consumer groups read the whole sink topic again from offset 0
@@ -133,7 +122,7 @@ def test_older_versions_never_win_and_a_replay_changes_no_row(warehouse_settings
         running_sink(warehouse_settings, clickhouse, "ch-replay") as ch,
     ):
         eventually(lambda: pg.rows_written == 5 and ch.rows_written == 5, 60, "replay read")
-    assert _pg_rows(warehouse_settings, "*") == pg_before
+    assert table_rows(warehouse_settings, "*") == pg_before
     clickhouse = ClickHouseWarehouse(warehouse_settings)
     assert _ch_rows(clickhouse, "*") == ch_before
     clickhouse.close()
@@ -148,7 +137,7 @@ def test_new_fields_get_columns_and_a_type_conflict_keeps_the_record(
         running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg"),
         running_sink(warehouse_settings, clickhouse, "ch"),
     ):
-        eventually(lambda: len(_pg_rows(warehouse_settings, "event_id")) == 1, 60, "first row")
+        eventually(lambda: len(table_rows(warehouse_settings, "event_id")) == 1, 60, "first row")
         eventually(lambda: len(_ch_rows(clickhouse, "event_id")) == 1, 30, "first row")
         _send(
             warehouse_settings,
@@ -156,7 +145,7 @@ def test_new_fields_get_columns_and_a_type_conflict_keeps_the_record(
         )
         columns = "event_id, page_n, cart_items, cart_vip"
         expected = [("e1", "1", None, None), ("e2", "seven", "[1,2]", True)]
-        eventually(lambda: _pg_rows(warehouse_settings, columns) == expected, 60, "postgres")
+        eventually(lambda: table_rows(warehouse_settings, columns) == expected, 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == expected, 30, "clickhouse")
 
 
@@ -174,11 +163,11 @@ def test_injection_attempts_are_stored_as_data(warehouse_settings: Settings) -> 
         running_sink(settings, clickhouse, "ch"),
     ):
         name = "x___drop_table_events_____"  # the evil field, flattened
-        eventually(lambda: len(_pg_rows(settings, "event_id")) == 1, 60, "postgres")
+        eventually(lambda: len(table_rows(settings, "event_id")) == 1, 60, "postgres")
         eventually(lambda: len(_ch_rows(clickhouse, "event_id")) == 1, 30, "clickhouse")
-        assert _pg_rows(settings, f'event_id, "{name}"') == [(evil_value, evil_value)]
+        assert table_rows(settings, f'event_id, "{name}"') == [(evil_value, evil_value)]
         assert _ch_rows(clickhouse, f"event_id, `{name}`") == [(evil_value, evil_value)]
-        assert _pg_rows(settings, "payload->>'eventn_ctx_event_id'") == [(evil_value,)]
+        assert table_rows(settings, "payload->>'eventn_ctx_event_id'") == [(evil_value,)]
 
 
 def test_a_record_postgres_refuses_is_dead_lettered_and_the_rest_lands(
@@ -193,7 +182,7 @@ def test_a_record_postgres_refuses_is_dead_lettered_and_the_rest_lands(
     )
     with running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg"):
         eventually(
-            lambda: _pg_rows(warehouse_settings, "event_id") == [("ok-1",), ("ok-2",)], 60, "rows"
+            lambda: table_rows(warehouse_settings, "event_id") == [("ok-1",), ("ok-2",)], 60, "rows"
         )
         messages = dead.wait_for(lambda m: len(m) >= 1, timeout=30)
     assert orjson.loads(messages[0].value or b"")["event_id"] == "nul"
@@ -230,7 +219,7 @@ def test_postgres_going_away_mid_stream_loses_nothing_and_duplicates_nothing(
     database = sql.Identifier(name)
     _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
     with running_sink(settings, PostgresWarehouse(settings), "pg") as sink:
-        eventually(lambda: len(_pg_rows(settings, "event_id")) == 50, 60, "first half")
+        eventually(lambda: len(table_rows(settings, "event_id")) == 50, 60, "first half")
         with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the outage
             admin.execute(
                 sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database)
@@ -244,6 +233,6 @@ def test_postgres_going_away_mid_stream_loses_nothing_and_duplicates_nothing(
             admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database))
         expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
         eventually(
-            lambda: _pg_rows(settings, "event_id, version") == expected, 90, "after recovery"
+            lambda: table_rows(settings, "event_id, version") == expected, 90, "after recovery"
         )
-    assert _pg_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
+    assert table_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]

@@ -6,41 +6,28 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import replace
-from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from connectors.postgres import PostgresWarehouse
 from streams.errors import ConfigError
 from streams.replay import Start, parse_start
-from streams.settings import Settings, WarehouseSettings
-from tests.integration.harness import Pipeline, eventually, running_sink
+from streams.settings import Settings
+from tests.integration.harness import (
+    Pipeline,
+    eventually,
+    postgres_schema,
+    running_sink,
+    table_rows,
+)
 from tests.integration.test_scale import _single_worker_result, _workload
 
 
 @pytest.fixture
 def replay_settings(pipeline: Pipeline, postgres_dsn: str) -> Iterator[Settings]:
-    schema = f"rs_replay_{uuid.uuid4().hex[:8]}"
-    warehouse = WarehouseSettings(postgres_dsn=postgres_dsn, postgres_schema=schema)
-    yield replace(pipeline.settings, warehouse=warehouse)
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def _snapshot(settings: Settings) -> list[tuple[Any, ...]]:
-    table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
-    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
-        try:
-            return conn.execute(
-                sql.SQL("SELECT * FROM {} ORDER BY event_id").format(table)
-            ).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return []
+    with postgres_schema(pipeline.settings, postgres_dsn) as settings:
+        yield settings
 
 
 def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
@@ -52,10 +39,10 @@ def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
     with running_sink(replay_settings, PostgresWarehouse(replay_settings), "pg") as connector:
         pipeline.worker()
         pipeline.produce(*lines)
-        eventually(lambda: len(_snapshot(replay_settings)) == len(expected), 120, "live rows")
+        eventually(lambda: len(table_rows(replay_settings)) == len(expected), 120, "live rows")
         live_records = len(sink_topic.wait_for(lambda m: connector.rows_written >= len(m) > 0, 60))
-        assert {row[0]: row for row in _snapshot(replay_settings)}.keys() == expected.keys()
-        live = _snapshot(replay_settings)
+        assert {row[0]: row for row in table_rows(replay_settings)}.keys() == expected.keys()
+        live = table_rows(replay_settings)
 
         log = pipeline.tmp / "replay.log"
         command = [
@@ -83,7 +70,7 @@ def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
                 replay.send_signal(signal.SIGTERM)
             assert replay.wait(timeout=60) == 0, log.read_text()[-3000:]
         assert len(sink_topic.messages) == 2 * live_records  # the same records, once more
-        assert _snapshot(replay_settings) == live  # row for row, version for version
+        assert table_rows(replay_settings) == live  # row for row, version for version
         assert "events/s, ETA" in log.read_text()
 
 

@@ -5,27 +5,29 @@ from __future__ import annotations
 import random
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
-from psycopg import sql
 
 from connectors.postgres import PostgresWarehouse
 from streams.kafka import Message
 from streams.processor import InputRecord, stitch
 from streams.rules import RecognitionRules
-from streams.settings import Settings, WarehouseSettings
+from streams.settings import Settings
 from streams.state import PartitionState
 from streams.store import MemoryStore
 from tests.integration.conftest import make_pipeline
-from tests.integration.harness import Pipeline, eventually, running_sink
+from tests.integration.harness import (
+    Pipeline,
+    eventually,
+    postgres_schema,
+    running_sink,
+    table_rows,
+)
 
 # Tansu's end offsets stop at the start of a partition's last batch: one record per batch
 # makes them exact, so a worker taking over a partition restores all of its changelog.
@@ -84,21 +86,8 @@ def _caught_up(expected: dict[str, dict[str, Any]]) -> Any:
 
 @pytest.fixture
 def scale_settings(pipeline8: Pipeline, postgres_dsn: str) -> Iterator[Settings]:
-    schema = f"rs_scale_{uuid.uuid4().hex[:8]}"
-    warehouse = WarehouseSettings(postgres_dsn=postgres_dsn, postgres_schema=schema)
-    yield replace(pipeline8.settings, warehouse=warehouse)
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-def _table(settings: Settings) -> list[tuple[Any, ...]]:
-    table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
-    query = sql.SQL("SELECT event_id, version, stitched_user_id FROM {} ORDER BY 1").format(table)
-    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
-        try:
-            return conn.execute(query).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return []
+    with postgres_schema(pipeline8.settings, postgres_dsn) as settings:
+        yield settings
 
 
 def test_three_workers_one_killed_give_what_one_worker_gives(
@@ -127,5 +116,9 @@ def test_three_workers_one_killed_give_what_one_worker_gives(
         rows = sorted(
             (r["event_id"], r["version"], r["stitched_user_id"]) for r in expected.values()
         )
-        eventually(lambda: _table(scale_settings) == rows, 60, "the Postgres table")
+        eventually(
+            lambda: table_rows(scale_settings, "event_id, version, stitched_user_id") == rows,
+            60,
+            "the Postgres table",
+        )
     print(f"takeover after SIGKILL: events produced after the kill stitched within {takeover:.1f}s")
