@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -26,22 +26,42 @@ __all__ = ["WorkerProcess", "expected_versions"]
 class WorkerProcess:
     """``retrostitch worker`` as a child process with the given environment."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, config: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        config: Path | None = None,
+        command: Sequence[str] | None = None,
+    ) -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
-        self.config = config
+        self.command = list(command or self._command(config))
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    @staticmethod
+    def _command(config: Path | None) -> list[str]:
         command = [sys.executable, "-m", "streams.cli"]
-        if self.config is not None:
-            command += ["--config", str(self.config)]
+        if config is not None:
+            command += ["--config", str(config)]
+        return [*command, "worker"]
+
+    def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [*command, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
         return self
+
+    def peak_rss(self) -> int:
+        """The child's peak resident set size in bytes (Linux), 0 when not running."""
+        if not self.running or self._process is None:
+            return 0
+        status = Path(f"/proc/{self._process.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
 
     @property
     def running(self) -> bool:

@@ -94,11 +94,17 @@ def stitch(
     state: PartitionState,
     rules: RecognitionRules,
     counts: Counter[str],
+    *,
+    keyed: bool = False,
 ) -> Stitched:
+    """``keyed``: the records come straight from an input keyed by anonymous id, so an
+    event with an anonymous id must carry it as its key (else its partition may not be the
+    one that holds that id's state): one that does not is a dead letter."""
     stitched = Stitched()
     for record in records:
+        counts["received"] += keyed  # else ``route`` counted it
         try:
-            outcome = _stitch_one(record, state, rules)
+            outcome = _stitch_one(record, state, rules, keyed)
         except (BadRecord, StateError) as exc:
             reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
             stitched.dead.append(DeadLetter(record, reason))
@@ -110,11 +116,18 @@ def stitch(
     return stitched
 
 
-def _stitch_one(record: InputRecord, state: PartitionState, rules: RecognitionRules) -> Outcome:
+def _stitch_one(
+    record: InputRecord, state: PartitionState, rules: RecognitionRules, keyed: bool
+) -> Outcome:
     parsed = parse(_value(record), rules)
     anonymous_id = parsed.anonymous_id
     if not rules.enabled or anonymous_id is None:
         return decide(parsed, Memory(), record.offset, rules)
+    if keyed and record.key != anonymous_id.encode():
+        raise BadRecord(
+            f"key {_shown(record.key)} is not the event's anonymous id {anonymous_id[:80]!r}, "
+            "and topics.input_keyed_by_anonymous_id says the input is keyed by it"
+        )
     memory = Memory(
         identity=state.identity(anonymous_id), seen=state.seen(anonymous_id, parsed.event_id)
     )
@@ -123,6 +136,10 @@ def _stitch_one(record: InputRecord, state: PartitionState, rules: RecognitionRu
     outcome = decide(parsed, memory, record.offset, rules)
     state.apply(anonymous_id, parsed.event_id, outcome)
     return outcome
+
+
+def _shown(key: bytes | None) -> str:
+    return "(none)" if key is None else repr(key[:80])
 
 
 def _value(record: InputRecord) -> bytes:

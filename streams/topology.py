@@ -1,4 +1,4 @@
-"""The Faust topology: topics, the state table, and the two agents that wire them.
+"""The Faust topology: topics, the state table, and the agents that wire them.
 
 Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``):
 
@@ -18,10 +18,16 @@ Agents:
             state in RocksDB (layout in ``streams.state``), restored from the changelog by
             whichever worker is given the partition
 
+With ``topics.input_keyed_by_anonymous_id`` the input already is what the repartition
+topic would be: there is no route agent, and stitch reads the input (its partitions are
+the table's), dead-lettering an event whose key is not its anonymous id.
+
     e.g. {"eventn_ctx_event_id": "event3", "user": {"anonymous_id": "1", "email": "a@b.com"}}
     on input -> on sink: event3 v1 "identified", then event1 and event2 v2 "amended".
 
-Both agents take batches from their stream. Each stitch batch is checkpointed in this
+Both agents take batches from their stream and write to Kafka through one librdkafka
+producer (``streams.outbox``); Faust consumes through ``streams.transport``, its aiokafka
+transport with batched delivery. Each stitch batch is checkpointed in this
 order, so that a crash anywhere loses nothing and re-processing changes nothing:
 
     1. emit the sink and dead-letter records, and wait for the broker's acks;
@@ -38,21 +44,22 @@ Faust restores from (raw bytes keys and values, the changelog offset under Faust
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
 import faust
 from rocksdict import Rdict
 
+from streams.outbox import Headers, Outbox
 from streams.processor import DeadLetter, InputRecord, route, stitch
 from streams.rules import SinkRecord
 from streams.settings import Settings
 from streams.state import PartitionState
 from streams.status import Heartbeat
 from streams.store import Change, RocksStore
+from streams.transport import SCHEME
 
 __all__ = ["HEADER_REASON", "HEADER_SOURCE", "create_app", "restored"]
 
@@ -81,7 +88,9 @@ def create_app(
     partitions = settings.topics.partitions
     app = faust.App(
         settings.app_id,
-        broker=";".join(f"kafka://{host}" for host in settings.kafka.bootstrap_servers.split(",")),
+        broker=";".join(
+            f"{SCHEME}://{host}" for host in settings.kafka.bootstrap_servers.split(",")
+        ),
         store="rocksdb://",
         datadir=str(settings.state_dir / settings.app_id),  # a replay's app id starts empty
         topic_partitions=partitions,
@@ -97,72 +106,62 @@ def create_app(
     )
 
     input_topic = app.topic(settings.topics.input, **_RAW)
-    by_anonymous_id = app.topic(
-        f"{settings.app_id}-by-anonymous-id", partitions=partitions, internal=True, **_RAW
-    )
     # Keys and values are the raw bytes of streams.state; the agent writes them itself.
     table = app.Table("stitch-state", partitions=partitions, key_type=bytes, value_type=bytes)
     sink_topic, dead_letter_topic = settings.topics.sink, settings.topics.dead_letter
+    outbox = Outbox(settings.kafka)
 
-    async def send_all(sends: Iterable[Awaitable[Awaitable[Any]]]) -> list[Any]:
-        """Hand every record to the producer, then wait until the broker acked them all."""
-        pending = [await send for send in sends]
-        return list(await asyncio.gather(*pending))
-
-    def to_sink(records: Iterable[SinkRecord]) -> list[Awaitable[Awaitable[Any]]]:
-        return [app.producer.send(sink_topic, r.key, r.value, None, None, None) for r in records]
-
-    def to_dead_letters(dead: Iterable[DeadLetter]) -> list[Awaitable[Awaitable[Any]]]:
-        return [
-            app.producer.send(
-                dead_letter_topic,
-                d.record.key,
-                d.record.value,
-                None,
-                None,
-                [(HEADER_REASON, d.reason.encode()), (HEADER_SOURCE, d.record.source.encode())],
-            )
-            for d in dead
-        ]
-
-    @app.agent(input_topic, name="route")
-    async def route_agent(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream, settings):
-            routed = route(_records(events), rules, counts)
-            forwards = [
-                app.producer.send(
-                    by_anonymous_id.get_topic_name(), f.key, f.value, None, None, None
-                )
-                for f in routed.forward
+    def emit(sink: Iterable[SinkRecord], dead: Iterable[DeadLetter]) -> None:
+        for record in sink:
+            outbox.send(sink_topic, record.key, record.value)
+        for letter in dead:
+            headers: Headers = [
+                (HEADER_REASON, letter.reason.encode()),
+                (HEADER_SOURCE, letter.record.source.encode()),
             ]
-            await send_all([*forwards, *to_sink(routed.sink), *to_dead_letters(routed.dead)])
+            outbox.send(dead_letter_topic, letter.record.key, letter.record.value, None, headers)
 
-    @app.agent(by_anonymous_id, name="stitch")
+    keyed = settings.topics.input_keyed_by_anonymous_id
+    if keyed:
+        stitch_source = input_topic
+    else:
+        stitch_source = by_anonymous_id = app.topic(
+            f"{settings.app_id}-by-anonymous-id", partitions=partitions, internal=True, **_RAW
+        )
+
+        @app.agent(input_topic, name="route")
+        async def route_agent(stream: faust.StreamT[bytes]) -> None:
+            forward_topic = by_anonymous_id.get_topic_name()
+            async for events in _batches(stream, settings):
+                routed = route(_records(events), rules, counts)
+                for forward in routed.forward:
+                    outbox.send(forward_topic, forward.key, forward.value)
+                emit(routed.sink, routed.dead)
+                await outbox.flush()
+
+    @app.agent(stitch_source, name="stitch")
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
         changelog = table.changelog_topic.get_topic_name()
         async for events in _batches(stream, settings):
             done = []
             for partition, records in _by_partition(_records(events)).items():
                 store = RocksStore(_partition_db(table, partition))
-                done.append(
-                    (partition, store, stitch(records, PartitionState(store), rules, counts))
-                )
+                result = stitch(records, PartitionState(store), rules, counts, keyed=keyed)
+                done.append((partition, store, result))
             # 1. sink and dead letters first: state never runs ahead of what was emitted
-            await send_all(
-                send for _, _, result in done
-                for send in (*to_sink(result.sink), *to_dead_letters(result.dead))
-            )  # fmt: skip
+            for _, _, result in done:
+                emit(result.sink, result.dead)
+            await outbox.flush()
+            # 2. the changelog, so any worker can restore this partition
+            for partition, _, result in done:
+                for key, value in result.changes:
+                    outbox.send(changelog, key, value, partition, track=True)
+            await outbox.flush()
+            # 3. local state and the changelog offset it reflects, in one write per partition
             for partition, store, result in done:
-                if not result.changes:
-                    continue
-                # 2. the changelog, so any worker can restore this partition
-                acked = await send_all(
-                    app.producer.send(changelog, key, value, partition, None, None)
-                    for key, value in result.changes
-                )
-                # 3. local state and the changelog offset it reflects, in one write
-                offset = max(metadata.offset for metadata in acked)
-                store.write([*result.changes, _offset_change(table, offset)])
+                if result.changes:
+                    offset = outbox.acked[changelog, partition]
+                    store.write([*result.changes, _offset_change(table, offset)])
             # 4. returning acks the batch; Faust commits the offsets
 
     async def report_counts() -> None:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from streams.kafka import Message
 from tests.integration.harness import Pipeline
@@ -147,3 +149,28 @@ def test_a_redelivered_event_yields_no_second_row(pipeline: Pipeline) -> None:
         for m in sink.messages
     )
     assert versions == [("event1", 1), ("event1", 2), ("event3", 1)]
+
+
+def test_an_input_keyed_by_anonymous_id_is_stitched_without_the_repartition_hop(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.env["RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID"] = "true"
+    pipeline.worker()
+    sink = pipeline.reader(pipeline.settings.topics.sink)
+    dead = pipeline.reader(pipeline.settings.topics.dead_letter)
+    misrouted = _event("misrouted")
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap_servers})
+    producer.produce(pipeline.settings.topics.input, value=misrouted, key=b"not-the-id")
+    producer.flush(10)
+    pipeline.produce(*SEED, b"not json")
+
+    sink.wait_for(_has({"event1": 2, "event2": 2, "event3": 1, "event4": 1}), timeout=90)
+    assert _emails(sink.messages) == dict.fromkeys(
+        ("event1", "event2", "event3", "event4"), "a@b.com"
+    )
+    dead.wait_for(lambda messages: len(messages) >= 2, timeout=30)
+    reasons = {m.value: m.headers["retrostitch.reason"].decode() for m in dead.messages}
+    assert reasons[misrouted].startswith("key b'not-the-id' is not the event's anonymous id '1'")
+    assert reasons[b"not json"].startswith("not valid JSON")
+    topics = AdminClient({"bootstrap.servers": pipeline.bootstrap_servers}).list_topics().topics
+    assert f"{pipeline.settings.app_id}-by-anonymous-id" not in topics

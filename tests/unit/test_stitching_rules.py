@@ -98,6 +98,28 @@ def test_a_tombstone_is_dead_lettered() -> None:
     ]
 
 
+def test_an_input_keyed_by_anonymous_id_must_carry_it_as_the_key() -> None:
+    """With topics.input_keyed_by_anonymous_id the record's partition is trusted to hold
+    its anonymous id's state: an event keyed otherwise cannot be stitched there."""
+    records = [
+        InputRecord("t", 0, 0, b"1", event("keyed")),
+        InputRecord("t", 0, 1, b"someone-else", event("misrouted")),
+        InputRecord("t", 0, 2, None, event("unkeyed")),
+        InputRecord("t", 0, 3, b"whatever", event("no-anonymous-id", anonymous_id=None)),
+    ]
+    counts: Counter[str] = Counter()
+    result = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), counts, keyed=True)
+
+    assert [orjson.loads(r.value)["event_id"] for r in result.sink] == ["keyed", "no-anonymous-id"]
+    assert [(d.record.offset, d.reason) for d in result.dead] == [
+        (1, "key b'someone-else' is not the event's anonymous id '1', and "
+            "topics.input_keyed_by_anonymous_id says the input is keyed by it"),
+        (2, "key (none) is not the event's anonymous id '1', and "
+            "topics.input_keyed_by_anonymous_id says the input is keyed by it"),
+    ]  # fmt: skip
+    assert counts["received"] == 4
+
+
 # -- rule 2: no usable anonymous id ----------------------------------------------------
 
 JUNK = [

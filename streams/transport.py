@@ -1,0 +1,78 @@
+"""Faust's aiokafka transport, handing fetched records to the agents a batch at a time.
+
+Faust's consumer delivers each fetched record to the streams inside
+``Service.wait_first(deliver(record), suspend_flow)``: four asyncio futures per record, so
+that a rebalance can abandon a delivery that waits on a full stream buffer. That costs
+more than the stitching rules themselves. Here each fetched batch is delivered by one
+awaited coroutine under one ``wait_first``: a rebalance (or a stop) still abandons the
+delivery where it stands, as Faust's does, and records delivered so far count as read.
+Everything else (group membership, offsets, acks, gaps, commits) is Faust's own.
+
+The transport is registered under the URL scheme ``retrostitch`` (an entry point of the
+``faust.transports`` group in ``pyproject.toml``); ``streams.topology`` uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka
+
+__all__ = ["SCHEME", "Transport"]
+
+SCHEME = "retrostitch"
+_YIELD_EVERY = 100  # records delivered between two turns given to the rest of the loop
+
+
+class BatchDeliveringConsumer(aiokafka.Consumer):
+    """aiokafka's consumer with one delivery task per fetched batch instead of per record."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
+        try:
+            while not (stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)  # getmany may return at once, again and again
+                if not self.should_stop:
+                    await self.wait_first(self._deliver(records), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, records: AsyncIterator[tuple[Any, Any]]) -> None:
+        """Hand each record to the streams, in order, skipping those already read."""
+        deliver, read = self.callback, self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        count = 0
+        async for tp, message in records:
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            offset, last = message.offset, read[tp]
+            if last is not None and offset < last:
+                continue  # read before this fetch: a re-delivery after a seek
+            if last and offset - last > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, last + 1, offset)  # offsets the broker skipped
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await deliver(message)
+            read[tp] = offset
+
+
+class Transport(aiokafka.Transport):
+    Consumer: ClassVar[type[Any]] = BatchDeliveringConsumer

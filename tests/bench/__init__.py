@@ -1,0 +1,1 @@
+"""``make bench``: the benchmark harness (``python -m tests.bench``)."""

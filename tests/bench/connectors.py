@@ -1,0 +1,86 @@
+"""Connector throughput: rows/s from the sink topic into a warehouse.
+
+100,000 sink records (mix a through the stitching rules, in memory) are produced to a fresh
+sink topic; then a connector consumes them in a consumer group and writes them in batches,
+as ``retrostitch sink`` does. Rows/s counts from the end of the first batch written to the
+last, so the group join and table creation are left out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+from confluent_kafka import Producer
+
+from connectors.sink import BatchingSink, Warehouse
+from streams.processor import InputRecord, stitch
+from streams.rules import RecognitionRules, SinkRecord
+from streams.settings import Settings
+from streams.state import PartitionState
+from streams.store import MemoryStore
+from tests.bench.workload import MIXES, events
+
+__all__ = ["produce_sink_records", "sink_records", "throughput"]
+
+
+def sink_records(count: int) -> list[SinkRecord]:
+    """The first ``count`` sink records of mix a, as the stitcher emits them."""
+    state = PartitionState(MemoryStore())
+    records = (
+        InputRecord("bench", 0, offset, anonymous_id.encode(), value)
+        for offset, (anonymous_id, value, _) in enumerate(events(MIXES["a"]))
+    )
+    out: list[SinkRecord] = []
+    for chunk in _chunks(records, 1000):
+        out += stitch(chunk, state, RecognitionRules(), Counter()).sink
+        if len(out) >= count:
+            break
+    return out[:count]
+
+
+def produce_sink_records(settings: Settings, records: list[SinkRecord]) -> None:
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 20,
+         "partitioner": "murmur2_random"}  # fmt: skip
+    )
+    for record in records:
+        while True:
+            try:
+                producer.produce(settings.topics.sink, record.value, record.key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60):
+        raise RuntimeError("sink records not acknowledged within 60 s")
+
+
+def throughput(settings: Settings, warehouse: Warehouse, expected: int) -> float:
+    """Rows/s of one connector over the records on ``settings.topics.sink``."""
+    sink = BatchingSink(settings, warehouse, f"{settings.app_id}-bench-{warehouse.name}")
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 300
+    try:
+        while sink.rows_written < expected:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"{warehouse.name}: {sink.rows_written} of {expected} rows")
+            if first is None and sink.rows_written:
+                first = (time.monotonic(), sink.rows_written)
+            time.sleep(0.002)
+        end = time.monotonic()
+    finally:
+        stop.set()
+        thread.join(60)
+    assert first is not None
+    return (sink.rows_written - first[1]) / (end - first[0])
+
+
+def _chunks(items: Iterator[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk

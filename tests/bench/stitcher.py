@@ -1,0 +1,143 @@
+"""Stitcher throughput: one worker (ours or the naive baseline) over a fixed workload.
+
+The workload is produced to a fresh input topic first (keyed by anonymous id), then one
+worker is started on it. Events/s is the workload's event count divided by the time from
+the first to the last record the worker wrote to the sink (record timestamps, set by the
+worker's producer), so process start-up and the group join are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from streams.kafka import ensure_topics
+from streams.local import WorkerProcess
+from streams.settings import Settings, load_settings
+from tests.bench.workload import Mix, events
+
+__all__ = ["Run", "environment", "produce_mix", "run_worker"]
+
+FAST_GROUP = {"KAFKA_SESSION_TIMEOUT_SECONDS": "3", "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1"}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    events: int
+    seconds: float
+    peak_rss_bytes: int
+    state_dir: Path
+    settings: Settings
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def environment(bootstrap_servers: str, partitions: int, **extra: str) -> dict[str, str]:
+    name = f"b{uuid.uuid4().hex[:8]}"
+    return {
+        **FAST_GROUP,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "RETROSTITCH_APP_ID": name,
+        "RETROSTITCH_INPUT_TOPIC": f"{name}.events",
+        "RETROSTITCH_SINK_TOPIC": f"{name}.events.stitched",
+        "RETROSTITCH_DEAD_LETTER_TOPIC": f"{name}.events.dlq",
+        "RETROSTITCH_SINK_DEAD_LETTER_TOPIC": f"{name}.events.stitched.dlq",
+        "RETROSTITCH_PARTITIONS": str(partitions),
+        "RETROSTITCH_STATUS_PORT": "0",
+        "RETROSTITCH_STANDBY_REPLICAS": "0",
+        **extra,
+    }
+
+
+def produce_mix(settings: Settings, mix: Mix) -> int:
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",
+        }
+    )
+    sent = 0
+    for anonymous_id, value, _ in events(mix):
+        while True:
+            try:
+                producer.produce(settings.topics.input, value=value, key=anonymous_id.encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        sent += 1
+    if producer.flush(60):
+        raise RuntimeError("input records not acknowledged within 60 s")
+    return sent
+
+
+def run_worker(
+    env: dict[str, str], mix: Mix, command: list[str], expected: int, workdir: Path,
+    timeout: float = 900.0,
+) -> Run:  # fmt: skip
+    """Produce ``mix``, start ``command`` as the worker, wait for ``expected`` sink records."""
+    env = {**env, "RETROSTITCH_STATE_DIR": str(workdir / "state")}
+    settings = load_settings(environ=env)
+    ensure_topics(settings)
+    produced = produce_mix(settings, mix)
+    worker = WorkerProcess(env, workdir / "worker.log", command=command).start()
+    try:
+        first, last, _ = _read_sink(settings, expected, timeout, worker)
+        peak = worker.peak_rss()
+    finally:
+        code = worker.stop()
+    if code != 0:
+        print(f"worker exited {code}:\n{worker.log_tail()}", file=sys.stderr)
+    return Run(produced, (last - first) / 1000, peak, workdir / "state" / settings.app_id, settings)
+
+
+def _read_sink(
+    settings: Settings, expected: int, timeout: float, worker: WorkerProcess
+) -> tuple[int, int, int]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": "bench-reader",
+            "enable.auto.commit": False,
+        }
+    )
+    topic = settings.topics.sink
+    consumer.assign(
+        [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)]
+    )
+    first, last, count = 2**63, 0, 0
+    deadline = time.monotonic() + timeout
+    try:
+        while count < expected:
+            if time.monotonic() > deadline or not worker.running:
+                raise RuntimeError(
+                    f"{count} of {expected} sink records after {timeout}s\n{worker.log_tail()}"
+                )
+            for message in consumer.consume(10_000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                _, stamp = message.timestamp()
+                first, last, count = min(first, stamp), max(last, stamp), count + 1
+    finally:
+        consumer.close()
+    return first, last, count
+
+
+def ours() -> list[str]:
+    return [sys.executable, "-m", "streams.cli", "worker"]
+
+
+def naive() -> list[str]:
+    return [sys.executable, "-m", "tests.bench.naive"]
+
+
+if os.name != "posix":  # /proc is read for the peak RSS
+    raise ImportError("the benchmark runs on Linux")
