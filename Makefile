@@ -34,8 +34,9 @@ format: setup
 	$(BIN)/ruff format streams connectors tests
 	$(BIN)/ruff check --fix streams connectors tests
 
-bench: setup  ## the benchmark harness is issue 5
-	@echo "make bench: not built yet (issue 5)" >&2; exit 2
+RUNS ?= 3
+bench: setup  ## throughput, latency, connector and state figures in one table (~10 min; RUNS=1: ~4)
+	$(BIN)/python -m tests.bench --runs $(RUNS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis state

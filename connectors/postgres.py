@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.errors import WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Row, Schema, cell
+from connectors.rows import ColumnType, Row, Schema, table_columns
 from connectors.sink import Rejected, layout_of, write_or_split
 from streams.settings import Settings
 
@@ -146,8 +146,8 @@ class PostgresWarehouse:
             sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(batch, self.table)
         )
         with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(batch, columns)) as copy:
-            for row in rows:
-                copy.write_row([cell(row.values.get(name), types[name]) for name in names])
+            for values in zip(*table_columns(rows, names, types), strict=True):
+                copy.write_row(values)
         updates = sql.SQL(", ").join(
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(n), sql.Identifier(n))
             for n in names

@@ -13,6 +13,7 @@ here and ask ``Schema`` which columns to add or widen before they write.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -27,7 +28,17 @@ import orjson
 from connectors.errors import BadSinkRecord
 from streams.pointer import Pointer
 
-__all__ = ["ColumnType", "Layout", "Row", "Schema", "cell", "column_name", "to_row", "value_type"]
+__all__ = [
+    "ColumnType",
+    "Layout",
+    "Row",
+    "Schema",
+    "cell",
+    "column_name",
+    "table_columns",
+    "to_row",
+    "value_type",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,11 @@ def column_name(path: Sequence[str]) -> str:
 
     Names longer than 63 characters keep a readable head and a hash of the whole path.
     """
+    return _column_name(tuple(path))
+
+
+@functools.lru_cache(maxsize=65536)  # a stream has few distinct paths; every row asks
+def _column_name(path: tuple[str, ...]) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", "_".join(path).lower()) or "_"
     if len(name) > MAX_COLUMN_NAME:
         digest = hashlib.blake2b("/".join(path).encode(), digest_size=4).hexdigest()
@@ -99,12 +115,11 @@ def to_row(raw: bytes, source: str, layout: Layout) -> Row:
         raise BadSinkRecord(f"sink record version must be a positive integer, got {version!r}")
     event: dict[str, Any] = record["event"]
     values: dict[str, Any] = {}
-    for path, value in _flatten(event, ()):
-        values.setdefault(column_name(path), value)
+    _flatten(event, (), values)
     fixed = {
         "event_id": _text(record.get("event_id")),
         "anonymous_id": _text(record.get("anonymous_id")),
-        **{column_name(p.tokens): _text(p.get(event)) for p in layout.identification},
+        **{_column_name(p.tokens): _text(p.get(event)) for p in layout.identification},
         "stitched_user_id": _text(record.get("stitched_user_id")),
         "event_time": _timestamp(layout.event_time.get(event)),
         "version": version,
@@ -118,15 +133,15 @@ def to_row(raw: bytes, source: str, layout: Layout) -> Row:
     return Row(values, version, key, raw, source)
 
 
-def _flatten(node: dict[str, Any], path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], Any]]:
+def _flatten(node: dict[str, Any], path: tuple[str, ...], into: dict[str, Any]) -> None:
+    """Every scalar under ``node`` into ``into`` by column name; the first of a name wins."""
     for name, value in node.items():
-        here = (*path, name)
-        if isinstance(value, dict):
-            yield from _flatten(value, here)
-        elif isinstance(value, list):
-            yield here, orjson.dumps(value).decode()  # Jitsu keeps arrays as JSON text
+        if type(value) is dict:
+            _flatten(value, (*path, name), into)
         elif value is not None:
-            yield here, value
+            column = _column_name((*path, name))
+            if column not in into:  # Jitsu keeps arrays as JSON text
+                into[column] = orjson.dumps(value).decode() if type(value) is list else value
 
 
 def _text(value: Any) -> str | None:
@@ -200,6 +215,22 @@ class Schema:
 def _fits(value: ColumnType, column: ColumnType) -> bool:
     """Whether a value of one type goes into a column of another without a change."""
     return column is ColumnType.TEXT or (value is ColumnType.INT and column is ColumnType.FLOAT)
+
+
+def table_columns(
+    rows: Sequence[Row], names: Sequence[str], types: dict[str, ColumnType]
+) -> list[list[Any]]:
+    """The rows' values column by column, each as its column's type needs it (``cell``)."""
+    columns = []
+    for name in names:
+        column = [row.values.get(name) for row in rows]
+        kind = types[name]
+        if kind is ColumnType.TEXT:
+            column = [v if v is None or type(v) is str else cell(v, kind) for v in column]
+        elif kind is ColumnType.FLOAT:
+            column = [float(v) if type(v) is int else v for v in column]
+        columns.append(column)
+    return columns
 
 
 def cell(value: Any, column: ColumnType) -> Any:

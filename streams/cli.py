@@ -7,6 +7,7 @@ and passes them down; see ``streams.settings`` for every key.
 from __future__ import annotations
 
 import argparse
+import gc
 import contextlib
 import logging
 import signal
@@ -21,6 +22,19 @@ from streams.settings import Settings, load_settings
 from streams.status import Heartbeat, StatusServer
 
 __all__ = ["build_parser", "main"]
+
+
+def _long_running() -> None:
+    """Garbage collection for a process that moves millions of short-lived objects.
+
+    With CPython's defaults a full collection walks every live object (Faust's, the
+    clients', the caches) again and again; it cost a worker and a connector a fifth of
+    their time. The objects made while starting are frozen out of collection, and young
+    ones are collected in larger, rarer rounds.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
@@ -44,6 +58,7 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
             counters=lambda: dict(counts),
         ).start()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    _long_running()
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 
@@ -113,6 +128,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
             ready=lambda: sink.heartbeat.fresh() and sink.assigned,
             counters=sink.counters,
         ).start()
+    _long_running()
     sink.run(stop)
     return 0
 

@@ -26,10 +26,11 @@ from streams.errors import StateError
 from streams.rules import Held, Identity, Outcome
 from streams.store import Change, KeyValueStore
 
-__all__ = ["MAX_ID_BYTES", "PartitionState", "StateError"]
+__all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "StateError"]
 
 MAX_ID_BYTES = 0xFFFF
 _PROFILE, _HELD, _SEEN = b"p", b"h", b"s"
+HELD_PREFIX = _HELD  # every held (waiting) event key starts with it
 _SEQ = struct.Struct(">Q")
 _HELD_HEAD = struct.Struct(">IH")  # version, event id length
 

@@ -29,14 +29,16 @@ __all__ = ["produce_sink_records", "sink_records", "throughput"]
 
 def sink_records(count: int) -> list[SinkRecord]:
     """The first ``count`` sink records of mix a, as the stitcher emits them."""
-    state = PartitionState(MemoryStore())
+    store = MemoryStore()
     records = (
         InputRecord("bench", 0, offset, anonymous_id.encode(), value)
         for offset, (anonymous_id, value, _) in enumerate(events(MIXES["a"]))
     )
     out: list[SinkRecord] = []
     for chunk in _chunks(records, 1000):
-        out += stitch(chunk, state, RecognitionRules(), Counter()).sink
+        result = stitch(chunk, PartitionState(store), RecognitionRules(), Counter())
+        store.write(result.changes)
+        out += result.sink
         if len(out) >= count:
             break
     return out[:count]
@@ -44,8 +46,11 @@ def sink_records(count: int) -> list[SinkRecord]:
 
 def produce_sink_records(settings: Settings, records: list[SinkRecord]) -> None:
     producer = Producer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 20,
-         "partitioner": "murmur2_random"}  # fmt: skip
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",
+        }
     )
     for record in records:
         while True:
@@ -72,7 +77,7 @@ def throughput(settings: Settings, warehouse: Warehouse, expected: int) -> float
                 raise RuntimeError(f"{warehouse.name}: {sink.rows_written} of {expected} rows")
             if first is None and sink.rows_written:
                 first = (time.monotonic(), sink.rows_written)
-            time.sleep(0.002)
+            time.sleep(0.02)
         end = time.monotonic()
     finally:
         stop.set()

@@ -1,0 +1,299 @@
+"""``make bench``: every benchmark figure in one table, also written as JSON.
+
+    python -m tests.bench [--runs N] [--only stitcher,latency,connectors,state]
+
+Runs on the local broker (or ``KAFKA_BOOTSTRAP_SERVERS``), the embedded ClickHouse
+(chdb) and the Postgres of the tests (``RETROSTITCH_POSTGRES_DSN`` or a throwaway
+cluster). Throughput figures are the median of ``--runs`` runs; the latency figures come
+from one run of 4,500 identifications, the state size from one deterministic run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from connectors.clickhouse import ClickHouseWarehouse
+from connectors.postgres import PostgresWarehouse
+from connectors.sink import Warehouse
+from streams.broker import LocalBroker
+from streams.kafka import ensure_topics
+from streams.settings import WarehouseSettings, load_settings
+from tests.bench import connectors, latency, stitcher
+from tests.bench.state import state_size
+from tests.bench.workload import MIXES, Mix, events
+from tests.integration.postgres import postgres_server
+
+RESULTS = Path(__file__).parent / "results"
+PARTITIONS = 8
+KEYED = {"RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID": "true"}
+WAITING = Mix("w", ids=1_000, events_per_id=100, identify_share=0.0, identify_at=100)
+SECTIONS = ("stitcher", "latency", "connectors", "state")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per throughput figure")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    results: dict[str, Any] = {"machine": _machine(), "runs": args.runs}
+    with (
+        _bootstrap() as bootstrap,
+        postgres_server() as dsn,
+        tempfile.TemporaryDirectory(prefix="retrostitch-bench-") as tmp,
+    ):
+        work = _Workdirs(Path(tmp))
+        if "stitcher" in only:
+            results["stitcher"] = _stitcher(bootstrap, work, args.runs)
+        if "latency" in only:
+            results["latency"] = _latency(bootstrap, dsn, work)
+        if "connectors" in only:
+            results["connectors"] = _connectors(bootstrap, dsn, work, args.runs)
+        if "state" in only:
+            results["state"] = _state(bootstrap, work)
+    path = _write(results)
+    print(table(results))
+    print(f"\n(written to {path})")
+
+
+class _Workdirs:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def new(self, name: str) -> Path:
+        path = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
+        path.mkdir()
+        return path
+
+
+def _expected_sink_records(mix: Mix) -> int:
+    """Every event once, plus one amended record per event released by an identification."""
+    return mix.total + mix.identifying_ids * min(mix.identify_at, mix.events_per_id)
+
+
+def _stitcher(bootstrap: str, work: _Workdirs, runs: int) -> dict[str, Any]:
+    variants: dict[str, tuple[Callable[[], list[str]], dict[str, str]]] = {
+        "ours": (stitcher.ours, KEYED),
+        "ours_repartition": (stitcher.ours, {}),
+        "naive": (stitcher.naive, {}),
+    }
+    out: dict[str, Any] = {}
+    for mix in (MIXES["a"], MIXES["b"]):
+        for name, (command, extra) in variants.items():
+            done = []
+            for run in range(runs):
+                env = stitcher.environment(bootstrap, PARTITIONS, **extra)
+                workdir = work.new(f"{name}-{mix.name}-{run}")
+                result = stitcher.run_worker(
+                    env, mix, command(), _expected_sink_records(mix), workdir
+                )
+                done.append(result)
+                _say(f"stitcher {name} mix {mix.name} run {run + 1}: {result.rate:,.0f} events/s")
+            out[f"{name}_{mix.name}"] = {
+                "events": done[0].events,
+                "events_per_second": [r.rate for r in done],
+                "median_events_per_second": statistics.median(r.rate for r in done),
+                "peak_rss_bytes": [r.peak_rss_bytes for r in done],
+            }
+    return out
+
+
+def _latency(bootstrap: str, dsn: str, work: _Workdirs) -> dict[str, Any]:
+    env = stitcher.environment(
+        bootstrap, PARTITIONS, **KEYED, RETROSTITCH_POSTGRES_DSN=dsn,
+        RETROSTITCH_POSTGRES_SCHEMA=f"bench_{uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
+    try:
+        found = latency.amend_latency(env, work.new("latency"))
+    finally:
+        _drop_schema(dsn, env["RETROSTITCH_POSTGRES_SCHEMA"])
+    _say(f"amend latency over {found.identifications} identifications measured")
+    return {
+        "offered_events_per_second": 5000,
+        "identifications": found.identifications,
+        "poll_seconds": latency.POLL,
+        "postgres": found.percentiles(found.postgres),
+        "clickhouse": found.percentiles(found.clickhouse),
+    }
+
+
+def _connectors(bootstrap: str, dsn: str, work: _Workdirs, runs: int) -> dict[str, Any]:
+    count = 100_000
+    records = connectors.sink_records(count)
+    out: dict[str, Any] = {}
+    makers: dict[str, Callable[[Any], Warehouse]] = {
+        "clickhouse": ClickHouseWarehouse,
+        "postgres": PostgresWarehouse,
+    }
+    for name, make in makers.items():
+        rates = []
+        for run in range(runs):
+            workdir = work.new(f"{name}-{run}")
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            settings = load_settings(environ=stitcher.environment(bootstrap, PARTITIONS))
+            settings = replace(
+                settings,
+                warehouse=WarehouseSettings(
+                    postgres_dsn=dsn,
+                    postgres_schema=schema,
+                    clickhouse_url=f"chdb://{workdir / 'clickhouse'}",
+                ),
+            )
+            ensure_topics(settings)
+            connectors.produce_sink_records(settings, records)
+            try:
+                rates.append(connectors.throughput(settings, make(settings), count))
+            finally:
+                if name == "postgres":
+                    _drop_schema(dsn, schema)
+            _say(f"connector {name} run {run + 1}: {rates[-1]:,.0f} rows/s")
+        out[name] = {
+            "rows": count,
+            "rows_per_second": rates,
+            "median_rows_per_second": statistics.median(rates),
+        }
+    return out
+
+
+def _state(bootstrap: str, work: _Workdirs) -> dict[str, Any]:
+    env = stitcher.environment(bootstrap, PARTITIONS, **KEYED)
+    run = stitcher.run_worker(env, WAITING, stitcher.ours(), WAITING.total, work.new("state"))
+    size = state_size(run.state_dir)
+    _say(f"state: {size.bytes_per_waiting_event:.0f} bytes per waiting event")
+    return {
+        "waiting_events": size.waiting_events,
+        "keys": size.keys,
+        "sst_bytes": size.sst_bytes,
+        "bytes_per_waiting_event": size.bytes_per_waiting_event,
+        "mean_event_bytes": _mean_event_bytes(WAITING),
+        "peak_rss_bytes": run.peak_rss_bytes,
+    }
+
+
+def _mean_event_bytes(mix: Mix) -> float:
+    sizes = [len(value) for _, value, _ in events(mix)]
+    return sum(sizes) / len(sizes)
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as the README shows them."""
+    machine = results["machine"]
+    lines = [
+        f"retrostitch bench: commit {machine['commit']}, {machine['cores']} cores, "
+        f"Python {machine['python']}, {machine['when']}; throughput: median of "
+        f"{results['runs']} run(s)",
+        "",
+        f"{'figure':<52} {'measured':>22} {'target':>16}",
+        "-" * 92,
+    ]
+
+    def row(name: str, measured: str, target: str = "") -> None:
+        lines.append(f"{name:<52} {measured:>22} {target:>16}")
+
+    if "stitcher" in results:
+        s = results["stitcher"]
+        for mix, target in (("a", 3), ("b", 10)):
+            ours = s[f"ours_{mix}"]["median_events_per_second"]
+            naive = s[f"naive_{mix}"]["median_events_per_second"]
+            repartition = s[f"ours_repartition_{mix}"]["median_events_per_second"]
+            label = {"a": "a: 100k events, 10k ids, 30% identify",
+                     "b": "b: 101k events, 1k ids, 100 waiting each"}[mix]  # fmt: skip
+            row(f"stitcher mix {label}", "")
+            row("  retrostitch, input keyed by anonymous id", f"{ours:,.0f} ev/s")
+            row("  retrostitch, repartitioned", f"{repartition:,.0f} ev/s")
+            row("  naive Faust baseline", f"{naive:,.0f} ev/s")
+            row("  ours / naive", f"{ours / naive:.1f}x", f">= {target}x")
+            rss = max(s[f"ours_{mix}"]["peak_rss_bytes"]) / 2**20
+            naive_rss = max(s[f"naive_{mix}"]["peak_rss_bytes"]) / 2**20
+            row("  peak RSS of the worker (ours / naive)", f"{rss:.0f} / {naive_rss:.0f} MiB")
+    if "latency" in results:
+        lat = results["latency"]
+        row(
+            f"amend latency at {lat['offered_events_per_second']:,} ev/s offered "
+            f"({lat['identifications']:,} identifications)",
+            "p50 / p95 / p99",
+        )
+        for name in ("postgres", "clickhouse"):
+            p = lat[name]
+            row(f"  {name}", f"{p['p50']:.2f} / {p['p95']:.2f} / {p['p99']:.2f} s", "p99 < 2 s")
+    if "connectors" in results:
+        c = results["connectors"]
+        row("connector, 100k sink records", "")
+        row("  clickhouse (chdb)", f"{c['clickhouse']['median_rows_per_second']:,.0f} rows/s",
+            ">= 50,000")  # fmt: skip
+        row("  postgres", f"{c['postgres']['median_rows_per_second']:,.0f} rows/s", ">= 20,000")
+    if "state" in results:
+        st = results["state"]
+        row(
+            f"state per waiting event ({st['mean_event_bytes']:.0f}-byte events, "
+            f"{st['waiting_events']:,} waiting)",
+            f"{st['bytes_per_waiting_event']:.0f} bytes",
+            "<= 200 bytes",
+        )
+    return "\n".join(lines)
+
+
+def _machine() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    return {
+        "commit": (commit or "unknown") + ("+changes" if dirty else ""),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _write(results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    machine = results["machine"]
+    path = RESULTS / f"{machine['when'].replace(':', '')}-{machine['commit']}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def _bootstrap() -> Iterator[str]:
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    with LocalBroker() as broker:
+        yield broker.bootstrap_servers
+
+
+def _drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
