@@ -174,9 +174,6 @@ class ClickHouseWarehouse:
         self._create_view(client)  # a view's SELECT * is fixed when the view is made
 
     def _insert(self, client: Client, rows: Sequence[Row]) -> list[Rejected]:
-        assert self.schema is not None
-        types = self.schema.columns
-
         def insert(part: Sequence[Row]) -> None:
             block = b"\n".join([orjson.dumps(row.values) for row in part])
             client.raw_insert(self.table, None, block, settings=JSON_INPUT, fmt="JSONEachRow")

@@ -7,8 +7,8 @@ and passes them down; see ``streams.settings`` for every key.
 from __future__ import annotations
 
 import argparse
-import gc
 import contextlib
+import gc
 import logging
 import signal
 import sys
