@@ -14,6 +14,7 @@ serializes every call on one lock, and offers ``query`` to readers in the same p
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +24,9 @@ import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DataError, OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from connectors.errors import WarehouseUnavailable, describe
+from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Row, Schema
 from connectors.sink import Rejected, layout_of, write_or_split
 from streams.settings import Settings
@@ -49,6 +50,17 @@ JSON_INPUT = {
     "input_format_json_read_bools_as_strings": 1,
     "input_format_skip_unknown_fields": 0,
 }
+
+
+#: ClickHouse error codes that blame the data of a row (a value it cannot parse or hold),
+#: not the server or the table: the batch is split to find the row, which is dead-lettered
+ROW_ERRORS = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131})
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def _error_code(exc: DatabaseError) -> int | None:
+    found = _CODE.search(str(exc))
+    return int(found.group(1)) if found else None
 
 
 def client_dsn(url: str) -> str:
@@ -176,6 +188,11 @@ class ClickHouseWarehouse:
     def _insert(self, client: Client, rows: Sequence[Row]) -> list[Rejected]:
         def insert(part: Sequence[Row]) -> None:
             block = b"\n".join([orjson.dumps(row.values) for row in part])
-            client.raw_insert(self.table, None, block, settings=JSON_INPUT, fmt="JSONEachRow")
+            try:
+                client.raw_insert(self.table, None, block, settings=JSON_INPUT, fmt="JSONEachRow")
+            except DatabaseError as exc:
+                if _error_code(exc) in ROW_ERRORS:
+                    raise RecordRejected(describe(exc)) from exc
+                raise
 
-        return write_or_split(rows, insert, (DataError,), self.name)
+        return write_or_split(rows, insert, (DataError, RecordRejected), self.name)

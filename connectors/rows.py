@@ -111,8 +111,10 @@ def to_row(raw: bytes, source: str, layout: Layout) -> Row:
     if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
         raise BadSinkRecord("sink record is not an object with an 'event' object")
     version = record.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise BadSinkRecord(f"sink record version must be a positive integer, got {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**63:
+        raise BadSinkRecord(
+            f"sink record version must be an integer from 1 to 2^63-1, got {version!r}"
+        )
     event: dict[str, Any] = record["event"]
     values: dict[str, Any] = {}
     _flatten(event, (), values)

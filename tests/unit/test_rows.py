@@ -73,8 +73,14 @@ def test_event_time(value: Any, expected: datetime | None) -> None:
         (b"nope", "sink record is not JSON"),
         (b"[]", "not an object with an 'event' object"),
         (b'{"event": 1}', "not an object with an 'event' object"),
-        (b'{"event": {}, "version": 0, "event_id": "e"}', "version must be a positive integer"),
-        (b'{"event": {}, "version": "2", "event_id": "e"}', "version must be a positive integer"),
+        (
+            b'{"event": {}, "version": 0, "event_id": "e"}',
+            "version must be an integer from 1 to 2^63-1",
+        ),
+        (
+            b'{"event": {}, "version": "2", "event_id": "e"}',
+            "version must be an integer from 1 to 2^63-1",
+        ),
         (b'{"event": {}, "version": 1}', "no value for key column(s) event_id"),
     ],
 )
@@ -160,3 +166,15 @@ def test_a_refused_record_is_isolated_by_splitting_and_the_rest_is_written() -> 
     ] * 2
     assert [r.key for r in rejected] == [b"e3", b"e7"]
     assert sorted(written) == sorted(f"e{i}" for i in range(10) if i not in (3, 7))
+
+
+def test_clickhouse_errors_that_blame_a_row_are_told_from_the_others() -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from connectors.clickhouse import ROW_ERRORS, _error_code
+
+    parse = DatabaseError("Code: 27. DB::Exception: Cannot parse input: expected '\"' (at row 1)")
+    missing = DatabaseError("Code: 60. DB::Exception: Table default.events does not exist")
+    assert _error_code(parse) in ROW_ERRORS
+    assert _error_code(missing) not in ROW_ERRORS
+    assert _error_code(DatabaseError("connection reset")) is None
