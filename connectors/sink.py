@@ -116,6 +116,9 @@ class BatchingSink:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": int(kafka.session_timeout * 1000),
                 "heartbeat.interval.ms": int(kafka.heartbeat_interval * 1000),
+                # how long a broker may hold a fetch with nothing new: it bounds how late a
+                # record can start its batch (librdkafka's 500 ms default is felt as latency)
+                "fetch.wait.max.ms": 100,
             }
         )
         self._producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})

@@ -12,6 +12,7 @@ its resolution is ``POLL``.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -32,7 +33,7 @@ from tests.bench.workload import Mix, events
 
 __all__ = ["LATENCY_MIX", "Latencies", "amend_latency"]
 
-POLL = 0.1
+POLL = float(os.environ.get("BENCH_POLL", "0.1"))
 LATENCY_MIX = Mix("l", ids=15_000, events_per_id=10, identify_share=0.3, identify_at=5)
 
 
@@ -51,6 +52,7 @@ class Latencies:
 def amend_latency(env: dict[str, str], workdir: Path, rate: int = 5000) -> Latencies:
     env = {
         **env,
+        **{k: v for k, v in os.environ.items() if k.startswith("RETROSTITCH_SINK_")},
         "RETROSTITCH_STATE_DIR": str(workdir / "state"),
         "RETROSTITCH_CLICKHOUSE_URL": f"chdb://{workdir / 'clickhouse'}",
     }
