@@ -77,7 +77,7 @@ class WarehouseSettings:
     clickhouse_database: str = "default"
     clickhouse_cluster: str = ""  # set: ReplicatedReplacingMergeTree ON CLUSTER
     batch_max_rows: int = 5000
-    batch_max_seconds: float = 1.0
+    batch_max_seconds: float = 0.5
     dead_letter_topic: str = "events.stitched.dlq"
 
 
@@ -91,7 +91,7 @@ class Settings:
     state_dir: Path = Path("state")
     #: events per checkpoint (two waits for acks, one RocksDB write): larger batches spread
     #: that cost; under light load batches close after batch_max_wait anyway
-    batch_max_events: int = 4000
+    batch_max_events: int = 2000
     batch_max_wait: float = 0.1
     standby_replicas: int = 1
     log_level: str = "info"
