@@ -51,20 +51,19 @@ def main() -> None:
     args = parser.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {"machine": _machine(), "runs": args.runs}
-    with (
-        _bootstrap() as bootstrap,
-        postgres_server() as dsn,
-        tempfile.TemporaryDirectory(prefix="retrostitch-bench-") as tmp,
-    ):
+    with postgres_server() as dsn, tempfile.TemporaryDirectory(prefix="retrostitch-bench-") as tmp:
         work = _Workdirs(Path(tmp))
         if "stitcher" in only:
-            results["stitcher"] = _stitcher(bootstrap, work, args.runs)
+            results["stitcher"] = _stitcher(work, args.runs)
         if "latency" in only:
-            results["latency"] = _latency(bootstrap, dsn, work)
+            with _bootstrap() as bootstrap:
+                results["latency"] = _latency(bootstrap, dsn, work)
         if "connectors" in only:
-            results["connectors"] = _connectors(bootstrap, dsn, work, args.runs)
+            with _bootstrap() as bootstrap:
+                results["connectors"] = _connectors(bootstrap, dsn, work, args.runs)
         if "state" in only:
-            results["state"] = _state(bootstrap, work)
+            with _bootstrap() as bootstrap:
+                results["state"] = _state(bootstrap, work)
     path = _write(results)
     print(table(results))
     print(f"\n(written to {path})")
