@@ -6,10 +6,13 @@ memory, and is reached like any Kafka cluster: through its bootstrap address.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -17,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.errors import BrokerError
 
-__all__ = ["LocalBroker"]
+__all__ = ["LocalBroker", "configured_or_local"]
 
 
 def _free_port(host: str) -> int:
@@ -105,3 +108,14 @@ class LocalBroker:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def configured_or_local() -> Iterator[str]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` where it is set, else a local broker for the duration."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    with LocalBroker() as broker:
+        yield broker.bootstrap_servers

@@ -21,10 +21,10 @@ from streams.errors import ConfigError, RetrostitchError
 from streams.settings import Settings, load_settings
 from streams.status import Heartbeat, StatusServer
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "tune_gc_for_streaming"]
 
 
-def _long_running() -> None:
+def tune_gc_for_streaming() -> None:
     """Garbage collection for a process that moves millions of short-lived objects.
 
     With CPython's defaults a full collection walks every live object (Faust's, the
@@ -58,7 +58,7 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
             counters=lambda: dict(counts),
         ).start()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
-    _long_running()
+    tune_gc_for_streaming()
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 
@@ -128,7 +128,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
             ready=lambda: sink.heartbeat.fresh() and sink.assigned,
             counters=sink.counters,
         ).start()
-    _long_running()
+    tune_gc_for_streaming()
     sink.run(stop)
     return 0
 

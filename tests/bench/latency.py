@@ -75,7 +75,7 @@ def amend_latency(env: dict[str, str], workdir: Path, rate: int = 5000) -> Laten
         seen_ch: dict[str, float] = {}
         done = threading.Event()
         poller = threading.Thread(
-            target=_poll, args=(settings, clickhouse, seen_pg, seen_ch, done), daemon=True
+            target=_poll, args=(settings, clickhouse, produced, seen_pg, seen_ch, done), daemon=True
         )
         poller.start()
         _produce_paced(settings, rate, produced)
@@ -166,25 +166,37 @@ def _produce_paced(settings: Settings, rate: int, produced: dict[str, float]) ->
 def _poll(
     settings: Settings,
     clickhouse: ClickHouseWarehouse,
+    produced: dict[str, float],
     seen_pg: dict[str, float],
     seen_ch: dict[str, float],
     done: threading.Event,
 ) -> None:
+    """Note when each produced identification's amended rows are all visible. Queries ask
+    only for identifications still pending, by an indexed column, on one thread: the
+    measurement must not load the machine it measures."""
     held = LATENCY_MIX.identify_at
     pg_query = sql.SQL(
-        "SELECT anonymous_id FROM {} WHERE status = 'amended'"
+        "SELECT anonymous_id FROM {} WHERE anonymous_id = ANY(%s) AND status = 'amended'"
         " GROUP BY anonymous_id HAVING count(*) >= %s"
     ).format(_pg_table(settings))
     ch_query = (
-        f"SELECT anonymous_id FROM {clickhouse.table} WHERE status = 'amended'"
-        f" GROUP BY anonymous_id HAVING uniqExact(event_id) >= {held}"
+        f"SELECT anonymous_id FROM {clickhouse.table}"
+        " WHERE anonymous_id IN {pending:Array(String)} AND status = 'amended'"
+        f" GROUP BY anonymous_id HAVING uniqExact(event_id) >= {held} SETTINGS max_threads = 1"
     )
     with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS bench_by_anonymous_id ON {} (anonymous_id)").format(
+                _pg_table(settings)
+            )
+        )
         while not done.wait(POLL):
             # a row a query sees was committed before the query began: note that moment
+            pending = [a for a in list(produced) if a not in seen_pg]
             moment = time.time()
-            for (anonymous_id,) in conn.execute(pg_query, (held,)).fetchall():
+            for (anonymous_id,) in conn.execute(pg_query, (pending, held)).fetchall():
                 seen_pg.setdefault(anonymous_id, moment)
+            pending = [a for a in list(produced) if a not in seen_ch]
             moment = time.time()
-            for anonymous_id, *_ in clickhouse.query(ch_query):
+            for anonymous_id, *_ in clickhouse.query(ch_query, {"pending": pending}):
                 seen_ch.setdefault(anonymous_id, moment)

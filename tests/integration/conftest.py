@@ -7,14 +7,13 @@ local broker (Tansu, memory storage) is started for the session.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streams.broker import LocalBroker
+from streams.broker import configured_or_local
 from streams.kafka import ensure_topics
 from streams.settings import load_settings
 from tests.integration.harness import FAST_GROUP, Pipeline
@@ -23,12 +22,8 @@ from tests.integration.postgres import postgres_server
 
 @pytest.fixture(scope="session")
 def bootstrap_servers() -> Iterator[str]:
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    with LocalBroker() as broker:
-        yield broker.bootstrap_servers
+    with configured_or_local() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")
