@@ -5,9 +5,9 @@ then ``await outbox.flush()``, which returns once the broker has acknowledged ev
 sent so far, or raises ``BrokerError`` if any record could not be delivered. A batch's
 checkpoint (``streams.topology``) is a sequence of such flushes.
 
-Faust's own producer would do the same job at about ten times the cost per record: it
-builds each batch in Python. Partitioning is murmur2, as Faust's and the Java client's, so
-a key lands in the same partition whichever of them wrote it.
+Faust's own (aiokafka) producer builds every batch in Python, record by record: a tenth of
+the worker's time when it wrote through it. Partitioning is murmur2, as Faust's and the
+Java client's, so a key lands in the same partition whichever of them wrote it.
 """
 
 from __future__ import annotations

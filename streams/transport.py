@@ -27,8 +27,8 @@ from faust.transport.drivers import aiokafka
 __all__ = ["SCHEME", "Transport"]
 
 SCHEME = "retrostitch"
-_YIELD_EVERY = 100
-FETCH_MAX_WAIT_MS = 100  # records delivered between two turns given to the rest of the loop
+_YIELD_EVERY = 100  # records delivered between two turns given to the rest of the loop
+FETCH_MAX_WAIT_MS = 100
 
 
 class _ConsumerThread(aiokafka.AIOKafkaConsumerThread):
