@@ -20,7 +20,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from streams.errors import BadRecord, BrokerError
+from streams.errors import BadRecord, BrokerError, ConfigError
 from streams.rules import RecognitionRules, parse
 from streams.settings import Settings
 
@@ -29,6 +29,9 @@ __all__ = ["Message", "TopicReader", "end_offsets", "ensure_topics", "produce_ev
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create the input, sink and both dead-letter topics where missing; return those created.
+
+    With ``topics.input_keyed_by_anonymous_id``, an existing input topic must have
+    ``topics.partitions`` partitions (ConfigError otherwise).
 
     The repartition and changelog topics are Faust's own and made by the worker.
     """
@@ -40,6 +43,15 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             f"cannot list topics on {settings.kafka.bootstrap_servers}: {exc}"
         ) from exc
     topics = settings.topics
+    found = existing.get(topics.input)
+    keyed = topics.input_keyed_by_anonymous_id
+    if keyed and found is not None and len(found.partitions) != topics.partitions:
+        raise ConfigError(
+            f"topics.input_keyed_by_anonymous_id: the input topic {topics.input!r} has "
+            f"{len(found.partitions)} partitions and topics.partitions is "
+            f"{topics.partitions}; they must be equal (the state table is partitioned "
+            "like the input), or turn the setting off to repartition"
+        )
     wanted = [topics.input, topics.sink, topics.dead_letter, settings.warehouse.dead_letter_topic]
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:

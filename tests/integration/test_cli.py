@@ -73,6 +73,19 @@ def test_bad_configuration_stops_the_worker_with_the_key_named(tmp_path: Path) -
     assert "must be a string starting with '/'" in error
 
 
+def test_a_keyed_input_with_another_partition_count_stops_the_worker(pipeline: Pipeline) -> None:
+    """The state table is partitioned like a keyed input: a mismatch is refused at start."""
+    env = {**os.environ, **pipeline.env, "RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID": "true",
+           "RETROSTITCH_PARTITIONS": str(pipeline.settings.topics.partitions + 1)}  # fmt: skip
+
+    done = subprocess.run([*CLI, "worker"], env=env, capture_output=True, timeout=60)
+
+    assert done.returncode == 2
+    error = done.stderr.decode()
+    assert f"the input topic {pipeline.settings.topics.input!r} has 4 partitions" in error
+    assert "topics.partitions is 5" in error
+
+
 def test_sink_command_writes_postgres_and_stops_on_sigterm(
     pipeline: Pipeline, postgres_dsn: str, tmp_path: Path
 ) -> None:
