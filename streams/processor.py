@@ -25,6 +25,7 @@ from streams.rules import (
     decide,
     needs_held,
     parse,
+    stitchable,
 )
 from streams.state import PartitionState
 from streams.store import Change
@@ -81,11 +82,12 @@ def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Count
             routed.dead.append(DeadLetter(record, exc.reason))
             counts["dead_lettered"] += 1
             continue
-        if rules.enabled and parsed.anonymous_id is not None:
+        if stitchable(parsed, rules) and parsed.anonymous_id is not None:
             routed.forward.append(Forward(parsed.anonymous_id.encode(), parsed.raw))
         else:
             routed.sink.extend(decide(parsed, Memory(), record.offset, rules).records)
             counts["passthrough"] += 1
+            counts["bots"] += parsed.bot
     return routed
 
 
@@ -104,7 +106,7 @@ def stitch(
     for record in records:
         counts["received"] += keyed  # else ``route`` counted it
         try:
-            outcome = _stitch_one(record, state, rules, keyed)
+            outcome = _stitch_one(record, state, rules, keyed, counts)
         except (BadRecord, StateError) as exc:
             reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
             stitched.dead.append(DeadLetter(record, reason))
@@ -117,11 +119,16 @@ def stitch(
 
 
 def _stitch_one(
-    record: InputRecord, state: PartitionState, rules: RecognitionRules, keyed: bool
+    record: InputRecord,
+    state: PartitionState,
+    rules: RecognitionRules,
+    keyed: bool,
+    counts: Counter[str],
 ) -> Outcome:
     parsed = parse(_value(record), rules)
     anonymous_id = parsed.anonymous_id
-    if not rules.enabled or anonymous_id is None:
+    if not stitchable(parsed, rules) or anonymous_id is None:
+        counts["bots"] += parsed.bot
         return decide(parsed, Memory(), record.offset, rules)
     if keyed and record.key != anonymous_id.encode():
         raise BadRecord(

@@ -55,6 +55,7 @@ __all__ = [
     "derived_event_id",
     "needs_held",
     "parse",
+    "stitchable",
 ]
 
 Scalar = str | int | float
@@ -96,6 +97,19 @@ class RecognitionRules:
     junk_ids: frozenset[str] = DEFAULT_JUNK_IDS
     junk_pattern: re.Pattern[str] | None = re.compile(DEFAULT_JUNK_PATTERN)
     policy: Policy = Policy.RETAIN
+    #: Jitsu's bot filter: an event whose user agent (at this node) contains one of the
+    #: markers, compared in lower case, passes through: never held, never stitched
+    bot_user_agent: Pointer | None = Pointer.parse("/user_agent")
+    bot_markers: tuple[str, ...] = ("bot", "crawl")
+
+    def is_bot(self, event: dict[str, Any]) -> bool:
+        if self.bot_user_agent is None or not self.bot_markers:
+            return False
+        agent = self.bot_user_agent.get(event)
+        if not isinstance(agent, str):
+            return False
+        folded = agent.lower()
+        return any(marker in folded for marker in self.bot_markers)
 
     def is_junk(self, text: str) -> bool:
         folded = text.strip().lower()
@@ -143,6 +157,7 @@ class Parsed:
     event_id: str
     anonymous_id: str | None  # None: missing or junk
     identity: Identity | None  # None: not an identifying event
+    bot: bool = False  # a bot's event: passed through, whatever its ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +220,18 @@ def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
         event_id=_event_id(event, rules),
         anonymous_id=_anonymous_id(rules.anonymous_id.get(event), rules),
         identity=Identity(identity_values) if identified else None,
+        bot=rules.is_bot(event),
     )
+
+
+def stitchable(parsed: Parsed, rules: RecognitionRules) -> bool:
+    """Whether the rules apply to this event at all (else it passes through, untouched)."""
+    return rules.enabled and parsed.anonymous_id is not None and not parsed.bot
 
 
 def needs_held(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> bool:
     """Whether deciding on ``parsed`` needs the held events of its anonymous id."""
-    if not rules.enabled or parsed.anonymous_id is None or parsed.identity is None or memory.seen:
+    if not stitchable(parsed, rules) or parsed.identity is None or memory.seen:
         return False
     if rules.policy is Policy.RETAIN:
         return memory.identity is None
@@ -224,8 +245,7 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
     ``seq`` is a number that grows with arrival order within the anonymous id's partition
     (the record's offset); it orders held events and carries no other meaning.
     """
-    anonymous_id = parsed.anonymous_id
-    if not rules.enabled or anonymous_id is None:
+    if not stitchable(parsed, rules):
         return Outcome(records=(_as_is(parsed, Status.PASSTHROUGH),))
     if memory.seen:
         return Outcome(records=(), duplicate=True)

@@ -141,6 +141,14 @@ def _pointers(value: Any) -> tuple[Pointer, ...]:
     return pointers
 
 
+def _optional_pointer(value: Any) -> Pointer | None:
+    return None if value is None or value == "" else _pointer(value)
+
+
+def _markers(value: Any) -> tuple[str, ...]:
+    return tuple(marker for item in _list(value) if (marker := str(item).strip().lower()))
+
+
 def _junk_ids(value: Any) -> frozenset[str]:
     return frozenset(str(item).strip().lower() for item in _list(value))
 
@@ -216,6 +224,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.event_id_node", "USER_RECOGNITION_EVENT_ID_NODE", _pointer, "recognition.event_id", _R.event_id),
     Setting("users_recognition.junk_anonymous_ids", "USER_RECOGNITION_JUNK_ANONYMOUS_IDS", _junk_ids, "recognition.junk_ids", DEFAULT_JUNK_IDS),
     Setting("users_recognition.junk_anonymous_id_pattern", "USER_RECOGNITION_JUNK_ANONYMOUS_ID_PATTERN", _pattern, "recognition.junk_pattern", re.compile(DEFAULT_JUNK_PATTERN)),
+    Setting("users_recognition.bot_user_agent_node", "USER_RECOGNITION_BOT_USER_AGENT_NODE", _optional_pointer, "recognition.bot_user_agent", _R.bot_user_agent),
+    Setting("users_recognition.bot_user_agent_markers", "USER_RECOGNITION_BOT_USER_AGENT_MARKERS", _markers, "recognition.bot_markers", _R.bot_markers),
     Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _policy, "recognition.policy", _R.policy),
     Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, "kafka.bootstrap_servers", _K.bootstrap_servers),
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),

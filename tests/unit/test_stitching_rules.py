@@ -351,3 +351,40 @@ def test_segment_shaped_events_with_configured_nodes() -> None:
     amended = run.latest()["m1"]
     assert (amended["version"], amended["event"]["userId"]) == (2, "u7")
     assert "traits" not in amended["event"]  # only non-null values are written
+
+
+# -- bots (Jitsu's filter) ---------------------------------------------------------------
+
+
+def test_a_bots_events_pass_through_never_held_never_stitched() -> None:
+    run = Run()
+    crawler = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    run.feed(
+        event("b1", "bot-visitor", user_agent=crawler),
+        event("h1", "1", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0"),
+        event("b2", "1", email="a@b.com", user_agent="SomeCRAWLer/1.0"),
+        event("h2", "1", email="a@b.com"),
+    )
+    emitted = [(r["event_id"], r["status"], r["version"]) for r in run.records]
+    assert emitted == [
+        ("b1", "passthrough", 1),
+        ("h1", "anonymous", 1),
+        ("b2", "passthrough", 1),  # a bot that identifies does not identify the visitor
+        ("h2", "identified", 1),
+        ("h1", "amended", 2),
+    ]
+    assert run.counts["bots"] == 2
+    state = PartitionState(run.store)
+    assert state.held("bot-visitor") == []
+    assert not state.seen("bot-visitor", "b1")
+
+
+def test_the_bot_filter_can_be_turned_off_and_its_markers_changed() -> None:
+    crawler = event("b1", "1", user_agent="Googlebot/2.1")
+    off = Run(RecognitionRules(bot_user_agent=None))
+    assert [r["status"] for r in off.feed(crawler)] == ["anonymous"]
+    own = Run(RecognitionRules(bot_markers=("headless",)))
+    assert [r["status"] for r in own.feed(crawler)] == ["anonymous"]
+    assert [r["status"] for r in own.feed(event("b2", "1", user_agent="HeadlessChrome"))] == [
+        "passthrough"
+    ]
