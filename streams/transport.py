@@ -3,9 +3,11 @@
 Faust's consumer delivers each fetched record to the streams inside
 ``Service.wait_first(deliver(record), suspend_flow)``: four asyncio futures per record, so
 that a rebalance can abandon a delivery that waits on a full stream buffer. That costs
-more than the stitching rules themselves. Here each fetched batch is delivered by one
-awaited coroutine under one ``wait_first``: a rebalance (or a stop) still abandons the
-delivery where it stands, as Faust's does, and records delivered so far count as read.
+more than the stitching rules themselves. Here each fetch is read whole, then delivered by
+one awaited coroutine under one ``wait_first``: a rebalance (or a stop) still abandons the
+delivery where it stands, as Faust's does, and records delivered so far count as read. The
+fetch itself (a call into the consumer's thread) is never abandoned half-way: an earlier
+version that cancelled it left both surviving workers of a takeover test fetching nothing.
 Everything else (group membership, offsets, acks, gaps, commits) is Faust's own, but for
 one number: how long the broker may hold a fetch that has nothing new (Faust fixes 1.5 s,
 and a broker that holds it that long even when records arrive, as the local one does, adds
@@ -18,7 +20,6 @@ The transport is registered under the URL scheme ``retrostitch`` (an entry point
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -51,9 +52,11 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         try:
             while not (stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = self.getmany(timeout=1.0)
+                # The fetch is read to its end here, never abandoned half-way: Faust's
+                # getmany keeps flags (waiting for records, flow) that a rebalance waits on.
+                records = [item async for item in self.getmany(timeout=1.0)]
                 await self.sleep(0)  # getmany may return at once, again and again
-                if not self.should_stop:
+                if records and not self.should_stop:
                     await self.wait_first(self._deliver(records), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -69,12 +72,12 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver(self, records: AsyncIterator[tuple[Any, Any]]) -> None:
+    async def _deliver(self, records: list[tuple[Any, Any]]) -> None:
         """Hand each record to the streams, in order, skipping those already read."""
         deliver, read = self.callback, self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         count = 0
-        async for tp, message in records:
+        for tp, message in records:
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
