@@ -21,10 +21,9 @@ from streams.kafka import ensure_topics
 from streams.local import WorkerProcess
 from streams.settings import Settings, load_settings
 from tests.bench.workload import Mix, events
+from tests.integration.harness import FAST_GROUP
 
 __all__ = ["Run", "environment", "produce_mix", "run_worker"]
-
-FAST_GROUP = {"KAFKA_SESSION_TIMEOUT_SECONDS": "3", "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1"}
 
 
 @dataclass(frozen=True, slots=True)
