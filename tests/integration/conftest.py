@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,15 @@ def pipeline(bootstrap_servers: str, tmp_path: Path) -> Iterator[Pipeline]:
     yield built
     for worker in built.workers:
         worker.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test shows the logs of the workers it started, whatever it failed on."""
+    report = yield
+    if report.failed and call.when == "call":
+        funcargs = getattr(item, "funcargs", {})
+        for pipeline in (v for v in funcargs.values() if isinstance(v, Pipeline)):
+            for worker in pipeline.workers:
+                report.sections.append((f"worker log {worker.log_path}", worker.log_tail(400)))
+    return report
