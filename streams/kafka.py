@@ -70,9 +70,14 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
 
 
 def produce_events(
-    bootstrap_servers: str, topic: str, lines: Iterable[bytes], rules: RecognitionRules
+    bootstrap_servers: str,
+    topic: str,
+    lines: Iterable[bytes],
+    rules: RecognitionRules,
+    timestamp_ms: int = 0,
 ) -> int:
-    """Send each line as one record, keyed by its anonymous id where it has one.
+    """Send each line as one record, keyed by its anonymous id where it has one, with
+    ``timestamp_ms`` as the records' timestamp (0: now).
 
     Lines are sent byte for byte, so a malformed one reaches the worker (and its dead-letter
     topic) as it would from a real producer.
@@ -88,7 +93,7 @@ def produce_events(
         except BadRecord:
             anonymous_id = None
         key = anonymous_id.encode() if anonymous_id is not None else None
-        producer.produce(topic, value=value, key=key)
+        producer.produce(topic, value=value, key=key, timestamp=timestamp_ms)
         producer.poll(0)
         sent += 1
     remaining = producer.flush(30)

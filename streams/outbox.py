@@ -53,19 +53,23 @@ class Outbox:
         headers: Headers | None = None,
         *,
         track: bool = False,
+        timestamp: int = 0,
     ) -> None:
-        """Queue one record; ``track``: note its offset in ``acked`` once acknowledged."""
+        """Queue one record; ``track``: note its offset in ``acked`` once acknowledged;
+        ``timestamp``: the record's, in ms (0: now)."""
         delivered = self._tracked if track else self._checked
         while True:
             try:
                 if partition is None:
                     self._producer.produce(
-                        topic, value, key, headers=headers, on_delivery=delivered
-                    )
+                        topic, value, key, headers=headers, on_delivery=delivered,
+                        timestamp=timestamp,
+                    )  # fmt: skip
                 else:
                     self._producer.produce(
-                        topic, value, key, partition, headers=headers, on_delivery=delivered
-                    )
+                        topic, value, key, partition, headers=headers, on_delivery=delivered,
+                        timestamp=timestamp,
+                    )  # fmt: skip
                 return
             except BufferError:  # the local queue is full: let the broker catch up
                 self._producer.poll(0.05)

@@ -40,6 +40,7 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0  # ms since the epoch, the record's; 0 or less: none known
 
     @property
     def source(self) -> str:
@@ -56,6 +57,7 @@ class DeadLetter:
 class Forward:
     key: bytes  # the anonymous id
     value: bytes  # the event, byte for byte as it arrived
+    timestamp: int  # the input record's (ms), kept: expiry goes by it
 
 
 @dataclass(slots=True)
@@ -83,7 +85,9 @@ def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Count
             counts["dead_lettered"] += 1
             continue
         if stitchable(parsed, rules) and parsed.anonymous_id is not None:
-            routed.forward.append(Forward(parsed.anonymous_id.encode(), parsed.raw))
+            routed.forward.append(
+                Forward(parsed.anonymous_id.encode(), parsed.raw, max(record.timestamp, 0))
+            )
         else:
             routed.sink.extend(decide(parsed, Memory(), record.offset, rules).records)
             counts["passthrough"] += 1
@@ -98,15 +102,25 @@ def stitch(
     counts: Counter[str],
     *,
     keyed: bool = False,
+    clock_ms: int | None = None,
 ) -> Stitched:
     """``keyed``: the records come straight from an input keyed by anonymous id, so an
     event with an anonymous id must carry it as its key (else its partition may not be the
-    one that holds that id's state): one that does not is a dead letter."""
+    one that holds that id's state): one that does not is a dead letter.
+
+    Time is the records' own (so that a replay expires what the live run expired), never
+    later than ``clock_ms`` (the caller's clock: a producer's clock far in the future must
+    not expire everything); a record without a timestamp counts as ``clock_ms``. After the
+    records, the state expires what the latest of their times makes old (``Retention``).
+    """
     stitched = Stitched()
+    latest = 0
     for record in records:
         counts["received"] += keyed  # else ``route`` counted it
+        timestamp = _time_of(record, clock_ms)
+        latest = max(latest, timestamp)
         try:
-            outcome = _stitch_one(record, state, rules, keyed, counts)
+            outcome = _stitch_one(record, timestamp, state, rules, keyed, counts)
         except (BadRecord, StateError) as exc:
             reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
             stitched.dead.append(DeadLetter(record, reason))
@@ -114,12 +128,22 @@ def stitch(
             continue
         stitched.sink.extend(outcome.records)
         _count(outcome, counts)
+    if latest > 0:
+        state.expire(latest)
+    counts.update(state.dropped)
     stitched.changes = state.changes()
     return stitched
 
 
+def _time_of(record: InputRecord, clock_ms: int | None) -> int:
+    if record.timestamp <= 0:
+        return clock_ms or 0
+    return record.timestamp if clock_ms is None else min(record.timestamp, clock_ms)
+
+
 def _stitch_one(
     record: InputRecord,
+    timestamp: int,
     state: PartitionState,
     rules: RecognitionRules,
     keyed: bool,
@@ -141,7 +165,7 @@ def _stitch_one(
     if needs_held(parsed, memory, rules):
         memory = replace(memory, held=state.held(anonymous_id))
     outcome = decide(parsed, memory, record.offset, rules)
-    state.apply(anonymous_id, parsed.event_id, outcome)
+    state.apply(anonymous_id, parsed.event_id, outcome, record.offset, timestamp)
     return outcome
 
 

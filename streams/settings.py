@@ -25,6 +25,7 @@ import yaml
 from streams.errors import ConfigError
 from streams.pointer import Pointer, PointerError
 from streams.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
+from streams.state import Retention
 
 __all__ = [
     "SETTINGS",
@@ -84,6 +85,7 @@ class WarehouseSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     recognition: RecognitionRules = field(default_factory=RecognitionRules)
+    retention: Retention = field(default_factory=Retention)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
@@ -183,6 +185,17 @@ def _count(value: Any) -> int:
     return int(value)
 
 
+def _minutes_or_never(value: Any) -> int | None:
+    """Minutes as milliseconds; 0 means never."""
+    minutes = _count(value)
+    return None if minutes == 0 else minutes * 60_000
+
+
+def _limit(value: Any) -> int | None:
+    """A whole number; 0 means no limit."""
+    return _count(value) or None
+
+
 def _policy(value: Any) -> Policy:
     try:
         return Policy(str(value).strip().lower())
@@ -214,6 +227,7 @@ def _identifiers(value: Any) -> tuple[str, ...]:
 
 
 _R, _K, _T, _W = RecognitionRules(), KafkaSettings(), TopicSettings(), WarehouseSettings()
+_N = Retention()
 _S = Settings()
 
 #: Every setting: YAML key, environment variable, parser, where it goes, default.
@@ -227,6 +241,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.bot_user_agent_node", "USER_RECOGNITION_BOT_USER_AGENT_NODE", _optional_pointer, "recognition.bot_user_agent", _R.bot_user_agent),
     Setting("users_recognition.bot_user_agent_markers", "USER_RECOGNITION_BOT_USER_AGENT_MARKERS", _markers, "recognition.bot_markers", _R.bot_markers),
     Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _policy, "recognition.policy", _R.policy),
+    Setting("users_recognition.ttl_minutes.anonymous_events", "USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS", _minutes_or_never, "retention.ttl_ms", _N.ttl_ms),
+    Setting("users_recognition.max_waiting_events_per_anonymous_id", "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID", _limit, "retention.max_held_per_id", _N.max_held_per_id),
     Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, "kafka.bootstrap_servers", _K.bootstrap_servers),
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
     Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
@@ -315,6 +331,7 @@ def _flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _build(values: dict[str, Any]) -> Settings:
     sections: dict[str, dict[str, Any]] = {
         "recognition": {},
+        "retention": {},
         "kafka": {},
         "topics": {},
         "warehouse": {},
@@ -331,6 +348,7 @@ def _build(values: dict[str, Any]) -> Settings:
         )
     return Settings(
         recognition=RecognitionRules(**sections["recognition"]),
+        retention=Retention(**sections["retention"]),
         kafka=kafka,
         topics=TopicSettings(**sections["topics"]),
         warehouse=WarehouseSettings(**sections["warehouse"]),

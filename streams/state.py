@@ -1,15 +1,24 @@
 """How stitching state is laid out in a key-value store, and a batch's view of it.
 
-Three key families per anonymous id ``A`` (``L(x)`` is the UTF-8 length of x in 2 bytes,
-which keeps every prefix unambiguous whatever bytes an id contains):
+Four key families per anonymous id ``A`` (``L(x)`` is the UTF-8 length of x in 2 bytes,
+which keeps every prefix unambiguous whatever bytes an id contains), and one index:
 
     b"p" L(A) A              -> the current identity: a JSON list, one value per node
     b"h" L(A) A seq(8 bytes) -> a held event: version(4) L(event id) event id raw-event
+    b"n" L(A) A              -> how many events A holds (4 bytes), absent when none
     b"s" L(A) A event-id     -> b"": this event id was processed (re-deliveries skip it)
+    b"t" ts(8) L(A) A seq(8) event-id -> b"": when that event arrived (ms, the record's
+                                timestamp): what expiry reads, oldest first
 
-Holding one more event is one put; releasing k events is one prefix scan over exactly
+Holding one more event is a few puts; releasing k events is one prefix scan over exactly
 those k keys and k deletes: no value grows with a visitor's history, and the changelog
 carries only the keys that changed.
+
+``Retention`` bounds what is kept, inside the same batches and the same changelog (so a
+restart or a takeover keeps the bounds): an event's held copy and seen marker leave state
+``ttl_ms`` after its timestamp (``expire``, a bounded number per batch, oldest first), and
+an anonymous id holds at most ``max_held_per_id`` events (holding one more drops its
+oldest). A dropped held event stays in the warehouse as it was last emitted.
 
 ``PartitionState`` reads through to the store and buffers every change of a batch in
 memory (later records of the batch see the earlier ones); ``changes()`` hands them over
@@ -19,6 +28,8 @@ to be written in one batch and sent to the changelog.
 from __future__ import annotations
 
 import struct
+from collections import Counter
+from dataclasses import dataclass
 
 import orjson
 
@@ -26,13 +37,30 @@ from streams.errors import StateError
 from streams.rules import Held, Identity, Outcome
 from streams.store import Change, KeyValueStore
 
-__all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "StateError"]
+__all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "Retention", "StateError"]
 
 MAX_ID_BYTES = 0xFFFF
-_PROFILE, _HELD, _SEEN = b"p", b"h", b"s"
+_PROFILE, _HELD, _COUNT, _SEEN, _ARRIVED = b"p", b"h", b"n", b"s", b"t"
 HELD_PREFIX = _HELD  # every held (waiting) event key starts with it
 _SEQ = struct.Struct(">Q")
+_TS = struct.Struct(">Q")
+_COUNT_VALUE = struct.Struct(">I")
 _HELD_HEAD = struct.Struct(">IH")  # version, event id length
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long and how many events state keeps per anonymous id (README: bounded state)."""
+
+    #: an event's held copy and seen marker leave state this long after its timestamp;
+    #: None keeps them until an identity releases them (state then grows without bound)
+    ttl_ms: int | None = 30 * DAY_MS
+    #: the most events one anonymous id holds; holding one more drops its oldest. None: no cap
+    max_held_per_id: int | None = 10_000
+    #: the most arrivals one batch expires per partition (a backlog of expiries, after a
+    #: long stop, is worked off over the next batches instead of stalling one)
+    expire_per_batch: int = 20_000
 
 
 def _part(text: str) -> bytes:
@@ -58,10 +86,15 @@ def _decode_held(key: bytes, value: bytes) -> Held:
 class PartitionState:
     """The state of one partition as seen by one batch: store reads plus pending changes."""
 
-    def __init__(self, store: KeyValueStore) -> None:
+    def __init__(self, store: KeyValueStore, retention: Retention | None = None) -> None:
         self._store = store
+        self._retention = Retention() if retention is None else retention
         self._pending: dict[bytes, bytes | None] = {}
         self._pending_held: dict[bytes, dict[bytes, bytes | None]] = {}
+        self._dropped_upto: dict[bytes, bytes] = {}  # per held prefix: the last stored key dropped
+        #: what retention dropped in this batch: "expired" and "capped" held events,
+        #: "forgotten" arrivals (seen markers that left with them)
+        self.dropped: Counter[str] = Counter()
 
     def identity(self, anonymous_id: str) -> Identity | None:
         value = self._get(_PROFILE + _part(anonymous_id))
@@ -80,19 +113,62 @@ class PartitionState:
                 found[key] = value
         return [_decode_held(key, found[key]) for key in sorted(found)]
 
-    def apply(self, anonymous_id: str, event_id: str, outcome: Outcome) -> None:
-        """Buffer the state changes an outcome asks for."""
+    def apply(
+        self, anonymous_id: str, event_id: str, outcome: Outcome, seq: int, timestamp_ms: int
+    ) -> None:
+        """Buffer the state changes an outcome asks for; ``seq`` and ``timestamp_ms`` are
+        the record's (its offset, and its time: when its state expires)."""
         anon = _part(anonymous_id)
         if outcome.identity is not None:
             self._set(_PROFILE + anon, orjson.dumps(list(outcome.identity.values)))
-        if outcome.hold is not None:
-            self._set_held(anon, outcome.hold, _encode_held(outcome.hold))
+        count = self._held_count(anon)
         for held in outcome.release:
-            self._set_held(anon, held, None)
+            self._set_held(anon, _SEQ.pack(held.seq), None)
+        count -= len(outcome.release)
         for held in outcome.rehold:
-            self._set_held(anon, held, _encode_held(held))
+            self._set_held(anon, _SEQ.pack(held.seq), _encode_held(held))
+        if outcome.hold is not None:
+            cap = self._retention.max_held_per_id
+            while cap is not None and count >= cap and self._drop_oldest_held(anon):
+                count -= 1
+                self.dropped["capped"] += 1
+            self._set_held(anon, _SEQ.pack(outcome.hold.seq), _encode_held(outcome.hold))
+            count += 1
+        if outcome.hold is not None or outcome.release:
+            self._set_held_count(anon, count)
         if outcome.mark_seen:
-            self._set(_SEEN + anon + event_id.encode(), b"")
+            encoded_id = event_id.encode()
+            self._set(_SEEN + anon + encoded_id, b"")
+            if self._retention.ttl_ms is not None:
+                arrived = _TS.pack(max(timestamp_ms, 0)) + anon + _SEQ.pack(seq) + encoded_id
+                self._set(_ARRIVED + arrived, b"")
+
+    def expire(self, now_ms: int) -> None:
+        """Drop the held events and seen markers of arrivals older than the TTL at
+        ``now_ms``, oldest first, at most ``expire_per_batch`` of them. Reads the stored
+        index only: arrivals of this very batch expire in a later one."""
+        ttl = self._retention.ttl_ms
+        if ttl is None:
+            return
+        cutoff = now_ms - ttl
+        budget = self._retention.expire_per_batch
+        for key, _ in self._store.scan(_ARRIVED):
+            (timestamp,) = _TS.unpack_from(key, 1)
+            if timestamp >= cutoff or budget <= 0:
+                return
+            budget -= 1
+            start = 1 + _TS.size
+            length = int.from_bytes(key[start : start + 2], "big")
+            anon = key[start : start + 2 + length]
+            seq = key[start + 2 + length : start + 2 + length + _SEQ.size]
+            event_id = key[start + 2 + length + _SEQ.size :]
+            self._set(key, None)
+            self._set(_SEEN + anon + event_id, None)
+            self.dropped["forgotten"] += 1
+            if self._get(_HELD + anon + seq) is not None:
+                self._set_held(anon, seq, None)
+                self._set_held_count(anon, self._held_count(anon) - 1)
+                self.dropped["expired"] += 1
 
     def changes(self) -> list[Change]:
         """Every buffered change, each key once with its last value."""
@@ -106,8 +182,33 @@ class PartitionState:
     def _set(self, key: bytes, value: bytes | None) -> None:
         self._pending[key] = value
 
-    def _set_held(self, anon: bytes, held: Held, value: bytes | None) -> None:
+    def _set_held(self, anon: bytes, seq: bytes, value: bytes | None) -> None:
         prefix = _HELD + anon
-        key = prefix + _SEQ.pack(held.seq)
+        key = prefix + seq
         self._pending[key] = value
         self._pending_held.setdefault(prefix, {})[key] = value
+
+    def _held_count(self, anon: bytes) -> int:
+        value = self._get(_COUNT + anon)
+        return 0 if value is None else int(_COUNT_VALUE.unpack(value)[0])
+
+    def _set_held_count(self, anon: bytes, count: int) -> None:
+        self._set(_COUNT + anon, _COUNT_VALUE.pack(count) if count > 0 else None)
+
+    def _drop_oldest_held(self, anon: bytes) -> bool:
+        """Forget the oldest event ``anon`` holds; False when it holds none."""
+        prefix = _HELD + anon
+        pending = self._pending_held.get(prefix, {})
+        oldest = min((key for key, value in pending.items() if value is not None), default=None)
+        after = self._dropped_upto.get(prefix, b"")
+        for key, _ in self._store.scan(prefix, after + b"\x00" if after else b""):
+            if key in pending:
+                continue  # dropped, released or rewritten in this batch: seen above
+            if oldest is None or key < oldest:
+                oldest = key
+                self._dropped_upto[prefix] = key
+            break
+        if oldest is None:
+            return False
+        self._set_held(anon, oldest[len(prefix) :], None)
+        return True

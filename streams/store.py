@@ -24,8 +24,9 @@ Change = tuple[bytes, bytes | None]
 class KeyValueStore(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Every key starting with ``prefix`` and its value, in key order."""
+    def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Every key starting with ``prefix`` (and not before ``start``) and its value,
+        in key order."""
         ...
 
     def write(self, changes: Iterable[Change]) -> None:
@@ -56,8 +57,8 @@ class RocksStore:
         value: bytes | None = self._db.get(key)
         return value
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        items = cast(Iterable[tuple[bytes, bytes]], self._db.items(from_key=prefix))
+    def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        items = cast(Iterable[tuple[bytes, bytes]], self._db.items(from_key=max(prefix, start)))
         for key, value in items:
             if not key.startswith(prefix):
                 return
@@ -86,9 +87,9 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        start = bisect.bisect_left(self._keys, prefix)
-        for key in self._keys[start:]:
+    def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        first = bisect.bisect_left(self._keys, max(prefix, start))
+        for key in self._keys[first:]:
             if not key.startswith(prefix):
                 return
             yield key, self._data[key]

@@ -45,6 +45,7 @@ Faust restores from (raw bytes keys and values, the changelog offset under Faust
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
@@ -135,7 +136,9 @@ def create_app(
             async for events in _batches(stream, settings):
                 routed = route(_records(events), rules, counts)
                 for forward in routed.forward:
-                    outbox.send(forward_topic, forward.key, forward.value)
+                    outbox.send(
+                        forward_topic, forward.key, forward.value, timestamp=forward.timestamp
+                    )
                 emit(routed.sink, routed.dead)
                 await outbox.flush()
 
@@ -144,9 +147,11 @@ def create_app(
         changelog = table.changelog_topic.get_topic_name()
         async for events in _batches(stream, settings):
             done = []
+            clock_ms = int(time.time() * 1000)
             for partition, records in _by_partition(_records(events)).items():
                 store = RocksStore(_partition_db(table, partition))
-                result = stitch(records, PartitionState(store), rules, counts, keyed=keyed)
+                state = PartitionState(store, settings.retention)
+                result = stitch(records, state, rules, counts, keyed=keyed, clock_ms=clock_ms)
                 done.append((partition, store, result))
             # 1. sink and dead letters first: state never runs ahead of what was emitted
             for _, _, result in done:
@@ -210,6 +215,7 @@ def _records(events: Sequence[Any]) -> list[InputRecord]:
             offset=e.message.offset,
             key=e.message.key,
             value=e.message.value,
+            timestamp=int(e.message.timestamp * 1000) if e.message.timestamp else 0,
         )
         for e in events
     ]

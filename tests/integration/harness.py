@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,9 +43,13 @@ class Pipeline:
         self.workers.append(worker)
         return worker
 
-    def produce(self, *lines: bytes) -> None:
+    def produce(self, *lines: bytes, timestamp_ms: int = 0) -> None:
         produce_events(
-            self.bootstrap_servers, self.settings.topics.input, lines, self.settings.recognition
+            self.bootstrap_servers,
+            self.settings.topics.input,
+            lines,
+            self.settings.recognition,
+            timestamp_ms,
         )
 
     def reader(self, topic: str) -> TopicReader:
@@ -96,6 +103,24 @@ def running_sink(settings: Settings, warehouse: Warehouse, group: str) -> Iterat
         thread.join(60)
     if errors:
         raise errors[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET on this machine; (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
 
 
 def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from tests.integration.harness import Pipeline, eventually
+from tests.integration.harness import Pipeline, eventually, free_port, http_get
 
 CLI = [sys.executable, "-m", "streams.cli"]
 
@@ -123,20 +120,8 @@ def _count(dsn: str, schema: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     pipeline.env["RETROSTITCH_STATUS_PORT"] = str(port)
     pipeline.worker()
     sink = pipeline.reader(pipeline.settings.topics.sink)
@@ -146,12 +131,12 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
     )
     sink.wait_for(lambda messages: len(messages) >= 3, timeout=90)
 
-    eventually(lambda: _get(port, "/readyz")[0] == 200, 30, "ready")
-    assert _get(port, "/healthz") == (200, "ok\n")
-    assert _get(port, "/nope")[0] == 404
+    eventually(lambda: http_get(port, "/readyz")[0] == 200, 30, "ready")
+    assert http_get(port, "/healthz") == (200, "ok\n")
+    assert http_get(port, "/nope")[0] == 404
 
     def counted() -> bool:
-        text = _get(port, "/metrics")[1]
+        text = http_get(port, "/metrics")[1]
         return all(
             line in text.splitlines()
             for line in (

@@ -46,6 +46,9 @@ def test_scan_returns_exactly_the_prefix_in_key_order(store: KeyValueStore) -> N
     assert list(store.scan(b"a\x00")) == [(b"a\x00", b"a\x00!"), (b"a\x00\x01", b"a\x00\x01!")]
     assert list(store.scan(b"c")) == []
     assert [k for k, _ in store.scan(b"")] == sorted(keys)
+    assert [k for k, _ in store.scan(b"a", b"a\x00\x00")] == [b"a\x00\x01", b"ab", b"a\xff"]
+    assert [k for k, _ in store.scan(b"a", b"")] == [k for k, _ in store.scan(b"a")]
+    assert list(store.scan(b"a", b"b")) == []
 
 
 def test_empty_values_are_kept(store: KeyValueStore) -> None:
@@ -72,12 +75,12 @@ def _held(seq: int, event_id: str) -> Held:
 
 def test_held_events_merge_stored_and_pending_in_arrival_order(store: KeyValueStore) -> None:
     state = PartitionState(store)
-    state.apply("A", "e2", Outcome(records=(), hold=_held(20, "e2"), mark_seen=True))
-    state.apply("A", "e9", Outcome(records=(), hold=_held(300, "e9"), mark_seen=True))
+    state.apply("A", "e2", Outcome(records=(), hold=_held(20, "e2"), mark_seen=True), 20, 0)
+    state.apply("A", "e9", Outcome(records=(), hold=_held(300, "e9"), mark_seen=True), 300, 0)
     store.write(state.changes())
     state = PartitionState(store)
-    state.apply("A", "e1", Outcome(records=(), hold=_held(5, "e1"), mark_seen=True))
-    state.apply("A", "x", Outcome(records=(), release=(_held(300, "e9"),)))
+    state.apply("A", "e1", Outcome(records=(), hold=_held(5, "e1"), mark_seen=True), 5, 0)
+    state.apply("A", "x", Outcome(records=(), release=(_held(300, "e9"),)), 300, 0)
     assert [h.event_id for h in state.held("A")] == ["e1", "e2"]
     assert state.held("A")[0] == _held(5, "e1")
     assert state.seen("A", "e9")
@@ -86,8 +89,10 @@ def test_held_events_merge_stored_and_pending_in_arrival_order(store: KeyValueSt
 
 def test_ids_with_separator_bytes_do_not_collide(store: KeyValueStore) -> None:
     state = PartitionState(store)
-    state.apply("a", "e1", Outcome(records=(), hold=_held(1, "e1"), identity=Identity(("u",))))
-    state.apply("a\x00b", "e2", Outcome(records=(), hold=_held(2, "e2"), mark_seen=True))
+    state.apply(
+        "a", "e1", Outcome(records=(), hold=_held(1, "e1"), identity=Identity(("u",))), 1, 0
+    )
+    state.apply("a\x00b", "e2", Outcome(records=(), hold=_held(2, "e2"), mark_seen=True), 2, 0)
     store.write(state.changes())
     state = PartitionState(store)
     assert [h.event_id for h in state.held("a")] == ["e1"]

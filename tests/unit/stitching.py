@@ -10,7 +10,7 @@ import orjson
 
 from streams.processor import InputRecord, stitch
 from streams.rules import RecognitionRules
-from streams.state import PartitionState
+from streams.state import PartitionState, Retention
 from streams.store import MemoryStore
 
 
@@ -36,21 +36,26 @@ def event(
 class Run:
     """A stream processed batch by batch against one in-memory store, as the worker does."""
 
-    def __init__(self, rules: RecognitionRules | None = None) -> None:
+    def __init__(
+        self, rules: RecognitionRules | None = None, retention: Retention | None = None
+    ) -> None:
         self.rules = rules or RecognitionRules()
+        self.retention = retention or Retention()
         self.store = MemoryStore()
         self.counts: Counter[str] = Counter()
         self.records: list[dict[str, Any]] = []
         self.dead: list[str] = []
         self._offset = 0
 
-    def feed(self, *values: bytes) -> list[dict[str, Any]]:
-        """One batch; returns the sink records it emitted, decoded."""
+    def feed(self, *values: bytes, at: int = 0, clock: int | None = None) -> list[dict[str, Any]]:
+        """One batch, its records stamped ``at`` (ms); returns the sink records it emitted,
+        decoded."""
         batch = []
         for value in values:
-            batch.append(InputRecord("t", 0, self._offset, None, value))
+            batch.append(InputRecord("t", 0, self._offset, None, value, at))
             self._offset += 1
-        result = stitch(batch, PartitionState(self.store), self.rules, self.counts)
+        state = PartitionState(self.store, self.retention)
+        result = stitch(batch, state, self.rules, self.counts, clock_ms=clock)
         self.store.write(result.changes)
         emitted = [orjson.loads(r.value) for r in result.sink]
         self.records += emitted
