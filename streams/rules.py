@@ -51,6 +51,7 @@ __all__ = [
     "RecognitionRules",
     "SinkRecord",
     "Status",
+    "anonymous_id_of",
     "decide",
     "derived_event_id",
     "needs_held",
@@ -91,7 +92,9 @@ class RecognitionRules:
     """Where to find the ids in an event, and how to stitch (Jitsu's ``users_recognition``)."""
 
     enabled: bool = True
-    anonymous_id: Pointer = Pointer.parse("/user/anonymous_id")
+    #: where the anonymous id may be, in order: the first usable value wins (Jitsu's
+    #: /user/anonymous_id, Segment's /anonymousId, Snowplow's /domain_userid, ...)
+    anonymous_ids: tuple[Pointer, ...] = (Pointer.parse("/user/anonymous_id"),)
     identification: tuple[Pointer, ...] = (Pointer.parse("/user/id"), Pointer.parse("/user/email"))
     event_id: Pointer = Pointer.parse("/eventn_ctx_event_id")
     junk_ids: frozenset[str] = DEFAULT_JUNK_IDS
@@ -218,7 +221,7 @@ def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
         raw=raw,
         event=event,
         event_id=_event_id(event, rules),
-        anonymous_id=_anonymous_id(rules.anonymous_id.get(event), rules),
+        anonymous_id=anonymous_id_of(event, rules),
         identity=Identity(identity_values) if identified else None,
         bot=rules.is_bot(event),
     )
@@ -390,11 +393,16 @@ def derived_event_id(event: dict[str, Any]) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
-def _anonymous_id(value: Any, rules: RecognitionRules) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        return None  # absent, null, or an object/array/float that cannot name a device
-    text = str(value)
-    return None if rules.is_junk(text) else text
+def anonymous_id_of(event: dict[str, Any], rules: RecognitionRules) -> str | None:
+    """The first usable value among the anonymous id nodes; None when none has one."""
+    for pointer in rules.anonymous_ids:
+        value = pointer.get(event)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            continue  # absent, null, or an object/array/float that cannot name a device
+        text = str(value)
+        if not rules.is_junk(text):
+            return text
+    return None
 
 
 def _identification_value(value: Any, rules: RecognitionRules) -> Scalar | None:

@@ -233,7 +233,7 @@ _S = Settings()
 #: Every setting: YAML key, environment variable, parser, where it goes, default.
 SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.enabled", "USER_RECOGNITION_ENABLED", _bool, "recognition.enabled", _R.enabled),
-    Setting("users_recognition.anonymous_id_node", "USER_RECOGNITION_ANONYMOUS_ID_NODE", _pointer, "recognition.anonymous_id", _R.anonymous_id),
+    Setting("users_recognition.anonymous_id_node", "USER_RECOGNITION_ANONYMOUS_ID_NODE", _pointers, "recognition.anonymous_ids", _R.anonymous_ids),
     Setting("users_recognition.identification_nodes", "USER_RECOGNITION_IDENTIFICATION_NODES", _pointers, "recognition.identification", _R.identification),
     Setting("users_recognition.event_id_node", "USER_RECOGNITION_EVENT_ID_NODE", _pointer, "recognition.event_id", _R.event_id),
     Setting("users_recognition.junk_anonymous_ids", "USER_RECOGNITION_JUNK_ANONYMOUS_IDS", _junk_ids, "recognition.junk_ids", DEFAULT_JUNK_IDS),

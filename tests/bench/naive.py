@@ -46,7 +46,7 @@ def create_naive_app(settings: Settings) -> faust.App:
     async def stitch(stream: faust.StreamT[bytes]) -> None:
         async for raw in stream:
             event = orjson.loads(raw)
-            anonymous_id = str(rules.anonymous_id.get(event))
+            anonymous_id = str(rules.anonymous_ids[0].get(event))
             identity = [node.get(event) for node in rules.identification]
             stored = visitors[anonymous_id]
             visitor = orjson.loads(stored) if stored else {"identity": None, "waiting": []}

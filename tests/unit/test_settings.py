@@ -35,7 +35,7 @@ def test_defaults_are_jitsus() -> None:
     assert settings == Settings()
     rules = settings.recognition
     assert rules.enabled
-    assert rules.anonymous_id == Pointer.parse("/user/anonymous_id")
+    assert rules.anonymous_ids == (Pointer.parse("/user/anonymous_id"),)
     assert rules.identification == (Pointer.parse("/user/id"), Pointer.parse("/user/email"))
     assert rules.event_id == Pointer.parse("/eventn_ctx_event_id")
     assert (settings.topics.input, settings.topics.sink, settings.topics.dead_letter) == (
@@ -48,7 +48,7 @@ def test_defaults_are_jitsus() -> None:
 def test_yaml_file_is_read(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, JITSU_YAML), environ={})
     rules = settings.recognition
-    assert rules.anonymous_id.text == "/anonymousId"
+    assert [p.text for p in rules.anonymous_ids] == ["/anonymousId"]
     assert [p.text for p in rules.identification] == ["/userId", "/traits/email"]
     assert rules.event_id.text == "/messageId"
     assert rules.policy is Policy.LATEST
@@ -137,3 +137,26 @@ def test_readme_documents_every_setting() -> None:
     for setting in SETTINGS:
         assert setting.key.rpartition(".")[2] + ":" in readme, setting.key
         assert setting.env is None or setting.env in readme, setting.env
+
+
+def test_several_anonymous_id_nodes_from_yaml_or_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("users_recognition:\n  anonymous_id_node: [/anonymousId, /domain_userid]\n")
+    from_yaml = load_settings(path, environ={}).recognition.anonymous_ids
+    assert [p.text for p in from_yaml] == ["/anonymousId", "/domain_userid"]
+    environ = {"USER_RECOGNITION_ANONYMOUS_ID_NODE": "/user/anonymous_id, /anonymousId"}
+    from_env = load_settings(environ=environ).recognition.anonymous_ids
+    assert [p.text for p in from_env] == ["/user/anonymous_id", "/anonymousId"]
+
+
+def test_retention_settings_in_minutes_and_zero_for_never() -> None:
+    default = load_settings(environ={}).retention
+    assert (default.ttl_ms, default.max_held_per_id) == (30 * 24 * 3600 * 1000, 10_000)
+    environ = {
+        "USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS": "90",
+        "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID": "0",
+    }
+    retention = load_settings(environ=environ).retention
+    assert (retention.ttl_ms, retention.max_held_per_id) == (90 * 60_000, None)
+    with pytest.raises(ConfigError, match="USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS"):
+        load_settings(environ={"USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS": "-1"})

@@ -341,7 +341,7 @@ def test_a_blank_event_id_counts_as_missing() -> None:
 
 def test_segment_shaped_events_with_configured_nodes() -> None:
     rules = RecognitionRules(
-        anonymous_id=Pointer.parse("/anonymousId"),
+        anonymous_ids=(Pointer.parse("/anonymousId"),),
         identification=(Pointer.parse("/userId"), Pointer.parse("/traits/email")),
         event_id=Pointer.parse("/messageId"),
     )
@@ -351,6 +351,34 @@ def test_segment_shaped_events_with_configured_nodes() -> None:
     amended = run.latest()["m1"]
     assert (amended["version"], amended["event"]["userId"]) == (2, "u7")
     assert "traits" not in amended["event"]  # only non-null values are written
+
+
+def test_several_anonymous_id_nodes_the_first_usable_value_wins() -> None:
+    rules = RecognitionRules(
+        anonymous_ids=tuple(
+            Pointer.parse(p) for p in ("/user/anonymous_id", "/anonymousId", "/domain_userid")
+        ),
+        identification=(Pointer.parse("/user/email"), Pointer.parse("/userId")),
+    )
+    jitsu = {"eventn_ctx_event_id": "j", "user": {"anonymous_id": "a1"}, "anonymousId": "other"}
+    segment = {"eventn_ctx_event_id": "s", "user": {"anonymous_id": "null"}, "anonymousId": "a1"}
+    snowplow = {"eventn_ctx_event_id": "p", "domain_userid": "a1", "anonymousId": None}
+    nobody = {"eventn_ctx_event_id": "n", "anonymousId": "undefined", "domain_userid": 7.5}
+    assert [parse(orjson.dumps(e), rules).anonymous_id for e in (jitsu, segment, snowplow)] == [
+        "a1",
+        "a1",
+        "a1",
+    ]
+    assert parse(orjson.dumps(nobody), rules).anonymous_id is None
+    run = Run(rules)
+    run.feed(*(orjson.dumps(e) for e in (jitsu, segment, snowplow)))
+    run.feed(orjson.dumps({"eventn_ctx_event_id": "i", "domain_userid": "a1", "userId": "u7"}))
+    assert {e: (r["version"], r["stitched_user_id"]) for e, r in run.latest().items()} == {
+        "j": (2, "u7"),
+        "s": (2, "u7"),
+        "p": (2, "u7"),
+        "i": (1, "u7"),
+    }
 
 
 # -- bots (Jitsu's filter) ---------------------------------------------------------------
