@@ -33,6 +33,10 @@ class Outbox:
             {
                 "bootstrap.servers": settings.bootstrap_servers,
                 "acks": "all",
+                # records of a partition land in the order sent, without gaps or copies
+                # after a retry: a crash may land a prefix of a batch's changelog, and
+                # PartitionState.changes() orders it so that any prefix is safe
+                "enable.idempotence": True,
                 "partitioner": "murmur2_random",
                 "linger.ms": 2,
                 "batch.size": settings.producer_max_batch_bytes,

@@ -163,7 +163,7 @@ def _stitch_one(
         identity=state.identity(anonymous_id), seen=state.seen(anonymous_id, parsed.event_id)
     )
     if needs_held(parsed, memory, rules):
-        memory = replace(memory, held=state.held(anonymous_id))
+        memory = replace(memory, held=state.held(anonymous_id, before=record.offset))
     outcome = decide(parsed, memory, record.offset, rules)
     state.apply(anonymous_id, parsed.event_id, outcome, record.offset, timestamp)
     return outcome

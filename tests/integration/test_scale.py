@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from connectors.postgres import PostgresWarehouse
-from streams.kafka import Message
+from streams.kafka import Message, TopicReader
 from streams.processor import InputRecord, stitch
 from streams.rules import RecognitionRules
 from streams.settings import Settings
@@ -84,6 +84,20 @@ def _caught_up(expected: dict[str, dict[str, Any]]) -> Any:
     return check
 
 
+def _wait_caught_up(sink: TopicReader, expected: dict[str, dict[str, Any]], timeout: float) -> None:
+    """Wait for the sink to show ``expected``; on timeout, say which records it lacks."""
+    try:
+        sink.wait_for(_caught_up(expected), timeout=timeout)
+    except TimeoutError as exc:
+        latest = _latest(m.value for m in sink.messages)
+        lacking = [
+            f"{e} v{r['version']} {r['status']} (sink: v{latest.get(e, {}).get('version')})"
+            for e, r in expected.items()
+            if latest.get(e, {}).get("version", 0) < r["version"]
+        ]
+        raise AssertionError(f"{exc}; {len(lacking)} records lacking: {lacking[:20]}") from None
+
+
 @pytest.fixture
 def scale_settings(pipeline8: Pipeline, postgres_dsn: str) -> Iterator[Settings]:
     with postgres_schema(pipeline8.settings, postgres_dsn) as settings:
@@ -100,15 +114,15 @@ def test_three_workers_one_killed_give_what_one_worker_gives(
         workers = [pipeline8.worker(f"state-{n}") for n in range(3)]
         third = len(lines) // 3
         pipeline8.produce(*lines[:third])
-        sink.wait_for(_caught_up(_single_worker_result(lines[:third])), timeout=120)
+        _wait_caught_up(sink, _single_worker_result(lines[:third]), 120)
 
         workers[1].stop(sig=signal.SIGKILL)  # no goodbye: its partitions move after the session
         killed = time.monotonic()
         pipeline8.produce(*lines[third : 2 * third])
-        sink.wait_for(_caught_up(_single_worker_result(lines[: 2 * third])), timeout=180)
+        _wait_caught_up(sink, _single_worker_result(lines[: 2 * third]), 180)
         takeover = time.monotonic() - killed
         pipeline8.produce(*lines[2 * third :])
-        sink.wait_for(_caught_up(expected), timeout=180)
+        _wait_caught_up(sink, expected, 180)
         sink.poll(1.0)
 
         latest = _latest(m.value for m in sink.messages)
