@@ -16,21 +16,34 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from streams.control import Verb, parse_command
 from streams.errors import BadRecord, StateError
 from streams.rules import (
+    Held,
     Memory,
     Outcome,
     RecognitionRules,
     SinkRecord,
     decide,
+    erased,
     needs_held,
     parse,
     stitchable,
+    unmerged,
 )
 from streams.state import PartitionState
 from streams.store import Change
 
-__all__ = ["DeadLetter", "Forward", "InputRecord", "Routed", "Stitched", "route", "stitch"]
+__all__ = [
+    "DeadLetter",
+    "Forward",
+    "InputRecord",
+    "Routed",
+    "Stitched",
+    "control",
+    "route",
+    "stitch",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,50 @@ def stitch(
     counts.update(state.dropped)
     stitched.changes = state.changes()
     return stitched
+
+
+def control(
+    records: Iterable[InputRecord], state: PartitionState, counts: Counter[str]
+) -> Stitched:
+    """Commands of the control topic (``streams.control``) against one partition's state:
+    an erasure forgets the anonymous ids and emits a deletion for each of their events; an
+    un-merge forgets the identity and emits the events it had amended as they arrived."""
+    done = Stitched()
+    for record in records:
+        try:
+            command = parse_command(record.value)
+            if command.verb is Verb.ERASE:
+                targets = (
+                    [command.anonymous_id]
+                    if command.anonymous_id is not None
+                    else state.identified_as(str(command.identity))
+                )
+                for anonymous_id in targets:
+                    event_ids = state.forget(anonymous_id)
+                    done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
+                    counts["erased_events"] += len(event_ids)
+                    counts["erased_anonymous_ids"] += bool(event_ids)
+            elif command.anonymous_id is not None:
+                done.sink += _unmerge(command.anonymous_id, state, counts)
+        except (BadRecord, StateError) as exc:
+            reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
+            done.dead.append(DeadLetter(record, reason))
+            counts["dead_lettered"] += 1
+    done.changes = state.changes()
+    return done
+
+
+def _unmerge(anonymous_id: str, state: PartitionState, counts: Counter[str]) -> list[SinkRecord]:
+    if state.identity(anonymous_id) is None:
+        return []  # nothing merged (or not in this partition)
+    state.forget_identity(anonymous_id)
+    records = []
+    for held in state.held(anonymous_id):
+        records.append(unmerged(held, anonymous_id))
+        state.rehold(anonymous_id, Held(held.seq, held.event_id, held.raw, held.version + 1))
+    counts["unmerged_anonymous_ids"] += 1
+    counts["unmerged_events"] += len(records)
+    return records
 
 
 def _time_of(record: InputRecord, clock_ms: int | None) -> int:

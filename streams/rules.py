@@ -41,6 +41,7 @@ from streams.pointer import Pointer
 __all__ = [
     "DEFAULT_JUNK_IDS",
     "DEFAULT_JUNK_PATTERN",
+    "ERASED_VERSION",
     "BadRecord",
     "Held",
     "Identity",
@@ -54,9 +55,11 @@ __all__ = [
     "anonymous_id_of",
     "decide",
     "derived_event_id",
+    "erased",
     "needs_held",
     "parse",
     "stitchable",
+    "unmerged",
 ]
 
 Scalar = str | int | float
@@ -85,6 +88,13 @@ class Status(StrEnum):
     IDENTIFIED = "identified"  # carries identification values itself: emitted as is
     STITCHED = "stitched"  # anonymous, identity already known: emitted stitched at once
     AMENDED = "amended"  # re-emission of an earlier event with an identity written in
+    UNMERGED = "unmerged"  # re-emission of an amended event as it arrived (an un-merge)
+    ERASED = "erased"  # the event was erased: the warehouse deletes its row
+
+
+#: The version of an erasure marker: above any version the rules give, so that nothing
+#: emitted for the event before it (or again, from a replay of older records) wins over it
+ERASED_VERSION = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +283,16 @@ def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Out
     held = sorted(memory.held, key=lambda h: h.seq)
     if rules.policy is Policy.RETAIN:
         # The first identity amends every waiting event; a later one applies from its own
-        # event onward, so nothing earlier is re-emitted.
-        if memory.identity is None:
+        # event onward, so nothing earlier is re-emitted. Amended events stay in state
+        # (until the TTL), so that an un-merge can emit them again as they arrived.
+        first = memory.identity is None
+        if first:
             records += [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held]
+        amended = tuple(Held(h.seq, h.event_id, h.raw, h.version + 1) for h in held)
         return Outcome(
             records=tuple(records),
             identity=identity if changed else None,
-            release=tuple(held),
+            rehold=amended if first else (),
             mark_seen=True,
             conflict=conflict,
         )
@@ -371,6 +384,23 @@ def _record(
         }
     )
     return SinkRecord(event_id.encode(), value, status, version)
+
+
+def erased(event_id: str, anonymous_id: str) -> SinkRecord:
+    """The sink record that tells the warehouses to delete an event's row."""
+    return _record(event_id, anonymous_id, None, ERASED_VERSION, Status.ERASED, {})
+
+
+def unmerged(held: Held, anonymous_id: str) -> SinkRecord:
+    """A held event emitted again as it arrived, one version up (its identity undone)."""
+    return _record(
+        held.event_id,
+        anonymous_id,
+        anonymous_id,
+        held.version + 1,
+        Status.UNMERGED,
+        orjson.Fragment(held.raw),
+    )
 
 
 def _event_id(event: dict[str, Any], rules: RecognitionRules) -> str:

@@ -103,6 +103,49 @@ class PartitionState:
     def seen(self, anonymous_id: str, event_id: str) -> bool:
         return self._get(_SEEN + _part(anonymous_id) + event_id.encode()) is not None
 
+    def forget(self, anonymous_id: str) -> list[str]:
+        """Remove everything state holds of ``anonymous_id`` (an erasure); return the ids
+        of the events it had seen or held, for the warehouses to delete."""
+        anon = _part(anonymous_id)
+        seen = self._merged(_SEEN + anon)
+        event_ids = {key[1 + len(anon) :].decode() for key in seen}
+        for key, value in self._merged(_HELD + anon).items():
+            held = _decode_held(key, value)
+            event_ids.add(held.event_id)
+            self._set_held(anon, key[-_SEQ.size :], None)
+        for key in seen:
+            self._set(key, None)
+        for key in (_PROFILE + anon, _COUNT + anon):
+            if self._get(key) is not None:
+                self._set(key, None)
+        return sorted(event_ids)
+
+    def forget_identity(self, anonymous_id: str) -> None:
+        self._set(_PROFILE + _part(anonymous_id), None)
+
+    def rehold(self, anonymous_id: str, held: Held) -> None:
+        self._set_held(_part(anonymous_id), _SEQ.pack(held.seq), _encode_held(held))
+
+    def identified_as(self, value: str) -> list[str]:
+        """The anonymous ids whose identity holds ``value`` (a scan of every identity of
+        the partition: for erasures, which are rare)."""
+        found = []
+        for key, encoded in self._merged(_PROFILE).items():
+            if any(str(v) == value for v in orjson.loads(encoded) if v is not None):
+                found.append(key[3:].decode())
+        return found
+
+    def _merged(self, prefix: bytes) -> dict[bytes, bytes]:
+        """Every key under ``prefix``: the store's, with this batch's changes applied."""
+        found = dict(self._store.scan(prefix))
+        for key, value in self._pending.items():
+            if key.startswith(prefix):
+                if value is None:
+                    found.pop(key, None)
+                else:
+                    found[key] = value
+        return found
+
     def held(self, anonymous_id: str, before: int | None = None) -> list[Held]:
         """The events ``anonymous_id`` holds, oldest first; with ``before``, only those that
         arrived before that offset (a batch processed again after a crash may find the

@@ -1,0 +1,110 @@
+"""Erase and un-merge commands against a partition's state, without I/O."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.control import Command, Verb, encode, parse_command
+from streams.errors import BadRecord
+from streams.processor import InputRecord, control
+from streams.rules import ERASED_VERSION, Policy, RecognitionRules
+from streams.state import PartitionState
+from tests.unit.stitching import Run, event
+
+
+def _command(run: Run, *commands: Command) -> list[dict[str, Any]]:
+    records = [InputRecord("control", 0, i, None, encode(c)) for i, c in enumerate(commands)]
+    result = control(records, PartitionState(run.store), run.counts)
+    run.store.write(result.changes)
+    run.dead += [d.reason for d in result.dead]
+    emitted = [orjson.loads(r.value) for r in result.sink]
+    run.records += emitted
+    return emitted
+
+
+def test_erase_by_anonymous_id_forgets_it_and_deletes_every_event() -> None:
+    run = Run()
+    run.feed(event("e1"), event("e2"), event("e3", email="a@b.com"), event("e4"))
+    run.feed(event("x1", "2"))
+    emitted = _command(run, Command(Verb.ERASE, anonymous_id="1"))
+    assert sorted((r["event_id"], r["status"], r["version"]) for r in emitted) == [
+        (e, "erased", ERASED_VERSION) for e in ("e1", "e2", "e3", "e4")
+    ]
+    assert all(r["event"] == {} and r["stitched_user_id"] is None for r in emitted)
+    assert [k[:4] for k, _ in run.store.scan(b"") if k[:1] != b"t"] == [
+        b"h\x00\x012",
+        b"n\x00\x012",
+        b"s\x00\x012",
+    ]  # of "1" nothing but its arrival times (which expire on their own)
+    assert run.counts["erased_anonymous_ids"] == 1
+    # the id starts afresh: a new event of it waits, with no identity
+    assert [r["status"] for r in run.feed(event("e5"))] == ["anonymous"]
+
+
+def test_erase_by_identity_finds_every_anonymous_id_identified_so() -> None:
+    run = Run()
+    run.feed(event("a1", "A"), event("a2", "A", email="p@x.com"), event("b1", "B", user_id="u"))
+    run.feed(event("c1", "C"), event("c2", "C", email="p@x.com", user_id="u2"))
+    emitted = _command(run, Command(Verb.ERASE, identity="p@x.com"))
+    assert sorted(r["event_id"] for r in emitted) == ["a1", "a2", "c1", "c2"]
+    assert PartitionState(run.store).identity("B") is not None
+    assert _command(run, Command(Verb.ERASE, identity="nobody@x.com")) == []
+
+
+def test_erase_of_an_id_this_partition_does_not_hold_changes_nothing() -> None:
+    run = Run()
+    run.feed(event("e1"))
+    before = list(run.store.scan(b""))
+    assert _command(run, Command(Verb.ERASE, anonymous_id="elsewhere")) == []
+    assert list(run.store.scan(b"")) == before
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+def test_unmerge_emits_amended_events_as_they_arrived_and_forgets_the_identity(
+    policy: Policy,
+) -> None:
+    run = Run(RecognitionRules(policy=policy))
+    first = event("e1", page="/a")
+    run.feed(first, event("e2"), event("e3", email="a@b.com"))
+    emitted = _command(run, Command(Verb.UNMERGE, anonymous_id="1"))
+    assert [(r["event_id"], r["status"], r["version"]) for r in emitted] == [
+        ("e1", "unmerged", 3),
+        ("e2", "unmerged", 3),
+    ]
+    assert orjson.dumps(emitted[0]["event"]) == first  # byte for byte as it arrived
+    assert emitted[0]["stitched_user_id"] == "1"
+    assert PartitionState(run.store).identity("1") is None
+    # a later identity amends them again, above the un-merge
+    amended = run.feed(event("e6", email="c@d.com"))
+    assert [(r["event_id"], r["version"]) for r in amended[1:]] == [("e1", 4), ("e2", 4)]
+
+
+def test_unmerge_of_an_id_without_identity_emits_nothing() -> None:
+    run = Run()
+    run.feed(event("e1"))
+    assert _command(run, Command(Verb.UNMERGE, anonymous_id="1")) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"nope", "control record is not valid JSON"),
+        (b'{"erase": {"anonymous_id": "1"}, "unmerge": {}}', "must be one command"),
+        (b'{"explode": {"anonymous_id": "1"}}', "unknown command 'explode'"),
+        (b'{"erase": {"anonymous_id": "1", "identity": "x"}}', "either an anonymous_id or"),
+        (b'{"erase": {"anonymous_id": ""}}', "must be a non-empty string"),
+        (b'{"unmerge": {"identity": "a@b.com"}}', "unmerge names an anonymous_id"),
+    ],
+)
+def test_bad_commands_are_dead_letters_with_the_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(BadRecord, match=reason):
+        parse_command(raw)
+    run = Run()
+    result = control(
+        [InputRecord("control", 0, 0, None, raw)], PartitionState(run.store), Counter()
+    )
+    assert reason in result.dead[0].reason
