@@ -3,7 +3,9 @@
 ClickHouse does not update rows: each re-emission is a new row with a higher version, and
 ReplacingMergeTree keeps only the highest version of each key when it merges parts, at a
 time of its choosing. Until then both rows exist, so readers use the ``<table>_latest``
-view (``SELECT … FINAL``), which always shows exactly one, the latest, row per key.
+view (``SELECT … FINAL``), which always shows exactly one, the latest, row per key. An
+erasure is one more row, the highest version, with ``is_deleted = 1``
+(``ReplacingMergeTree(version, is_deleted)``): the view shows nothing for that key.
 
 One code path for every ClickHouse: clickhouse-connect's ``Client``, given
 ``RETROSTITCH_CLICKHOUSE_URL``: ``http(s)://user:password@host:port`` for a server, or
@@ -29,6 +31,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Row, Schema
 from connectors.sink import Rejected, layout_of, write_or_split
+from streams.rules import Status
 from streams.settings import Settings
 
 __all__ = ["ClickHouseWarehouse", "client_dsn"]
@@ -51,6 +54,11 @@ JSON_INPUT = {
     "input_format_skip_unknown_fields": 0,
 }
 
+
+#: ReplacingMergeTree's "is deleted" column: 1 on an erasure marker (the highest version),
+#: so that FINAL, and the ``_latest`` view, no longer show the row
+DELETED = "is_deleted"
+ERASED = Status.ERASED.value
 
 #: ClickHouse error codes that blame the data of a row (a value it cannot parse or hold),
 #: not the server or the table: the batch is split to find the row, which is dead-lettered
@@ -127,9 +135,10 @@ class ClickHouseWarehouse:
         if self._cluster:
             return (
                 "ReplicatedReplacingMergeTree("
-                "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)"
+                "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version, "
+                f"{DELETED})"
             )
-        return "ReplacingMergeTree(version)"
+        return f"ReplacingMergeTree(version, {DELETED})"
 
     def _create(self, client: Client) -> None:
         key = self.layout.key
@@ -137,8 +146,8 @@ class ClickHouseWarehouse:
         for name in key:
             columns.setdefault(name, ColumnType.TEXT)
         definitions = ", ".join(
-            f"{quote_identifier(name)} {self._column_type(name, kind)}"
-            for name, kind in columns.items()
+            [f"{quote_identifier(n)} {self._column_type(n, k)}" for n, k in columns.items()]
+            + [f"{DELETED} UInt8 DEFAULT 0"]
         )
         order_by = ", ".join(quote_identifier(name) for name in key)
         client.command(
@@ -148,6 +157,11 @@ class ClickHouseWarehouse:
             f"CREATE TABLE IF NOT EXISTS {self.table}{self._on_cluster()} ({definitions})"
             f" ENGINE = {self._engine()} ORDER BY ({order_by})"
         )
+        # tables made before erasures existed: the column, and the view's filter below
+        client.command(
+            f"ALTER TABLE {self.table}{self._on_cluster()}"
+            f" ADD COLUMN IF NOT EXISTS {DELETED} UInt8 DEFAULT 0"
+        )
         found = client.query(
             "SELECT name, type FROM system.columns"
             " WHERE database = {db:String} AND table = {t:String}",
@@ -155,7 +169,7 @@ class ClickHouseWarehouse:
         ).result_rows
         self.schema = Schema(
             {name: FROM_CH.get(kind.removeprefix("Nullable(").rstrip(")"), ColumnType.TEXT)
-             for name, kind in found},
+             for name, kind in found if name != DELETED},
             frozenset(self.layout.fixed),
         )  # fmt: skip
         self._create_view(client)
@@ -169,7 +183,7 @@ class ClickHouseWarehouse:
     def _create_view(self, client: Client) -> None:
         client.command(
             f"CREATE OR REPLACE VIEW {self.latest_view}{self._on_cluster()}"
-            f" AS SELECT * FROM {self.table} FINAL"
+            f" AS SELECT * EXCEPT ({DELETED}) FROM {self.table} FINAL WHERE {DELETED} = 0"
         )
 
     def _evolve(self, client: Client, rows: Sequence[Row]) -> None:
@@ -187,7 +201,12 @@ class ClickHouseWarehouse:
 
     def _insert(self, client: Client, rows: Sequence[Row]) -> list[Rejected]:
         def insert(part: Sequence[Row]) -> None:
-            block = b"\n".join([orjson.dumps(row.values) for row in part])
+            block = b"\n".join(
+                [
+                    orjson.dumps(row.values | {DELETED: int(row.values.get("status") == ERASED)})
+                    for row in part
+                ]
+            )
             try:
                 client.raw_insert(self.table, None, block, settings=JSON_INPUT, fmt="JSONEachRow")
             except DatabaseError as exc:

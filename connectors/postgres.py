@@ -5,8 +5,10 @@
     ON CONFLICT (key) DO UPDATE SET … = EXCLUDED.…
         WHERE "table".version < EXCLUDED.version
 
-so an older version never overwrites a newer one, in whatever order they arrive. Every
-identifier goes through ``psycopg.sql.Identifier``; every value is sent as data by COPY.
+so an older version never overwrites a newer one, in whatever order they arrive. An
+erasure marker (``status: erased``, the highest version there is) wins that upsert and the
+row is then deleted, in the same transaction. Every identifier goes through
+``psycopg.sql.Identifier``; every value is sent as data by COPY.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from psycopg import sql
 from connectors.errors import WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Row, Schema, table_columns
 from connectors.sink import Rejected, layout_of, write_or_split
+from streams.rules import Status
 from streams.settings import Settings
 
 __all__ = ["PostgresWarehouse"]
@@ -161,6 +164,18 @@ class PostgresWarehouse:
                 " WHERE target.version < EXCLUDED.version"
             ).format(table=self.table, columns=columns, key=key, batch=batch, updates=updates)
         )
+        if any(row.values.get("status") == ERASED for row in rows):
+            # an erasure marker won the upsert (its version is above any other): the row goes
+            conn.execute(
+                sql.SQL(
+                    "DELETE FROM {table} WHERE status = %s AND ({key}) IN"
+                    " (SELECT {key} FROM {batch} WHERE status = %s)"
+                ).format(table=self.table, key=key, batch=batch),
+                (ERASED, ERASED),
+            )
+
+
+ERASED = Status.ERASED.value
 
 
 def _with_key(fixed: dict[str, ColumnType], key: Sequence[str]) -> dict[str, ColumnType]:

@@ -133,6 +133,26 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.control import Command, Verb
+    from streams.kafka import send_command
+
+    verb = Verb(args.command)
+    command = Command(verb, args.anonymous_id, getattr(args, "identity", None))
+    partitions = send_command(settings, command)
+    target = (
+        f"anonymous id {args.anonymous_id!r}"
+        if args.anonymous_id is not None
+        else f"identity {args.identity!r}"
+    )
+    print(
+        f"{verb.value} of {target} sent to the {partitions} partitions of "
+        f"{settings.topics.control}; the workers apply it with their next batch",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -171,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sink.add_argument("warehouse", choices=["clickhouse", "postgres"])
     sink.set_defaults(run=_sink)
+    erase = commands.add_parser(
+        "erase", help="forget an anonymous id (or every one identified so) and delete its rows"
+    )
+    target = erase.add_mutually_exclusive_group(required=True)
+    target.add_argument("--anonymous-id", help="the anonymous id to erase")
+    target.add_argument("--identity", help="an identification value (user id, email)")
+    erase.set_defaults(run=_command)
+    unmerge = commands.add_parser(
+        "unmerge", help="undo an identification: events it amended go back to anonymous"
+    )
+    unmerge.add_argument("--anonymous-id", required=True, help="the anonymous id to un-merge")
+    unmerge.set_defaults(run=_command)
     commands.add_parser(
         "demo", help="local broker + worker + the sample stream, printed before and after"
     ).set_defaults(run=_demo)

@@ -20,6 +20,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from streams.control import Command, encode
 from streams.errors import BadRecord, BrokerError, ConfigError
 from streams.rules import RecognitionRules, parse
 from streams.settings import Settings
@@ -28,7 +29,8 @@ __all__ = ["Message", "TopicReader", "end_offsets", "ensure_topics", "produce_ev
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
-    """Create the input, sink and both dead-letter topics where missing; return those created.
+    """Create the input, sink, control and both dead-letter topics where missing; return
+    those created.
 
     With ``topics.input_keyed_by_anonymous_id``, an existing input topic must have
     ``topics.partitions`` partitions (ConfigError otherwise).
@@ -52,7 +54,13 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             f"{topics.partitions}; they must be equal (the state table is partitioned "
             "like the input), or turn the setting off to repartition"
         )
-    wanted = [topics.input, topics.sink, topics.dead_letter, settings.warehouse.dead_letter_topic]
+    wanted = [
+        topics.input,
+        topics.sink,
+        topics.dead_letter,
+        topics.control,
+        settings.warehouse.dead_letter_topic,
+    ]
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
         return []
@@ -100,6 +108,26 @@ def produce_events(
     if remaining:
         raise BrokerError(f"{remaining} records to {topic!r} were not acknowledged within 30 s")
     return sent
+
+
+def send_command(settings: Settings, command: Command) -> int:
+    """Send ``command`` to every partition of the control topic (each worker applies it
+    to the state of its partitions); return how many partitions it went to."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topic = settings.topics.control
+    try:
+        found = admin.list_topics(topic, timeout=30).topics.get(topic)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read topic {topic!r}: {exc}") from exc
+    if found is None or found.error is not None or not found.partitions:
+        raise BrokerError(f"the control topic {topic!r} does not exist: start a worker first")
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
+    value = encode(command)
+    for partition in found.partitions:
+        producer.produce(topic, value=value, partition=partition)
+    if producer.flush(30):
+        raise BrokerError(f"the command to {topic!r} was not acknowledged within 30 s")
+    return len(found.partitions)
 
 
 def end_offsets(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:

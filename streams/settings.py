@@ -55,6 +55,8 @@ class TopicSettings:
     input: str = "events"
     sink: str = "events.stitched"
     dead_letter: str = "events.dlq"
+    #: erase and un-merge commands (``retrostitch erase|unmerge``); ``topics.partitions``
+    control: str = "events.control"
     #: partitions of the repartition topic and the state changelog: the most workers
     #: that can share the work. Changing it later needs a state rebuild (deploy/README.md).
     partitions: int = 8
@@ -251,6 +253,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", _text, "topics.input", _T.input),
     Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", _text, "topics.sink", _T.sink),
     Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", _text, "topics.dead_letter", _T.dead_letter),
+    Setting("topics.control", "RETROSTITCH_CONTROL_TOPIC", _text, "topics.control", _T.control),
     Setting("topics.partitions", "RETROSTITCH_PARTITIONS", _positive(int), "topics.partitions", _T.partitions),
     Setting("topics.input_keyed_by_anonymous_id", "RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID", _bool, "topics.input_keyed_by_anonymous_id", _T.input_keyed_by_anonymous_id),
     Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),

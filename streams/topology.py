@@ -7,6 +7,8 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
     sink         topics.sink                key: event id       value: sink record (README)
     dead letters topics.dead_letter         key, value: as received; headers
                                             retrostitch.reason, retrostitch.source
+    control      topics.control             key: none           value: a command
+                                            (streams.control), on every partition
     changelog    <app_id>-stitch-state-changelog (Faust's, of the table "stitch-state")
 
 Agents:
@@ -16,7 +18,8 @@ Agents:
             events of a visitor meet in one partition, with that partition's state)
     stitch  repartition -> sink: the rules of ``streams.rules`` against the partition's
             state in RocksDB (layout in ``streams.state``), restored from the changelog by
-            whichever worker is given the partition
+            whichever worker is given the partition; and control -> sink: erasures and
+            un-merges of that state (``streams.control``)
 
 With ``topics.input_keyed_by_anonymous_id`` the input already is what the repartition
 topic would be: there is no route agent, and stitch reads the input (its partitions are
@@ -54,7 +57,7 @@ import faust
 from rocksdict import Rdict
 
 from streams.outbox import Headers, Outbox
-from streams.processor import DeadLetter, InputRecord, route, stitch
+from streams.processor import DeadLetter, InputRecord, control, route, stitch
 from streams.rules import SinkRecord
 from streams.settings import Settings
 from streams.state import PartitionState
@@ -123,11 +126,21 @@ def create_app(
             outbox.send(dead_letter_topic, letter.record.key, letter.record.value, None, headers)
 
     keyed = settings.topics.input_keyed_by_anonymous_id
+    control_topic = settings.topics.control
     if keyed:
-        stitch_source = input_topic
+        # the control topic is read with the input: Faust gives a worker the same
+        # partitions of both, and the stitch agent applies commands to that state
+        stitch_source = app.topic(settings.topics.input, control_topic, **_RAW)
     else:
-        stitch_source = by_anonymous_id = app.topic(
+        by_anonymous_id = app.topic(
             f"{settings.app_id}-by-anonymous-id", partitions=partitions, internal=True, **_RAW
+        )
+        stitch_source = app.topic(
+            by_anonymous_id.get_topic_name(),
+            control_topic,
+            partitions=partitions,
+            internal=True,
+            **_RAW,
         )
 
         @app.agent(input_topic, name="route")
@@ -151,7 +164,14 @@ def create_app(
             for partition, records in _by_partition(_records(events)).items():
                 store = RocksStore(_partition_db(table, partition))
                 state = PartitionState(store, settings.retention)
+                commands = [r for r in records if r.topic == control_topic]
+                records = [r for r in records if r.topic != control_topic]
                 result = stitch(records, state, rules, counts, keyed=keyed, clock_ms=clock_ms)
+                if commands:  # after the events: their state changes are pending in `state`
+                    done_commands = control(commands, state, counts)
+                    result.sink += done_commands.sink
+                    result.dead += done_commands.dead
+                    result.changes = done_commands.changes
                 done.append((partition, store, result))
             # 1. sink and dead letters first: state never runs ahead of what was emitted
             for _, _, result in done:

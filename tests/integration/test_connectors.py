@@ -19,7 +19,8 @@ from psycopg.conninfo import make_conninfo
 
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
-from streams.kafka import TopicReader, ensure_topics
+from streams.control import Command, Verb
+from streams.kafka import TopicReader, ensure_topics, send_command
 from streams.settings import Settings
 from tests.integration.harness import (
     Pipeline,
@@ -72,6 +73,51 @@ def _record(event_id: str, version: int, email: str | None = None, **fields: Any
         "event_id": event_id, "anonymous_id": "1", "stitched_user_id": email or "1",
         "version": version, "status": "amended" if version > 1 else "anonymous", "event": event,
     }  # fmt: skip
+
+
+def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
+    pipeline: Pipeline, warehouse_settings: Settings
+) -> None:
+    pipeline.worker()
+    clickhouse = ClickHouseWarehouse(warehouse_settings)
+    columns = "event_id, status, user_email, stitched_user_id"
+    with (
+        running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg"),
+        running_sink(warehouse_settings, clickhouse, "ch"),
+    ):
+        pipeline.produce(*SEED)
+        pipeline.produce(_seed_like("other", "2", "p@x.com"))
+        eventually(lambda: len(table_rows(warehouse_settings, columns)) == 5, 90, "postgres")
+        # un-merge visitor 1: its amended events go back to anonymous, its own ids stay
+        send_command(warehouse_settings, Command(Verb.UNMERGE, anonymous_id="1"))
+        unmerged = [
+            ("event1", "unmerged", None, "1"),
+            ("event2", "unmerged", None, "1"),
+            ("event3", "identified", "a@b.com", "a@b.com"),
+            ("event4", "identified", "a@b.com", "a@b.com"),
+        ]
+        rows = lambda: [r for r in table_rows(warehouse_settings, columns) if r[0] != "other-1"]  # noqa: E731
+        eventually(lambda: rows()[:4] == unmerged, 60, "postgres after the un-merge")
+        eventually(lambda: _ch_rows(clickhouse, columns)[:4] == unmerged, 30, "clickhouse too")
+
+        # erase visitor 1 by its anonymous id: its rows go, visitor 2's stay
+        send_command(warehouse_settings, Command(Verb.ERASE, anonymous_id="1"))
+        left = [("other-1", "identified", "p@x.com", "p@x.com")]
+        eventually(lambda: table_rows(warehouse_settings, columns) == left, 60, "postgres")
+        eventually(lambda: _ch_rows(clickhouse, columns) == left, 30, "clickhouse _latest view")
+        # and visitor 2 by the email it identified with
+        send_command(warehouse_settings, Command(Verb.ERASE, identity="p@x.com"))
+        eventually(lambda: table_rows(warehouse_settings, columns) == [], 60, "postgres")
+        eventually(lambda: _ch_rows(clickhouse, columns) == [], 30, "clickhouse _latest view")
+        # the rows are still in the table, marked deleted, until ClickHouse merges them away
+        raw = clickhouse.query(f"SELECT count() FROM {clickhouse.table} WHERE is_deleted = 1")
+        assert raw[0][0] == 5
+    clickhouse.close()
+
+
+def _seed_like(event_id: str, anonymous_id: str, email: str) -> bytes:
+    user = {"anonymous_id": anonymous_id, "email": email}
+    return orjson.dumps({"eventn_ctx_event_id": f"{event_id}-1", "user": user})
 
 
 SEED_AFTER = [(f"event{i}", "1", "a@b.com", "a@b.com") for i in range(1, 5)]
