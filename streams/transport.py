@@ -42,22 +42,46 @@ class _ConsumerThread(aiokafka.AIOKafkaConsumerThread):
 
 
 class BatchDeliveringConsumer(aiokafka.Consumer):
-    """aiokafka's consumer with one delivery task per fetched batch instead of per record."""
+    """aiokafka's consumer with one delivery task per fetched batch instead of per record.
+
+    Records fetched before a seek are never delivered after it. Faust seeks every stream
+    partition back to its committed offset once a rebalance's recovery is done, and clears
+    the streams' queues; a fetch made before (the fetcher runs again as soon as standby
+    partitions resume) would otherwise go on being delivered, move each partition's read
+    offset past records the seek is about to fetch again, and those records, skipped as
+    "already read", would be lost (seen in the takeover test: a partition read 0-42, then
+    116 on, never 43-115).
+    """
+
+    _seeks = 0  # how many seeks so far: a fetch made before the latest one is stale
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    # Counted when a seek starts and again when it is done: a fetch made while it ran may
+    # still have read from the old positions.
+    async def perform_seek(self) -> None:
+        self._seeks += 1
+        await super().perform_seek()
+        self._seeks += 1
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        self._seeks += 1
+        await super().seek(partition, offset)
+        self._seeks += 1
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
+                seeks = self._seeks
                 # The fetch is read to its end here, never abandoned half-way: Faust's
                 # getmany keeps flags (waiting for records, flow) that a rebalance waits on.
                 records = [item async for item in self.getmany(timeout=1.0)]
                 await self.sleep(0)  # getmany may return at once, again and again
-                if records and not self.should_stop:
-                    await self.wait_first(self._deliver(records), self.suspend_flow.wait())
+                if records and not self.should_stop and seeks == self._seeks:
+                    await self.wait_first(self._deliver(records, seeks), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -72,8 +96,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver(self, records: list[tuple[Any, Any]]) -> None:
-        """Hand each record to the streams, in order, skipping those already read."""
+    async def _deliver(self, records: list[tuple[Any, Any]], seeks: int) -> None:
+        """Hand each record to the streams, in order, skipping those already read, until
+        a seek makes the rest stale (``seeks`` is the count when they were fetched)."""
         deliver, read = self.callback, self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         count = 0
@@ -81,6 +106,8 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+            if seeks != self._seeks:
+                return
             offset, last = message.offset, read[tp]
             if last is not None and offset < last:
                 continue  # read before this fetch: a re-delivery after a seek
@@ -90,6 +117,8 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 self._n_acked = 0
                 await self.commit()
             await deliver(message)
+            if seeks != self._seeks:
+                return  # the seek set the read offsets: this one must not overwrite them
             read[tp] = offset
 
 
