@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,21 +40,23 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
     import faust
 
     from streams.kafka import ensure_topics
-    from streams.topology import create_app, restored
+    from streams.topology import WorkerMetrics, create_app, restored
 
     created = ensure_topics(settings)
     if created:
         logging.getLogger("retrostitch").info("created topics %s", ", ".join(created))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    counts: Counter[str] = Counter()
+    metrics = WorkerMetrics()
     heartbeat = Heartbeat()
-    app = create_app(settings, counts, heartbeat)
+    app = create_app(settings, metrics, heartbeat)
     if settings.status_port:
         StatusServer(
             settings.status_port,
             live=heartbeat.fresh,
             ready=lambda: heartbeat.fresh() and restored(app),
-            counters=lambda: dict(counts),
+            counters=lambda: dict(metrics.counts),
+            gauges=lambda: metrics.gauges,
+            histograms=lambda: [metrics.batch_seconds],
         ).start()
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     tune_gc_for_streaming()
@@ -153,6 +154,27 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+    import urllib.request
+
+    from streams.status import parse_metrics, summary
+
+    urls = args.url or [f"http://127.0.0.1:{settings.status_port}"]
+    failed = 0
+    for url in urls:
+        endpoint = url.rstrip("/") + "/metrics"
+        try:
+            with urllib.request.urlopen(endpoint, timeout=10) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            print(f"worker {url}: no answer from {endpoint} ({exc})", file=sys.stderr)
+            failed += 1
+            continue
+        print(summary(url, parse_metrics(text), time.time()))
+    return 1 if failed else 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -203,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unmerge.add_argument("--anonymous-id", required=True, help="the anonymous id to un-merge")
     unmerge.set_defaults(run=_command)
+    status = commands.add_parser(
+        "status", help="a running worker's counts, lag and state per partition, for a person"
+    )
+    status.add_argument(
+        "url", nargs="*", help="status endpoints (default: http://127.0.0.1:<status_port>)"
+    )
+    status.set_defaults(run=_status)
     commands.add_parser(
         "demo", help="local broker + worker + the sample stream, printed before and after"
     ).set_defaults(run=_demo)

@@ -51,6 +51,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -61,11 +62,11 @@ from streams.processor import DeadLetter, InputRecord, control, route, stitch
 from streams.rules import SinkRecord
 from streams.settings import Settings
 from streams.state import PartitionState
-from streams.status import Heartbeat
+from streams.status import Heartbeat, Histogram, labelled
 from streams.store import Change, RocksStore
 from streams.transport import SCHEME
 
-__all__ = ["HEADER_REASON", "HEADER_SOURCE", "create_app", "restored"]
+__all__ = ["HEADER_REASON", "HEADER_SOURCE", "WorkerMetrics", "create_app", "restored"]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,28 @@ _RAW: dict[str, Any] = {
 }
 
 
+@dataclass
+class WorkerMetrics:
+    """What a worker serves on /metrics; the event loop keeps it up to date."""
+
+    #: what the agents did, by what (README: metrics)
+    counts: Counter[str] = field(default_factory=Counter)
+    #: sampled every 5 s: consumer lag and state size per partition, last identification
+    gauges: dict[str, float] = field(default_factory=dict)
+    #: seconds from a stitch batch's first record in hand to its state written
+    batch_seconds: Histogram = field(default_factory=lambda: Histogram("batch_seconds"))
+
+
 def create_app(
-    settings: Settings, counts: Counter[str] | None = None, heartbeat: Heartbeat | None = None
+    settings: Settings, metrics: WorkerMetrics | None = None, heartbeat: Heartbeat | None = None
 ) -> faust.App:
     """The stitcher as a Faust app, wired from ``settings``.
 
-    ``counts`` collects what the agents did (logged every 30 s, served on /metrics);
-    ``heartbeat`` is beaten by the event loop every few seconds (served on /healthz).
+    ``metrics`` collects what the agents did (counts logged every 30 s, all of it served on
+    /metrics); ``heartbeat`` is beaten by the event loop every few seconds (/healthz).
     """
-    counts = Counter() if counts is None else counts
+    metrics = WorkerMetrics() if metrics is None else metrics
+    counts = metrics.counts
     rules = settings.recognition
     partitions = settings.topics.partitions
     app = faust.App(
@@ -159,6 +173,8 @@ def create_app(
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
         changelog = table.changelog_topic.get_topic_name()
         async for events in _batches(stream, settings):
+            started = time.perf_counter()
+            identified = counts["identified"]
             done = []
             clock_ms = int(time.time() * 1000)
             for partition, records in _by_partition(_records(events)).items():
@@ -187,6 +203,10 @@ def create_app(
                 if result.changes:
                     offset = outbox.acked[changelog, partition]
                     store.write([*result.changes, _offset_change(table, offset)])
+            metrics.batch_seconds.observe(time.perf_counter() - started)
+            counts["emitted"] += sum(len(result.sink) for _, _, result in done)
+            if counts["identified"] != identified:
+                metrics.gauges[LAST_IDENTIFICATION] = time.time()
             # 4. returning acks the batch; Faust commits the offsets
 
     async def report_counts() -> None:
@@ -197,9 +217,46 @@ def create_app(
         if heartbeat is not None:
             heartbeat.beat()
 
+    streams = frozenset({settings.topics.input, *stitch_source.topics})
+
+    async def sample() -> None:
+        last = metrics.gauges.get(LAST_IDENTIFICATION)
+        metrics.gauges = _sampled(app, table, streams, last)
+
+    app.timer(interval=5.0)(sample)
     app.timer(interval=30.0)(report_counts)
     app.timer(interval=5.0)(beat)
     return app
+
+
+LAST_IDENTIFICATION = "last_identification_timestamp_seconds"
+
+
+def _sampled(
+    app: faust.App, table: Any, streams: frozenset[str], last_identification: float | None
+) -> dict[str, float]:
+    """Lag of each partition of ``streams`` this worker reads, and the size of each
+    partition's state it holds (active or standby), as labelled gauges."""
+    gauges: dict[str, float] = {}
+    consumer: Any = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic not in streams:
+            continue
+        highwater, read = consumer.highwater(tp), consumer._read_offset.get(tp)
+        if highwater is not None:
+            lag = highwater - (read + 1 if read is not None else 0)
+            gauges[labelled("consumer_lag", topic=tp.topic, partition=tp.partition)] = max(lag, 0)
+    for partition, db in sorted(table.data._dbs.items()):
+        keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
+        size = sum(
+            db.property_int_value(name) or 0
+            for name in ("rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables")
+        )
+        gauges[labelled("state_keys", partition=partition)] = keys
+        gauges[labelled("state_bytes", partition=partition)] = size
+    if last_identification is not None:
+        gauges[LAST_IDENTIFICATION] = last_identification
+    return gauges
 
 
 def _batches(stream: faust.StreamT[bytes], settings: Settings) -> AsyncIterator[Sequence[Any]]:

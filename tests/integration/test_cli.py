@@ -147,3 +147,30 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
         )
 
     eventually(counted, 30, "metrics count what the test caused")
+
+    def sampled() -> bool:  # every 5 s: lag and state per partition, the last identification
+        lines = http_get(port, "/metrics")[1].splitlines()
+        lag = [line for line in lines if line.startswith("retrostitch_consumer_lag{")]
+        keys = [line for line in lines if line.startswith("retrostitch_state_keys{")]
+        return (
+            len(lag) == 3 * pipeline.settings.topics.partitions  # input, repartition, control
+            and all(line.endswith(" 0") for line in lag)
+            and sum(float(line.split()[1]) for line in keys) > 0
+            and any(line.startswith("retrostitch_last_identification_timestamp") for line in lines)
+            and 'retrostitch_batch_seconds_bucket{le="+Inf"}' in "\n".join(lines)
+        )
+
+    eventually(sampled, 30, "lag and state gauges")
+    env = {**os.environ, **pipeline.env}
+    done = subprocess.run(
+        [*CLI, "status", f"http://127.0.0.1:{port}"], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    report = done.stdout.decode()
+    assert "recognition:  identified 1, amended 1, stitched 0, anonymous 1" in report
+    assert "last identification:" in report
+    assert "s ago" in report
+    assert f"{pipeline.settings.topics.input}" in report
+    nobody = subprocess.run([*CLI, "status", "http://127.0.0.1:9"], env=env, capture_output=True)
+    assert nobody.returncode == 1
+    assert "no answer from http://127.0.0.1:9/metrics" in nobody.stderr.decode()
