@@ -20,6 +20,8 @@ The transport is registered under the URL scheme ``retrostitch`` (an entry point
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -50,37 +52,48 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     partitions resume) would otherwise go on being delivered, move each partition's read
     offset past records the seek is about to fetch again, and those records, skipped as
     "already read", would be lost (seen in the takeover test: a partition read 0-42, then
-    116 on, never 43-115).
+    116 on, never 43-115). Only the partitions seeked are concerned: Faust also seeks
+    changelog partitions during recovery, and the stream records of that fetch are good.
     """
 
-    _seeks = 0  # how many seeks so far: a fetch made before the latest one is stale
+    # Each partition's seeks, counted when a seek starts and again when it is done (a fetch
+    # made while it ran may still have read from the old position): a record fetched
+    # under an older count is stale. A seek of one partition (Faust seeks changelog
+    # partitions during recovery) leaves the records of the others deliverable.
+    _seeks: Counter[Any]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._seeks = Counter()
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    # Counted when a seek starts and again when it is done: a fetch made while it ran may
-    # still have read from the old positions.
+    def _seeked(self, partitions: Iterable[Any]) -> None:
+        self._seeks.update(partitions)
+
     async def perform_seek(self) -> None:
-        self._seeks += 1
+        partitions = set(self.assignment())
+        self._seeked(partitions)
         await super().perform_seek()
-        self._seeks += 1
+        self._seeked(partitions)
 
     async def seek(self, partition: Any, offset: int) -> None:
-        self._seeks += 1
+        self._seeked([partition])
         await super().seek(partition, offset)
-        self._seeks += 1
+        self._seeked([partition])
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                seeks = self._seeks
+                seeks = self._seeks.copy()
                 # The fetch is read to its end here, never abandoned half-way: Faust's
                 # getmany keeps flags (waiting for records, flow) that a rebalance waits on.
                 records = [item async for item in self.getmany(timeout=1.0)]
                 await self.sleep(0)  # getmany may return at once, again and again
-                if records and not self.should_stop and seeks == self._seeks:
+                if records and not self.should_stop:
                     await self.wait_first(self._deliver(records, seeks), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -96,9 +109,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver(self, records: list[tuple[Any, Any]], seeks: int) -> None:
-        """Hand each record to the streams, in order, skipping those already read, until
-        a seek makes the rest stale (``seeks`` is the count when they were fetched)."""
+    async def _deliver(self, records: list[tuple[Any, Any]], seeks: Counter[Any]) -> None:
+        """Hand each record to the streams, in order, skipping those already read and
+        those of a partition seeked since the fetch (``seeks``: the counts then)."""
         deliver, read = self.callback, self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
         count = 0
@@ -106,8 +119,8 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            if seeks != self._seeks:
-                return
+            if seeks[tp] != self._seeks[tp]:
+                continue  # fetched from before the partition's seek
             offset, last = message.offset, read[tp]
             if last is not None and offset < last:
                 continue  # read before this fetch: a re-delivery after a seek
@@ -117,9 +130,8 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 self._n_acked = 0
                 await self.commit()
             await deliver(message)
-            if seeks != self._seeks:
-                return  # the seek set the read offsets: this one must not overwrite them
-            read[tp] = offset
+            if seeks[tp] == self._seeks[tp]:  # else the seek set it: this must not overwrite
+                read[tp] = offset
 
 
 class Transport(aiokafka.Transport):
