@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import logging.config
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams.errors import ConfigError, RetrostitchError
+from streams.logs import logging_config
 from streams.settings import Settings, load_settings
 from streams.status import Heartbeat, StatusServer
 
@@ -58,7 +60,12 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
             gauges=lambda: metrics.gauges,
             histograms=lambda: [metrics.batch_seconds],
         ).start()
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        logging_config=logging_config(settings) if settings.log_format == "json" else None,
+    )
     tune_gc_for_streaming()
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
@@ -242,10 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logging.config.dictConfig(logging_config(settings))
         code: int = args.run(settings, args)
     except RetrostitchError as exc:
         print(f"retrostitch: {exc}", file=sys.stderr)

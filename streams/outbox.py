@@ -13,6 +13,7 @@ Java client's, so a key lands in the same partition whichever of them wrote it.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -41,7 +42,8 @@ class Outbox:
                 "linger.ms": 2,
                 "batch.size": settings.producer_max_batch_bytes,
                 "queue.buffering.max.messages": 1_000_000,
-            }
+            },
+            logger=logging.getLogger("librdkafka"),  # its lines in our format, not raw
         )
         self._failures: list[str] = []
         #: the offset of the last record acknowledged in each (topic, partition) whose

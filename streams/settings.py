@@ -99,6 +99,8 @@ class Settings:
     batch_max_wait: float = 0.1
     standby_replicas: int = 1
     log_level: str = "info"
+    #: text, or json: one JSON object per line (streams/logs.py)
+    log_format: str = "text"
     #: /healthz, /readyz and /metrics of every process (worker and connectors); 0 turns it off
     status_port: int = 8080
 
@@ -205,6 +207,13 @@ def _policy(value: Any) -> Policy:
         raise ValueError(f"expected one of {', '.join(p.value for p in Policy)}") from None
 
 
+def _log_format(value: Any) -> str:
+    kind = _text(value).lower()
+    if kind not in {"text", "json"}:
+        raise ValueError("expected text or json")
+    return kind
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -263,6 +272,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stitcher.standby_replicas", "RETROSTITCH_STANDBY_REPLICAS", _count, "standby_replicas", _S.standby_replicas),
     Setting("stitcher.status_port", "RETROSTITCH_STATUS_PORT", _count, "status_port", _S.status_port),
     Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),
+    Setting("stitcher.log_format", "RETROSTITCH_LOG_FORMAT", _log_format, "log_format", _S.log_format),
     Setting("warehouse.table", "RETROSTITCH_WAREHOUSE_TABLE", _text, "warehouse.table", _W.table),
     Setting("warehouse.primary_key_fields", "RETROSTITCH_PRIMARY_KEY_FIELDS", _identifiers, "warehouse.primary_key_fields", _W.primary_key_fields),
     Setting("warehouse.event_time_node", "RETROSTITCH_EVENT_TIME_NODE", _pointer, "warehouse.event_time_node", _W.event_time_node),

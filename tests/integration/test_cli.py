@@ -123,11 +123,14 @@ def _count(dsn: str, schema: str) -> int:
 def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
     port = free_port()
     pipeline.env["RETROSTITCH_STATUS_PORT"] = str(port)
-    pipeline.worker()
+    pipeline.env["RETROSTITCH_LOG_FORMAT"] = "json"
+    worker = pipeline.worker()
     sink = pipeline.reader(pipeline.settings.topics.sink)
+    secret = "private-page-title-0451"
     pipeline.produce(
-        orjson.dumps({"eventn_ctx_event_id": "e1", "user": {"anonymous_id": "1"}}),
+        orjson.dumps({"eventn_ctx_event_id": "e1", "user": {"anonymous_id": "1"}, "t": secret}),
         orjson.dumps({"eventn_ctx_event_id": "e2", "user": {"anonymous_id": "1", "id": "u"}}),
+        orjson.dumps([secret]),  # a dead letter
     )
     sink.wait_for(lambda messages: len(messages) >= 3, timeout=90)
 
@@ -171,6 +174,13 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
     assert "last identification:" in report
     assert "s ago" in report
     assert f"{pipeline.settings.topics.input}" in report
+    # logs: one JSON object per line, and nothing of the events
+    lines = worker.log_path.read_text().splitlines()
+    assert lines
+    records = [orjson.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= records[0].keys()
+    assert {r["level"] for r in records} <= {"debug", "info", "warning", "error", "critical"}
+    assert all(secret not in line for line in lines)
     nobody = subprocess.run([*CLI, "status", "http://127.0.0.1:9"], env=env, capture_output=True)
     assert nobody.returncode == 1
     assert "no answer from http://127.0.0.1:9/metrics" in nobody.stderr.decode()
