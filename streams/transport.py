@@ -46,42 +46,56 @@ class _ConsumerThread(aiokafka.AIOKafkaConsumerThread):
 class BatchDeliveringConsumer(aiokafka.Consumer):
     """aiokafka's consumer with one delivery task per fetched batch instead of per record.
 
-    Records fetched before a seek are never delivered after it. Faust seeks every stream
+    Records fetched before a seek are never delivered after it, and no record is dropped
+    without its partition being repositioned to fetch it again. Faust seeks every stream
     partition back to its committed offset once a rebalance's recovery is done, and clears
     the streams' queues; a fetch made before (the fetcher runs again as soon as standby
-    partitions resume) would otherwise go on being delivered, move each partition's read
-    offset past records the seek is about to fetch again, and those records, skipped as
-    "already read", would be lost (seen in the takeover test: a partition read 0-42, then
-    116 on, never 43-115). Only the partitions seeked are concerned: Faust also seeks
-    changelog partitions during recovery, and the stream records of that fetch are good.
+    partitions resume) would otherwise go on being delivered and move the partition's read
+    offset past records the seek is about to fetch again, which, skipped as "already read",
+    would be lost (seen in the takeover test: a partition read 0-42, then 116 on). A fetch
+    made *during* a seek may hold records from before or from after it: they are dropped
+    too, and the partition is sought to the next offset to deliver (``_next``), so that
+    whichever they were, they come again. Only the partitions seeked are concerned: Faust
+    also seeks changelog partitions during recovery.
     """
 
-    # Each partition's seeks, counted when a seek starts and again when it is done (a fetch
-    # made while it ran may still have read from the old position): a record fetched
-    # under an older count is stale. A seek of one partition (Faust seeks changelog
-    # partitions during recovery) leaves the records of the others deliverable.
+    # Each partition's seeks, counted when a seek starts and again when it is done: a
+    # record fetched under another count may come from either side of the seek.
     _seeks: Counter[Any]
+    _next: dict[Any, int]  # per partition, the offset to deliver next, where known
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._seeks = Counter()
+        self._next = {}
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    def _seeked(self, partitions: Iterable[Any]) -> None:
-        self._seeks.update(partitions)
-
     async def perform_seek(self) -> None:
         partitions = set(self.assignment())
-        self._seeked(partitions)
+        self._seeks.update(partitions)
         await super().perform_seek()
-        self._seeked(partitions)
+        self._seeks.update(partitions)
+        for tp in partitions:  # Faust set each read offset to the committed offset
+            committed = self._read_offset.get(tp)
+            if committed is None:
+                self._next.pop(tp, None)
+            else:
+                self._next[tp] = committed
 
     async def seek(self, partition: Any, offset: int) -> None:
-        self._seeked([partition])
+        self._seeks[partition] += 1
         await super().seek(partition, offset)
-        self._seeked([partition])
+        self._seeks[partition] += 1
+        self._next[partition] = offset
+
+    async def _reposition(self, partitions: Iterable[Any]) -> None:
+        """Seek partitions whose fetched records were dropped to their next offset."""
+        assigned = self.assignment()
+        for tp in partitions:
+            if tp in assigned and tp in self._next:
+                await self.seek(tp, self._next[tp])
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
@@ -111,16 +125,19 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
 
     async def _deliver(self, records: list[tuple[Any, Any]], seeks: Counter[Any]) -> None:
         """Hand each record to the streams, in order, skipping those already read and
-        those of a partition seeked since the fetch (``seeks``: the counts then)."""
+        those of a partition seeked since the fetch (``seeks``: the counts then), which
+        is then sought to its next offset."""
         deliver, read = self.callback, self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
+        dropped: set[Any] = set()
         count = 0
         for tp, message in records:
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             if seeks[tp] != self._seeks[tp]:
-                continue  # fetched from before the partition's seek
+                dropped.add(tp)  # fetched before or while the partition was sought
+                continue
             offset, last = message.offset, read[tp]
             if last is not None and offset < last:
                 continue  # read before this fetch: a re-delivery after a seek
@@ -132,6 +149,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             await deliver(message)
             if seeks[tp] == self._seeks[tp]:  # else the seek set it: this must not overwrite
                 read[tp] = offset
+                self._next[tp] = offset + 1
+        if dropped:
+            await self._reposition(dropped)
 
 
 class Transport(aiokafka.Transport):
