@@ -20,8 +20,6 @@ The transport is registered under the URL scheme ``retrostitch`` (an entry point
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -44,40 +42,36 @@ class _ConsumerThread(aiokafka.AIOKafkaConsumerThread):
 
 
 class BatchDeliveringConsumer(aiokafka.Consumer):
-    """aiokafka's consumer with one delivery task per fetched batch instead of per record.
+    """aiokafka's consumer with one delivery task per fetched batch instead of per record,
+    and records of a stream partition delivered without holes.
 
-    Records fetched before a seek are never delivered after it, and no record is dropped
-    without its partition being repositioned to fetch it again. Faust seeks every stream
-    partition back to its committed offset once a rebalance's recovery is done, and clears
-    the streams' queues; a fetch made before (the fetcher runs again as soon as standby
-    partitions resume) would otherwise go on being delivered and move the partition's read
-    offset past records the seek is about to fetch again, which, skipped as "already read",
-    would be lost (seen in the takeover test: a partition read 0-42, then 116 on). A fetch
-    made *during* a seek may hold records from before or from after it: they are dropped
-    too, and the partition is sought to the next offset to deliver (``_next``), so that
-    whichever they were, they come again. Only the partitions seeked are concerned: Faust
-    also seeks changelog partitions during recovery.
+    Faust seeks every stream partition back to its committed offset once a rebalance's
+    recovery is done; records fetched before (the fetcher runs again as soon as standby
+    partitions resume) or while it seeks may still be on their way, and Faust's rule
+    ("deliver what is past the read offset, mark what was jumped over as a gap, acked")
+    turned such a mix into lost records: a takeover test saw a partition read 0-42, then
+    116 on, its commit passing over 43-115. Here each stream partition has the offset it
+    must deliver next (``_next``: the committed offset after a seek, else the last
+    delivered + 1): a record below it is a copy and skipped, one above it is not delivered
+    and the partition is sought back to ``_next``. Only when a fetch made from exactly
+    there still starts above it are the offsets between taken for a real gap (compaction,
+    transaction markers). Changelog partitions keep Faust's rule.
     """
 
-    # Each partition's seeks, counted when a seek starts and again when it is done: a
-    # record fetched under another count may come from either side of the seek.
-    _seeks: Counter[Any]
-    _next: dict[Any, int]  # per partition, the offset to deliver next, where known
+    _next: dict[Any, int]  # per stream partition, the offset to deliver next, where known
+    _sought: dict[Any, int]  # per partition, the offset it was last sought back to
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._seeks = Counter()
         self._next = {}
+        self._sought = {}
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
-        partitions = set(self.assignment())
-        self._seeks.update(partitions)
         await super().perform_seek()
-        self._seeks.update(partitions)
-        for tp in partitions:  # Faust set each read offset to the committed offset
+        for tp in self.assignment():  # Faust set each read offset to the committed offset
             committed = self._read_offset.get(tp)
             if committed is None:
                 self._next.pop(tp, None)
@@ -85,30 +79,20 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 self._next[tp] = committed
 
     async def seek(self, partition: Any, offset: int) -> None:
-        self._seeks[partition] += 1
         await super().seek(partition, offset)
-        self._seeks[partition] += 1
         self._next[partition] = offset
-
-    async def _reposition(self, partitions: Iterable[Any]) -> None:
-        """Seek partitions whose fetched records were dropped to their next offset."""
-        assigned = self.assignment()
-        for tp in partitions:
-            if tp in assigned and tp in self._next:
-                await self.seek(tp, self._next[tp])
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         try:
             while not (stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                seeks = self._seeks.copy()
                 # The fetch is read to its end here, never abandoned half-way: Faust's
                 # getmany keeps flags (waiting for records, flow) that a rebalance waits on.
                 records = [item async for item in self.getmany(timeout=1.0)]
                 await self.sleep(0)  # getmany may return at once, again and again
                 if records and not self.should_stop:
-                    await self.wait_first(self._deliver(records, seeks), self.suspend_flow.wait())
+                    await self.wait_first(self._deliver(records), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -123,35 +107,52 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver(self, records: list[tuple[Any, Any]], seeks: Counter[Any]) -> None:
-        """Hand each record to the streams, in order, skipping those already read and
-        those of a partition seeked since the fetch (``seeks``: the counts then), which
-        is then sought to its next offset."""
+    async def _deliver(self, records: list[tuple[Any, Any]]) -> None:
+        """Hand each record to the streams, in order: stream partitions without holes
+        (``_in_sequence``), changelog partitions as Faust does."""
         deliver, read = self.callback, self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
-        dropped: set[Any] = set()
+        behind: dict[Any, int] = {}  # stream partitions to seek back, and where to
         count = 0
         for tp, message in records:
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            if seeks[tp] != self._seeks[tp]:
-                dropped.add(tp)  # fetched before or while the partition was sought
-                continue
             offset, last = message.offset, read[tp]
-            if last is not None and offset < last:
+            stream = acks_enabled_for(message.topic)
+            if stream and tp in self._next:
+                expected = self._next[tp]
+                if tp in behind or not self._in_sequence(tp, offset, behind):
+                    continue
+                if offset > expected:
+                    await self._add_gap(tp, expected, offset)  # offsets with no record
+            elif last is not None and offset < last:
                 continue  # read before this fetch: a re-delivery after a seek
-            if last and offset - last > 1 and acks_enabled_for(message.topic):
+            elif last and offset - last > 1 and stream:
                 await self._add_gap(tp, last + 1, offset)  # offsets the broker skipped
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
             await deliver(message)
-            if seeks[tp] == self._seeks[tp]:  # else the seek set it: this must not overwrite
-                read[tp] = offset
+            read[tp] = offset
+            if stream:
                 self._next[tp] = offset + 1
-        if dropped:
-            await self._reposition(dropped)
+        for tp, offset in behind.items():
+            self._sought[tp] = offset
+            await self._seek(tp, offset)
+
+    def _in_sequence(self, tp: Any, offset: int, behind: dict[Any, int]) -> bool:
+        """Whether ``offset`` is the one ``tp`` must deliver next; records below are
+        copies, a record above sends the partition back (``behind``), unless it was just
+        sought back there and the broker still answers with it: a real gap."""
+        expected = self._next[tp]
+        if offset < expected:
+            return False
+        if offset > expected and self._sought.get(tp) != expected:
+            behind[tp] = expected
+            return False
+        self._sought.pop(tp, None)
+        return True
 
 
 class Transport(aiokafka.Transport):
