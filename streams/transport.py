@@ -8,9 +8,11 @@ one awaited coroutine under one ``wait_first``: a rebalance (or a stop) still ab
 delivery where it stands, as Faust's does, and records delivered so far count as read. The
 fetch itself (a call into the consumer's thread) is never abandoned half-way: an earlier
 version that cancelled it left both surviving workers of a takeover test fetching nothing.
-Everything else (group membership, offsets, acks, gaps, commits) is Faust's own, but for
-one number: how long the broker may hold a fetch that has nothing new (Faust fixes 1.5 s,
-and a broker that holds it that long even when records arrive, as the local one does, adds
+Records of a stream partition are delivered without holes (``BatchDeliveringConsumer``):
+Faust's rule of marking jumped-over offsets as gaps lost records across a rebalance.
+Everything else (group membership, offsets, acks, commits) is Faust's own, but for one
+number: how long the broker may hold a fetch that has nothing new (Faust fixes 1.5 s, and
+a broker that holds it that long even when records arrive, as the local one does, adds
 that much to every amend's latency): 100 ms here.
 
 The transport is registered under the URL scheme ``retrostitch`` (an entry point of the
