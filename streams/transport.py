@@ -22,6 +22,7 @@ The transport is registered under the URL scheme ``retrostitch`` (an entry point
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -71,10 +72,15 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def _is_stream(self, tp: Any) -> bool:
+        """A partition the agents read (acks on), not a table's changelog."""
+        stream: bool = self.app.topics.acks_enabled_for(tp.topic)
+        return stream
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
-        for tp in self.assignment():  # Faust set each read offset to the committed offset
-            committed = self._read_offset.get(tp)
+        for tp in filter(self._is_stream, self.assignment()):
+            committed = self._read_offset.get(tp)  # Faust set it to the committed offset
             if committed is None:
                 self._next.pop(tp, None)
             else:
@@ -82,7 +88,31 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
-        self._next[partition] = offset
+        if self._is_stream(partition):
+            self._next[partition] = offset
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        """The records of one fetch, as Faust's ``getmany`` gives them, except that a
+        stream partition whose records it holds back (flow stopped, new generation, not
+        active) is sought back to its next offset, so that they come again."""
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return
+        generation = self.app.consumer_generation_id
+        held_back: set[Any] = set()
+        for tp, record in self.scheduler.iterate(records):
+            if (
+                not self.flow_active
+                or generation != self.app.consumer_generation_id
+                or not (active is None or tp in active or tp in self._buffered_partitions)
+            ):
+                held_back.add(tp)
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, self._to_message(tp, record)
+        for tp in held_back:
+            if tp in self._next and tp in self.assignment():
+                await self._seek(tp, self._next[tp])
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
