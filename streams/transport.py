@@ -94,25 +94,28 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         """The records of one fetch, as Faust's ``getmany`` gives them, except that a
         stream partition whose records it holds back (flow stopped, new generation, not
-        active) is sought back to its next offset, so that they come again."""
+        active) is sought back to its next offset (or to the first record held back), so
+        that they come again."""
         records, active = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
         generation = self.app.consumer_generation_id
-        held_back: set[Any] = set()
+        held_back: dict[Any, int] = {}  # stream partition -> its first record held back
         for tp, record in self.scheduler.iterate(records):
             if (
                 not self.flow_active
                 or generation != self.app.consumer_generation_id
                 or not (active is None or tp in active or tp in self._buffered_partitions)
             ):
-                held_back.add(tp)
+                if self._is_stream(tp):
+                    held_back.setdefault(tp, record.offset)
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             yield tp, self._to_message(tp, record)
-        for tp in held_back:
-            if tp in self._next and tp in self.assignment():
-                await self._seek(tp, self._next[tp])
+        assigned = self.assignment()
+        for tp, first in held_back.items():
+            if tp in assigned:
+                await self._seek(tp, self._next.get(tp, first))
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
