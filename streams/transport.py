@@ -84,7 +84,10 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             if committed is None:
                 self._next.pop(tp, None)
             else:
+                # Sought again, at once: fetches made while Faust's seek awaited the
+                # committed offsets may have moved the partition past them already.
                 self._next[tp] = committed
+                await self._seek(tp, committed)
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)

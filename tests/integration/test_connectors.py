@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,16 +76,23 @@ def _record(event_id: str, version: int, email: str | None = None, **fields: Any
     }  # fmt: skip
 
 
+@contextmanager
+def _worker_and_both_sinks(pipeline: Pipeline, settings: Settings) -> Iterator[ClickHouseWarehouse]:
+    """A worker, and both connectors running; yields the ClickHouse one, to read rows."""
+    pipeline.worker()
+    clickhouse = ClickHouseWarehouse(settings)
+    with (
+        running_sink(settings, PostgresWarehouse(settings), "pg"),
+        running_sink(settings, clickhouse, "ch"),
+    ):
+        yield clickhouse
+
+
 def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
     pipeline: Pipeline, warehouse_settings: Settings
 ) -> None:
-    pipeline.worker()
-    clickhouse = ClickHouseWarehouse(warehouse_settings)
     columns = "event_id, status, user_email, stitched_user_id"
-    with (
-        running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg"),
-        running_sink(warehouse_settings, clickhouse, "ch"),
-    ):
+    with _worker_and_both_sinks(pipeline, warehouse_settings) as clickhouse:
         pipeline.produce(*SEED)
         pipeline.produce(_seed_like("other", "2", "p@x.com"))
         eventually(lambda: len(table_rows(warehouse_settings, columns)) == 5, 90, "postgres")
@@ -126,13 +134,8 @@ SEED_AFTER = [(f"event{i}", "1", "a@b.com", "a@b.com") for i in range(1, 5)]
 def test_the_seed_example_lands_as_the_seeds_after_table(
     pipeline: Pipeline, warehouse_settings: Settings
 ) -> None:
-    pipeline.worker()
-    clickhouse = ClickHouseWarehouse(warehouse_settings)
     columns = "event_id, anonymous_id, user_email, stitched_user_id"
-    with (
-        running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg"),
-        running_sink(warehouse_settings, clickhouse, "ch"),
-    ):
+    with _worker_and_both_sinks(pipeline, warehouse_settings) as clickhouse:
         pipeline.produce(*SEED)
         eventually(lambda: table_rows(warehouse_settings, columns) == SEED_AFTER, 90, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == SEED_AFTER, 30, "clickhouse")
