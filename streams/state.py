@@ -221,19 +221,20 @@ class PartitionState:
         """Every buffered change, each key once with its last value, in a safe order.
 
         The changelog gets them in this order, and a crash may land any prefix of it (the
-        batch is then processed again over what landed). So what an event *caused* (held
-        events, counts, arrivals) goes first, identities next, and new seen markers last:
-        no prefix says "seen" for an event whose hold or identity it lacks (the event would
-        count as a duplicate and its hold would be lost), and no prefix has an identity
-        without the held events it re-versioned (a re-run would emit lower versions).
+        batch is then processed again over what landed). Identities go before held events
+        and new seen markers last: no prefix says "seen" for an event whose hold or
+        identity it lacks (the event would count as a duplicate and its hold be lost), and
+        no prefix holds events re-versioned by an identity it lacks (the re-run would
+        amend them again, one version up). A prefix with an identity but not the holds it
+        re-versioned makes the re-run emit nothing more: the first run's records stand.
         tests/unit/test_crash_consistency.py tries every prefix.
         """
 
         def rank(change: Change) -> int:
             key, value = change
-            if key[:1] == _SEEN and value is not None:
-                return 2
-            return 1 if key[:1] == _PROFILE else 0
+            if value is None or key[:1] not in (_PROFILE, _HELD, _SEEN):
+                return 0
+            return {_PROFILE: 1, _HELD: 2, _SEEN: 3}[key[:1]]
 
         return sorted(self._pending.items(), key=rank)  # stable: batch order within a rank
 

@@ -20,11 +20,17 @@ from streams.state import PartitionState
 from streams.store import MemoryStore
 from tests.unit.stitching import event
 
-BEFORE = [event("b0", "B"), event("b00", "B"), event("c0", "C", email="c@x.com")]
+BEFORE = [
+    event("b0", "B"),
+    event("b00", "B"),
+    event("c0", "C", email="c@x.com"),
+    event("d0", "D"),
+]
 BATCH = [
     event("a1", "A"),
     event("a2", "A"),
     event("b1", "B"),
+    event("d1", "D", user_id="u-d"),  # D's waiting event was held before this batch
     event("a3", "A", email="a@x.com"),
     event("a4", "A"),
     event("c1", "C"),
