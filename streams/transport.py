@@ -58,16 +58,21 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     delivered + 1): a record below it is a copy and skipped, one above it is not delivered
     and the partition is sought back to ``_next``. Only when a fetch made from exactly
     there still starts above it are the offsets between taken for a real gap (compaction,
-    transaction markers). Changelog partitions keep Faust's rule.
+    transaction markers). While Faust seeks (it resumes the partitions first), nothing of
+    a stream partition is delivered: records from the old position processed before the
+    seek would be processed out of order (an identification before the events it amends).
+    Changelog partitions keep Faust's rule.
     """
 
     _next: dict[Any, int]  # per stream partition, the offset to deliver next, where known
     _sought: dict[Any, int]  # per partition, the offset it was last sought back to
+    _seeking: bool  # Faust is seeking every partition to its committed offset
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._next = {}
         self._sought = {}
+        self._seeking = False
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -78,7 +83,13 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         return stream
 
     async def perform_seek(self) -> None:
-        await super().perform_seek()
+        # Faust resumes the stream partitions just before this seek: until it is done,
+        # what they fetch comes from the old positions and is held back (sought below).
+        self._seeking = True
+        try:
+            await super().perform_seek()
+        finally:
+            self._seeking = False
         for tp in filter(self._is_stream, self.assignment()):
             committed = self._read_offset.get(tp)  # Faust set it to the committed offset
             if committed is None:
@@ -107,6 +118,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         for tp, record in self.scheduler.iterate(records):
             if (
                 not self.flow_active
+                or (self._seeking and self._is_stream(tp))
                 or generation != self.app.consumer_generation_id
                 or not (active is None or tp in active or tp in self._buffered_partitions)
             ):
@@ -158,6 +170,8 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 await asyncio.sleep(0)
             offset, last = message.offset, read[tp]
             stream = acks_enabled_for(message.topic)
+            if stream and self._seeking:
+                continue  # from before the seek: perform_seek seeks the partition again
             if stream and tp in self._next:
                 expected = self._next[tp]
                 if tp in behind or not self._in_sequence(tp, offset, behind):
