@@ -91,14 +91,12 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         finally:
             self._seeking = False
         for tp in filter(self._is_stream, self.assignment()):
-            committed = self._read_offset.get(tp)  # Faust set it to the committed offset
-            if committed is None:
-                self._next.pop(tp, None)
-            else:
-                # Sought again, at once: fetches made while Faust's seek awaited the
-                # committed offsets may have moved the partition past them already.
-                self._next[tp] = committed
-                await self._seek(tp, committed)
+            # Sought again, at once: fetches made while Faust's seek awaited the committed
+            # offsets may have moved the partition past them already. Nothing committed
+            # yet means from the start (the stitcher's consumers reset to the earliest).
+            committed = self._read_offset.get(tp) or 0  # Faust set it to the committed one
+            self._next[tp] = committed
+            await self._seek(tp, committed)
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
