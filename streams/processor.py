@@ -240,6 +240,5 @@ def _count(outcome: Outcome, counts: Counter[str]) -> None:
     for sink_record in outcome.records:
         counts[sink_record.status.value] += 1
     counts["held"] += outcome.hold is not None
-    counts["released"] += len(outcome.release)
     counts["duplicates"] += outcome.duplicate
     counts["conflicts"] += outcome.conflict
