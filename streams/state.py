@@ -136,14 +136,18 @@ class PartitionState:
         return found
 
     def _merged(self, prefix: bytes) -> dict[bytes, bytes]:
-        """Every key under ``prefix``: the store's, with this batch's changes applied."""
+        """Every key under ``prefix``: the store's, with this batch's changes applied (for
+        a held prefix, from its own index of pending changes, not all of them)."""
+        if prefix[:1] == _HELD:
+            pending = self._pending_held.get(prefix, {})
+        else:
+            pending = {k: v for k, v in self._pending.items() if k.startswith(prefix)}
         found = dict(self._store.scan(prefix))
-        for key, value in self._pending.items():
-            if key.startswith(prefix):
-                if value is None:
-                    found.pop(key, None)
-                else:
-                    found[key] = value
+        for key, value in pending.items():
+            if value is None:
+                found.pop(key, None)
+            else:
+                found[key] = value
         return found
 
     def held(self, anonymous_id: str, before: int | None = None) -> list[Held]:
@@ -152,12 +156,7 @@ class PartitionState:
         holds of its own later events in state already: they are not there yet)."""
         prefix = _HELD + _part(anonymous_id)
         end = None if before is None else prefix + _SEQ.pack(max(before, 0))
-        found = dict(self._store.scan(prefix))
-        for key, value in self._pending_held.get(prefix, {}).items():
-            if value is None:
-                found.pop(key, None)
-            else:
-                found[key] = value
+        found = self._merged(prefix)
         return [_decode_held(k, found[k]) for k in sorted(found) if end is None or k < end]
 
     def apply(
