@@ -94,8 +94,7 @@ def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Count
         try:
             parsed = parse(_value(record), rules)
         except BadRecord as exc:
-            routed.dead.append(DeadLetter(record, exc.reason))
-            counts["dead_lettered"] += 1
+            routed.dead.append(_dead_letter(record, exc, counts))
             continue
         if stitchable(parsed, rules) and parsed.anonymous_id is not None:
             routed.forward.append(
@@ -135,9 +134,7 @@ def stitch(
         try:
             outcome = _stitch_one(record, timestamp, state, rules, keyed, counts)
         except (BadRecord, StateError) as exc:
-            reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
-            stitched.dead.append(DeadLetter(record, reason))
-            counts["dead_lettered"] += 1
+            stitched.dead.append(_dead_letter(record, exc, counts))
             continue
         stitched.sink.extend(outcome.records)
         _count(outcome, counts)
@@ -172,9 +169,7 @@ def control(
             elif command.anonymous_id is not None:
                 done.sink += _unmerge(command.anonymous_id, state, counts)
         except (BadRecord, StateError) as exc:
-            reason = exc.reason if isinstance(exc, BadRecord) else str(exc)
-            done.dead.append(DeadLetter(record, reason))
-            counts["dead_lettered"] += 1
+            done.dead.append(_dead_letter(record, exc, counts))
     done.changes = state.changes()
     return done
 
@@ -190,6 +185,13 @@ def _unmerge(anonymous_id: str, state: PartitionState, counts: Counter[str]) -> 
     counts["unmerged_anonymous_ids"] += 1
     counts["unmerged_events"] += len(records)
     return records
+
+
+def _dead_letter(
+    record: InputRecord, exc: BadRecord | StateError, counts: Counter[str]
+) -> DeadLetter:
+    counts["dead_lettered"] += 1
+    return DeadLetter(record, exc.reason if isinstance(exc, BadRecord) else str(exc))
 
 
 def _time_of(record: InputRecord, clock_ms: int | None) -> int:
