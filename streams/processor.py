@@ -8,6 +8,9 @@ The topology calls these two functions, one per agent:
 - ``stitch``: records of one partition of the repartition topic, in offset order, against
   that partition's ``PartitionState``. The caller emits ``sink`` and ``dead`` records,
   then writes ``changes`` to the store and the changelog (order in ``streams.topology``).
+  ``control`` and ``grants`` do the same for the partition's control and grants records.
+- ``arbitrate``: records of one partition of the claims topic against its ``ClaimState``
+  (the merge limit, ``streams.merges``): grants go back, denials to the quarantine.
 """
 
 from __future__ import annotations
@@ -18,16 +21,29 @@ from dataclasses import dataclass, field, replace
 
 from streams.control import Verb, parse_command
 from streams.errors import BadRecord, StateError
+from streams.merges import (
+    Claim,
+    ClaimState,
+    Forget,
+    Grant,
+    MergeLimit,
+    Release,
+    parse_claims_record,
+    parse_grant,
+)
 from streams.rules import (
     Held,
+    Identity,
     Memory,
     Outcome,
     RecognitionRules,
     SinkRecord,
+    claim_key,
     decide,
     erased,
     needs_held,
     parse,
+    recognize,
     stitchable,
     unmerged,
 )
@@ -35,12 +51,16 @@ from streams.state import PartitionState
 from streams.store import Change
 
 __all__ = [
+    "Arbitrated",
     "DeadLetter",
     "Forward",
     "InputRecord",
+    "Quarantined",
     "Routed",
     "Stitched",
+    "arbitrate",
     "control",
+    "grants",
     "route",
     "stitch",
 ]
@@ -83,6 +103,24 @@ class Routed:
 @dataclass(slots=True)
 class Stitched:
     sink: list[SinkRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    #: to the claims topic, keyed by identity (the merge limit; ``streams.merges``)
+    claims: list[Claim | Release | Forget] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An identification the merge limit refused: its event, and why."""
+
+    claim: Claim
+    reason: str
+
+
+@dataclass(slots=True)
+class Arbitrated:
+    grants: list[tuple[int, Grant]] = field(default_factory=list)  # (partition, grant)
+    quarantine: list[Quarantined] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
 
@@ -132,12 +170,15 @@ def stitch(
         timestamp = _time_of(record, clock_ms)
         latest = max(latest, timestamp)
         try:
-            outcome = _stitch_one(record, timestamp, state, rules, keyed, counts)
+            outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, counts)
         except (BadRecord, StateError) as exc:
             stitched.dead.append(_dead_letter(record, exc, counts))
             continue
         stitched.sink.extend(outcome.records)
         _count(outcome, counts)
+        if outcome.claim is not None and anonymous_id is not None:
+            stitched.claims.append(_claim(record, anonymous_id, outcome.claim, timestamp))
+            counts["claimed"] += 1
     if latest > 0:
         state.expire(latest)
     counts.update(state.dropped)
@@ -146,11 +187,16 @@ def stitch(
 
 
 def control(
-    records: Iterable[InputRecord], state: PartitionState, counts: Counter[str]
+    records: Iterable[InputRecord],
+    state: PartitionState,
+    counts: Counter[str],
+    *,
+    merge_limit: bool = False,
 ) -> Stitched:
     """Commands of the control topic (``streams.control``) against one partition's state:
     an erasure forgets the anonymous ids and emits a deletion for each of their events; an
-    un-merge forgets the identity and emits the events it had amended as they arrived."""
+    un-merge forgets the identity and emits the events it had amended as they arrived.
+    With the ``merge_limit`` on, the identities' counts learn of both (``Stitched.claims``)."""
     done = Stitched()
     for record in records:
         try:
@@ -161,17 +207,26 @@ def control(
                     if command.anonymous_id is not None
                     else state.identified_as(str(command.identity))
                 )
+                if command.identity is not None and merge_limit:
+                    done.claims.append(Forget(command.identity))
                 for anonymous_id in targets:
+                    done.claims += _released(anonymous_id, state, merge_limit)
                     event_ids = state.forget(anonymous_id)
                     done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
                     counts["erased_events"] += len(event_ids)
                     counts["erased_anonymous_ids"] += bool(event_ids)
             elif command.anonymous_id is not None:
+                done.claims += _released(command.anonymous_id, state, merge_limit)
                 done.sink += _unmerge(command.anonymous_id, state, counts)
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))
     done.changes = state.changes()
     return done
+
+
+def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> list[Release]:
+    identity = state.identity(anonymous_id) if merge_limit else None
+    return [] if identity is None else [Release(claim_key(identity), anonymous_id)]
 
 
 def _unmerge(anonymous_id: str, state: PartitionState, counts: Counter[str]) -> list[SinkRecord]:
@@ -185,6 +240,92 @@ def _unmerge(anonymous_id: str, state: PartitionState, counts: Counter[str]) -> 
     counts["unmerged_anonymous_ids"] += 1
     counts["unmerged_events"] += len(records)
     return records
+
+
+def grants(
+    records: Iterable[InputRecord],
+    state: PartitionState,
+    rules: RecognitionRules,
+    counts: Counter[str],
+) -> Stitched:
+    """Grants of the merge limit against one partition's state: each applies the
+    identification it was claimed for (``rules.recognize``), amending the held events."""
+    done = Stitched()
+    for record in records:
+        try:
+            grant = parse_grant(record.value)
+            parsed = parse(grant.event, rules)
+            anonymous_id = parsed.anonymous_id
+            if anonymous_id is None or parsed.identity is None:
+                raise BadRecord("a grant's event has no anonymous id or identity")
+            memory = Memory(identity=state.identity(anonymous_id), held=state.held(anonymous_id))
+            outcome = recognize(parsed, memory, rules)
+            state.apply(anonymous_id, parsed.event_id, outcome, grant.offset, 0)
+        except (BadRecord, StateError) as exc:
+            done.dead.append(_dead_letter(record, exc, counts))
+            continue
+        done.sink.extend(outcome.records)
+        _count(outcome, counts)
+        counts["granted"] += 1
+    done.changes = state.changes()
+    return done
+
+
+def arbitrate(
+    records: Iterable[InputRecord],
+    state: ClaimState,
+    limit: MergeLimit,
+    counts: Counter[str],
+    *,
+    clock_ms: int,
+) -> Arbitrated:
+    """Claims, releases and forgets of one partition of the claims topic, in order. Time
+    is the claims' own (the identifying events'), never later than ``clock_ms``."""
+    done = Arbitrated()
+    latest = 0
+    for record in records:
+        try:
+            message = parse_claims_record(record.value)
+            if isinstance(message, Claim):
+                now = min(message.timestamp, clock_ms) if message.timestamp > 0 else clock_ms
+                latest = max(latest, now)
+                if state.claim(message, now):
+                    grant = Grant(message.anonymous_id, message.offset, message.event)
+                    done.grants.append((message.partition, grant))
+                else:
+                    done.quarantine.append(Quarantined(message, _refused(limit)))
+                    counts["quarantined"] += 1
+            elif isinstance(message, Release):
+                state.release(message.identity, message.anonymous_id)
+            else:
+                state.forget(message.identity)
+        except (BadRecord, StateError) as exc:
+            done.dead.append(_dead_letter(record, exc, counts))
+    if latest > 0:
+        state.expire(latest)
+    counts.update(state.dropped)
+    done.changes = state.changes()
+    return done
+
+
+def _refused(limit: MergeLimit) -> str:
+    days = limit.window_ms / 86_400_000
+    return (
+        f"its identity already took {limit.max_anonymous_ids} other anonymous ids within "
+        f"{days:g} days (users_recognition.max_anonymous_ids_per_identity): not applied"
+    )
+
+
+def _claim(record: InputRecord, anonymous_id: str, identity: Identity, timestamp: int) -> Claim:
+    return Claim(
+        claim_key(identity),
+        anonymous_id,
+        record.partition,
+        record.offset,
+        record.source,
+        _value(record),
+        timestamp,
+    )
 
 
 def _dead_letter(
@@ -207,12 +348,13 @@ def _stitch_one(
     rules: RecognitionRules,
     keyed: bool,
     counts: Counter[str],
-) -> Outcome:
+) -> tuple[Outcome, str | None]:
+    """The outcome of one event (applied to ``state``), and its anonymous id."""
     parsed = parse(_value(record), rules)
     anonymous_id = parsed.anonymous_id
     if not stitchable(parsed, rules) or anonymous_id is None:
         counts["bots"] += parsed.bot
-        return decide(parsed, Memory(), record.offset, rules)
+        return decide(parsed, Memory(), record.offset, rules), None
     if keyed and record.key != anonymous_id.encode():
         raise BadRecord(
             f"key {_shown(record.key)} is not the event's anonymous id {anonymous_id[:80]!r}, "
@@ -225,7 +367,7 @@ def _stitch_one(
         memory = replace(memory, held=state.held(anonymous_id, before=record.offset))
     outcome = decide(parsed, memory, record.offset, rules)
     state.apply(anonymous_id, parsed.event_id, outcome, record.offset, timestamp)
-    return outcome
+    return outcome, anonymous_id
 
 
 def _shown(key: bytes | None) -> str:

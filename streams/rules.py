@@ -53,11 +53,13 @@ __all__ = [
     "SinkRecord",
     "Status",
     "anonymous_id_of",
+    "claim_key",
     "decide",
     "derived_event_id",
     "erased",
     "needs_held",
     "parse",
+    "recognize",
     "stitchable",
     "unmerged",
 ]
@@ -114,6 +116,10 @@ class RecognitionRules:
     #: markers, compared in lower case, passes through: never held, never stitched
     bot_user_agent: Pointer | None = Pointer.parse("/user_agent")
     bot_markers: tuple[str, ...] = ("bot", "crawl")
+    #: the merge limit is on (``streams.merges``): an identification that would give an
+    #: anonymous id an identity it does not have yet is only applied once the identity's
+    #: claim is granted (``Outcome.claim``, then ``recognize``)
+    claims: bool = False
 
     def is_bot(self, event: dict[str, Any]) -> bool:
         if self.bot_user_agent is None or not self.bot_markers:
@@ -212,6 +218,9 @@ class Outcome:
     rehold: tuple[Held, ...] = ()  # keep these held events, now with these versions
     mark_seen: bool = False  # remember the event id, so a re-delivery emits nothing
     conflict: bool = False  # a different identity arrived on an identified anonymous id
+    #: the merge limit must grant this identity to the anonymous id first: nothing of it
+    #: is applied yet (``recognize`` applies it when the grant comes back)
+    claim: Identity | None = None
     duplicate: bool = False  # the event id was seen before: nothing emitted
 
 
@@ -246,6 +255,8 @@ def needs_held(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> bool:
     """Whether deciding on ``parsed`` needs the held events of its anonymous id."""
     if not stitchable(parsed, rules) or parsed.identity is None or memory.seen:
         return False
+    if rules.claims and _claimed(memory.identity, parsed.identity):
+        return False  # asks for a grant first: ``recognize`` reads them then
     if rules.policy is Policy.RETAIN:
         return memory.identity is None
     _, changed, _ = _next_identity(memory.identity, parsed.identity)
@@ -275,11 +286,30 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
     )
 
 
-def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
+def recognize(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
+    """Apply an identifying event's identity that the merge limit granted (``Outcome.claim``
+    asked for it): what ``decide`` would have done then, minus the event's own record,
+    which was emitted when it arrived. ``memory.held`` must hold every held event."""
+    if parsed.identity is None or parsed.anonymous_id is None:
+        raise BadRecord("a granted claim must be an identifying event with an anonymous id")
+    return _identifying(parsed, memory, rules, granted=True)
+
+
+def claim_key(identity: Identity) -> str:
+    """What the merge limit counts anonymous ids per: the identity's stitched user id."""
+    return str(identity.user_id)
+
+
+def _identifying(
+    parsed: Parsed, memory: Memory, rules: RecognitionRules, granted: bool = False
+) -> Outcome:
     assert parsed.identity is not None
     assert parsed.anonymous_id is not None
+    own = () if granted else (_as_is(parsed, Status.IDENTIFIED),)
+    if rules.claims and not granted and _claimed(memory.identity, parsed.identity):
+        return Outcome(records=own, mark_seen=True, claim=parsed.identity)
     identity, changed, conflict = _next_identity(memory.identity, parsed.identity)
-    records = [_as_is(parsed, Status.IDENTIFIED)]
+    records = list(own)
     held = sorted(memory.held, key=lambda h: h.seq)
     if rules.policy is Policy.RETAIN:
         # The first identity amends every waiting event; a later one applies from its own
@@ -293,7 +323,7 @@ def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Out
             records=tuple(records),
             identity=identity if changed else None,
             rehold=amended if first else (),
-            mark_seen=True,
+            mark_seen=not granted,
             conflict=conflict,
         )
     rehold = tuple(Held(h.seq, h.event_id, h.raw, h.version + 1) for h in held) if changed else ()
@@ -302,9 +332,14 @@ def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Out
         records=tuple(records),
         identity=identity if changed else None,
         rehold=rehold,
-        mark_seen=True,
+        mark_seen=not granted,
         conflict=conflict,
     )
+
+
+def _claimed(current: Identity | None, incoming: Identity) -> bool:
+    """Whether ``incoming`` would bind the anonymous id to an identity it is not bound to."""
+    return current is None or claim_key(current) != claim_key(incoming)
 
 
 def _next_identity(current: Identity | None, incoming: Identity) -> tuple[Identity, bool, bool]:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from streams.errors import ConfigError
+from streams.merges import MergeLimit
 from streams.pointer import Pointer, PointerError
 from streams.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
 from streams.state import Retention
@@ -57,6 +58,9 @@ class TopicSettings:
     dead_letter: str = "events.dlq"
     #: erase and un-merge commands (``retrostitch erase|unmerge``); ``topics.partitions``
     control: str = "events.control"
+    #: identifications the merge limit refused: the event as it arrived, the reason in
+    #: the header retrostitch.reason (streams.merges)
+    quarantine: str = "events.quarantine"
     #: partitions of the repartition topic and the state changelog: the most workers
     #: that can share the work. Changing it later needs a state rebuild (deploy/README.md).
     partitions: int = 8
@@ -88,6 +92,7 @@ class WarehouseSettings:
 class Settings:
     recognition: RecognitionRules = field(default_factory=RecognitionRules)
     retention: Retention = field(default_factory=Retention)
+    merges: MergeLimit = field(default_factory=MergeLimit)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
@@ -195,6 +200,14 @@ def _minutes_or_never(value: Any) -> int | None:
     return None if minutes == 0 else minutes * 60_000
 
 
+def _positive_minutes(value: Any) -> int:
+    """Minutes, 1 or more, as milliseconds."""
+    minutes = _count(value)
+    if minutes == 0:
+        raise ValueError("expected a whole number of minutes, 1 or more")
+    return minutes * 60_000
+
+
 def _limit(value: Any) -> int | None:
     """A whole number; 0 means no limit."""
     return _count(value) or None
@@ -239,6 +252,7 @@ def _identifiers(value: Any) -> tuple[str, ...]:
 
 _R, _K, _T, _W = RecognitionRules(), KafkaSettings(), TopicSettings(), WarehouseSettings()
 _N = Retention()
+_M = MergeLimit()
 _S = Settings()
 
 #: Every setting: YAML key, environment variable, parser, where it goes, default.
@@ -254,6 +268,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _policy, "recognition.policy", _R.policy),
     Setting("users_recognition.ttl_minutes.anonymous_events", "USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS", _minutes_or_never, "retention.ttl_ms", _N.ttl_ms),
     Setting("users_recognition.max_waiting_events_per_anonymous_id", "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID", _limit, "retention.max_held_per_id", _N.max_held_per_id),
+    Setting("users_recognition.max_anonymous_ids_per_identity", "USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY", _limit, "merges.max_anonymous_ids", _M.max_anonymous_ids),
+    Setting("users_recognition.merge_window_minutes", "USER_RECOGNITION_MERGE_WINDOW_MINUTES", _positive_minutes, "merges.window_ms", _M.window_ms),
     Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, "kafka.bootstrap_servers", _K.bootstrap_servers),
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
     Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
@@ -263,6 +279,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", _text, "topics.sink", _T.sink),
     Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", _text, "topics.dead_letter", _T.dead_letter),
     Setting("topics.control", "RETROSTITCH_CONTROL_TOPIC", _text, "topics.control", _T.control),
+    Setting("topics.quarantine", "RETROSTITCH_QUARANTINE_TOPIC", _text, "topics.quarantine", _T.quarantine),
     Setting("topics.partitions", "RETROSTITCH_PARTITIONS", _positive(int), "topics.partitions", _T.partitions),
     Setting("topics.input_keyed_by_anonymous_id", "RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID", _bool, "topics.input_keyed_by_anonymous_id", _T.input_keyed_by_anonymous_id),
     Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),
@@ -345,6 +362,7 @@ def _build(values: dict[str, Any]) -> Settings:
     sections: dict[str, dict[str, Any]] = {
         "recognition": {},
         "retention": {},
+        "merges": {},
         "kafka": {},
         "topics": {},
         "warehouse": {},
@@ -362,6 +380,7 @@ def _build(values: dict[str, Any]) -> Settings:
     return Settings(
         recognition=RecognitionRules(**sections["recognition"]),
         retention=Retention(**sections["retention"]),
+        merges=MergeLimit(**sections["merges"]),
         kafka=kafka,
         topics=TopicSettings(**sections["topics"]),
         warehouse=WarehouseSettings(**sections["warehouse"]),

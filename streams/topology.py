@@ -9,7 +9,15 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
                                             retrostitch.reason, retrostitch.source
     control      topics.control             key: none           value: a command
                                             (streams.control), on every partition
-    changelog    <app_id>-stitch-state-changelog (Faust's, of the table "stitch-state")
+    claims       <app_id>-claims            key: identity       value: claim, release,
+                                            forget (streams.merges; merge limit on)
+    grants       <app_id>-grants            key: anonymous id   value: a grant, on the
+                                            partition the claim came from
+    quarantine   topics.quarantine          key: anonymous id   value: the identifying
+                                            event the merge limit refused; headers as
+                                            dead letters'
+    changelogs   <app_id>-stitch-state-changelog, <app_id>-identity-claims-changelog
+                                            (Faust's, of the tables)
 
 Agents:
 
@@ -18,8 +26,12 @@ Agents:
             events of a visitor meet in one partition, with that partition's state)
     stitch  repartition -> sink: the rules of ``streams.rules`` against the partition's
             state in RocksDB (layout in ``streams.state``), restored from the changelog by
-            whichever worker is given the partition; and control -> sink: erasures and
-            un-merges of that state (``streams.control``)
+            whichever worker is given the partition; control -> sink: erasures and
+            un-merges of that state (``streams.control``); with the merge limit on,
+            an identification that binds an anonymous id to a new identity goes to
+            claims, and is applied when its grant comes back on grants
+    arbitrate  claims -> grants, quarantine: how many anonymous ids each identity took
+            within the window (table "identity-claims", streams.merges)
 
 With ``topics.input_keyed_by_anonymous_id`` the input already is what the repartition
 topic would be: there is no route agent, and stitch reads the input (its partitions are
@@ -51,14 +63,31 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import faust
 from rocksdict import Rdict
 
+from streams.merges import (
+    Claim,
+    ClaimState,
+    Forget,
+    Release,
+    claims_topic,
+    encode,
+    grants_topic,
+)
 from streams.outbox import Headers, Outbox
-from streams.processor import DeadLetter, InputRecord, control, route, stitch
+from streams.processor import (
+    DeadLetter,
+    InputRecord,
+    arbitrate,
+    control,
+    grants,
+    route,
+    stitch,
+)
 from streams.rules import SinkRecord
 from streams.settings import Settings
 from streams.state import PartitionState
@@ -141,17 +170,22 @@ def create_app(
 
     keyed = settings.topics.input_keyed_by_anonymous_id
     control_topic = settings.topics.control
+    limit = settings.merges
+    limited = limit.max_anonymous_ids is not None
+    rules = replace(rules, claims=limited)
+    claims_name, grants_name = claims_topic(settings.app_id), grants_topic(settings.app_id)
+    # the control (and grants) topic is read with the events: Faust gives a worker the
+    # same partitions of each, and the stitch agent applies them to that state
+    beside_events = (control_topic, grants_name) if limited else (control_topic,)
     if keyed:
-        # the control topic is read with the input: Faust gives a worker the same
-        # partitions of both, and the stitch agent applies commands to that state
-        stitch_source = app.topic(settings.topics.input, control_topic, **_RAW)
+        stitch_source = app.topic(settings.topics.input, *beside_events, **_RAW)
     else:
         by_anonymous_id = app.topic(
             f"{settings.app_id}-by-anonymous-id", partitions=partitions, internal=True, **_RAW
         )
         stitch_source = app.topic(
             by_anonymous_id.get_topic_name(),
-            control_topic,
+            *beside_events,
             partitions=partitions,
             internal=True,
             **_RAW,
@@ -169,9 +203,25 @@ def create_app(
                 emit(routed.sink, routed.dead)
                 await outbox.flush()
 
+    def claim(messages: Iterable[Claim | Release | Forget]) -> None:
+        for message in messages:
+            key, timestamp = message.identity.encode(), getattr(message, "timestamp", 0)
+            outbox.send(claims_name, key, encode(message), timestamp=timestamp)
+
+    async def checkpoint(table: Any, done: Sequence[tuple[int, RocksStore, list[Change]]]) -> None:
+        """Steps 2 and 3 below, for the partitions of one batch."""
+        changelog = table.changelog_topic.get_topic_name()
+        for partition, _, changes in done:
+            for key, value in changes:
+                outbox.send(changelog, key, value, partition, track=True)
+        await outbox.flush()
+        for partition, store, changes in done:
+            if changes:
+                offset = outbox.acked[changelog, partition]
+                store.write([*changes, _offset_change(table, offset)])
+
     @app.agent(stitch_source, name="stitch")
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
-        changelog = table.changelog_topic.get_topic_name()
         async for events in _batches(stream, settings):
             started = time.perf_counter()
             identified = counts["identified"]
@@ -180,34 +230,64 @@ def create_app(
             for partition, records in _by_partition(_records(events)).items():
                 store = RocksStore(_partition_db(table, partition))
                 state = PartitionState(store, settings.retention)
-                commands = [r for r in records if r.topic == control_topic]
-                records = [r for r in records if r.topic != control_topic]
-                result = stitch(records, state, rules, counts, keyed=keyed, clock_ms=clock_ms)
-                if commands:  # after the events: their state changes are pending in `state`
-                    done_commands = control(commands, state, counts)
-                    result.sink += done_commands.sink
-                    result.dead += done_commands.dead
-                    result.changes = done_commands.changes
+                by_topic = _by_topic(records, control_topic, grants_name)
+                result = stitch(by_topic[""], state, rules, counts, keyed=keyed, clock_ms=clock_ms)
+                # after the events (their changes are pending in `state`): grants, commands
+                for more in (
+                    grants(by_topic[grants_name], state, rules, counts),
+                    control(by_topic[control_topic], state, counts, merge_limit=limited),
+                ):
+                    result.sink += more.sink
+                    result.dead += more.dead
+                    result.claims += more.claims
+                    result.changes = more.changes
                 done.append((partition, store, result))
-            # 1. sink and dead letters first: state never runs ahead of what was emitted
+            # 1. sink, dead letters and claims first: state never runs ahead of what was emitted
             for _, _, result in done:
                 emit(result.sink, result.dead)
+                claim(result.claims)
             await outbox.flush()
             # 2. the changelog, so any worker can restore this partition
-            for partition, _, result in done:
-                for key, value in result.changes:
-                    outbox.send(changelog, key, value, partition, track=True)
-            await outbox.flush()
             # 3. local state and the changelog offset it reflects, in one write per partition
-            for partition, store, result in done:
-                if result.changes:
-                    offset = outbox.acked[changelog, partition]
-                    store.write([*result.changes, _offset_change(table, offset)])
+            await checkpoint(table, [(p, store, result.changes) for p, store, result in done])
             metrics.batch_seconds.observe(time.perf_counter() - started)
             counts["emitted"] += sum(len(result.sink) for _, _, result in done)
             if counts["identified"] != identified:
                 metrics.gauges[LAST_IDENTIFICATION] = time.time()
             # 4. returning acks the batch; Faust commits the offsets
+
+    if limited:
+        # the merge limit (streams.merges): claims keyed by identity, answered in order
+        claims_table = app.Table(
+            "identity-claims", partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        claims_source = app.topic(claims_name, partitions=partitions, internal=True, **_RAW)
+        quarantine_topic = settings.topics.quarantine
+
+        @app.agent(claims_source, name="arbitrate")
+        async def arbitrate_agent(stream: faust.StreamT[bytes]) -> None:
+            async for events in _batches(stream, settings):
+                done = []
+                clock_ms = int(time.time() * 1000)
+                for partition, records in _by_partition(_records(events)).items():
+                    store = RocksStore(_partition_db(claims_table, partition))
+                    state = ClaimState(store, limit)
+                    result = arbitrate(records, state, limit, counts, clock_ms=clock_ms)
+                    done.append((partition, store, result))
+                # the same checkpoint as the stitch agent's
+                for _, _, result in done:
+                    for to, grant in result.grants:
+                        outbox.send(grants_name, grant.anonymous_id.encode(), encode(grant), to)
+                    for refused in result.quarantine:
+                        headers: Headers = [
+                            (HEADER_REASON, refused.reason.encode()),
+                            (HEADER_SOURCE, refused.claim.source.encode()),
+                        ]
+                        key = refused.claim.anonymous_id.encode()
+                        outbox.send(quarantine_topic, key, refused.claim.event, None, headers)
+                    emit((), result.dead)
+                await outbox.flush()
+                await checkpoint(claims_table, [(p, s, r.changes) for p, s, r in done])
 
     async def report_counts() -> None:
         if counts:
@@ -296,6 +376,14 @@ def _records(events: Sequence[Any]) -> list[InputRecord]:
         )
         for e in events
     ]
+
+
+def _by_topic(records: Iterable[InputRecord], *topics: str) -> dict[str, list[InputRecord]]:
+    """Records of ``topics`` under their names, the others under ""; each in order."""
+    groups: dict[str, list[InputRecord]] = {name: [] for name in ("", *topics)}
+    for record in records:
+        groups[record.topic if record.topic in groups else ""].append(record)
+    return groups
 
 
 def _by_partition(records: Iterable[InputRecord]) -> dict[int, list[InputRecord]]:

@@ -1,0 +1,236 @@
+"""The merge limit without I/O: claims, grants and the quarantine (streams.merges)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.control import Command, Verb
+from streams.control import encode as encode_command
+from streams.errors import BadRecord
+from streams.merges import (
+    DAY_MS,
+    Claim,
+    ClaimState,
+    Forget,
+    Grant,
+    MergeLimit,
+    Release,
+    encode,
+    parse_claims_record,
+    parse_grant,
+)
+from streams.processor import InputRecord, Quarantined, arbitrate, control, grants, stitch
+from streams.rules import Policy, RecognitionRules
+from streams.state import PartitionState
+from streams.store import MemoryStore
+from tests.unit.stitching import Run, event
+
+T0 = 1_700_000_000_000
+
+
+class Limited:
+    """One stitch partition and one claims partition, wired as the topology wires them."""
+
+    def __init__(self, limit: MergeLimit, rules: RecognitionRules | None = None) -> None:
+        self.limit = limit
+        self.run = Run(rules or RecognitionRules(claims=True))
+        self.claims = MemoryStore()
+        self.quarantine: list[Quarantined] = []
+        self._offsets = [0, 0]
+
+    def feed(self, *values: bytes, at: int = T0) -> list[dict[str, Any]]:
+        """One batch of events; the claims it makes are answered and applied at once."""
+        before = len(self.run.records)
+        batch = [self._record("events", value, at) for value in values]
+        state = PartitionState(self.run.store, self.run.retention)
+        result = stitch(batch, state, self.run.rules, self.run.counts, clock_ms=at)
+        self.run.store.write(result.changes)
+        self.run.records += [orjson.loads(r.value) for r in result.sink]
+        self._answer([encode(c) for c in result.claims], at)
+        return self.run.records[before:]
+
+    def command(self, command: Command) -> None:
+        state = PartitionState(self.run.store)
+        record = InputRecord("control", 0, 0, None, encode_command(command))
+        result = control([record], state, self.run.counts, merge_limit=True)
+        self.run.store.write(result.changes)
+        self.run.records += [orjson.loads(r.value) for r in result.sink]
+        self._answer([encode(c) for c in result.claims], T0)
+
+    def count(self, identity: str) -> int:
+        return ClaimState(self.claims, self.limit).count(identity)
+
+    def _answer(self, claims: list[bytes], at: int) -> None:
+        if not claims:
+            return
+        records = [self._record("claims", value, at) for value in claims]
+        done = arbitrate(
+            records, ClaimState(self.claims, self.limit), self.limit, Counter(), clock_ms=at
+        )
+        self.claims.write(done.changes)
+        self.quarantine += done.quarantine
+        answers = [self._record("grants", encode(grant), at) for _, grant in done.grants]
+        state = PartitionState(self.run.store)
+        applied = grants(answers, state, self.run.rules, self.run.counts)
+        self.run.store.write(applied.changes)
+        self.run.records += [orjson.loads(r.value) for r in applied.sink]
+
+    def _record(self, topic: str, value: bytes, at: int) -> InputRecord:
+        index = 0 if topic == "events" else 1
+        self._offsets[index] += 1
+        return InputRecord(topic, 0, self._offsets[index], None, value, at)
+
+
+def _visitors(n: int, email: str, at: int = T0, first: int = 0) -> list[bytes]:
+    """n anonymous ids, each with one anonymous event, then identified as ``email``."""
+    values = []
+    for i in range(first, first + n):
+        values += [event(f"a{i}", f"anon{i}"), event(f"i{i}", f"anon{i}", email=email)]
+    return values
+
+
+def test_an_identity_takes_up_to_the_limit_and_the_next_anonymous_id_is_quarantined() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=3))
+    limited.feed(*_visitors(4, "shared@example.com"))
+    latest = limited.run.latest()
+    assert [latest[f"a{i}"]["status"] for i in range(4)] == ["amended"] * 3 + ["anonymous"]
+    assert latest["a3"]["stitched_user_id"] == "anon3"
+    assert latest["i3"]["status"] == "identified"  # the event itself goes on as it arrived
+    [refused] = limited.quarantine
+    assert refused.claim.anonymous_id == "anon3"
+    assert refused.claim.event == event("i3", "anon3", email="shared@example.com")
+    assert "3 other anonymous ids within 30 days" in refused.reason
+    assert "shared@example.com" not in refused.reason
+    assert limited.count("shared@example.com") == 3
+
+
+def test_a_refused_anonymous_id_stays_anonymous_and_later_events_are_not_stitched() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=1))
+    limited.feed(*_visitors(2, "shared@example.com"))
+    [later] = limited.feed(event("later", "anon1"))
+    assert later["status"] == "anonymous"
+    [kept] = limited.feed(event("later0", "anon0"))
+    assert (kept["status"], kept["stitched_user_id"]) == ("stitched", "shared@example.com")
+
+
+def test_events_that_arrive_while_the_claim_is_out_are_amended_by_the_grant() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=5))
+    # one batch: the identification, then an anonymous event before the grant is back
+    limited.feed(event("a", "anon"), event("i", "anon", email="x@y"), event("b", "anon"))
+    latest = limited.run.latest()
+    assert {latest[e]["status"] for e in "ab"} == {"amended"}
+    assert {latest[e]["event"]["user"]["email"] for e in "ab"} == {"x@y"}
+
+
+def test_with_the_limit_the_warehouse_ends_as_without_it_below_the_limit() -> None:
+    stream = [
+        *_visitors(3, "p@example.com"),
+        event("x", "anon0"),
+        event("c", "anon1", email="q@example.com"),  # a conflict under retain
+        event("y", "anon1"),
+        event("m", "anon2", user_id=7, email="p@example.com"),  # another key: 7
+    ]
+    for policy in Policy:
+        rules = RecognitionRules(policy=policy)
+        plain = Run(rules)
+        for value in stream:
+            plain.feed(value)
+        limited = Limited(
+            MergeLimit(max_anonymous_ids=10), RecognitionRules(policy=policy, claims=True)
+        )
+        for value in stream:
+            limited.feed(value)
+        strip = {
+            k: {f: v for f, v in r.items() if f != "version"} for k, r in plain.latest().items()
+        }
+        got = {
+            k: {f: v for f, v in r.items() if f != "version"}
+            for k, r in limited.run.latest().items()
+        }
+        assert got == strip, policy
+
+
+def _unversioned(latest: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The warehouse rows without their versions (a grant may come one version later)."""
+    return {key: {f: v for f, v in row.items() if f != "version"} for key, row in latest.items()}
+
+
+def test_a_claim_granted_again_is_not_counted_twice_and_a_grant_twice_changes_nothing() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=1))
+    limited.feed(*_visitors(1, "p@x"))
+    emitted = limited.feed(event("i0-again", "anon0", email="p@x"))
+    assert [r["status"] for r in emitted] == ["identified"]
+    assert limited.count("p@x") == 1
+    assert not limited.quarantine
+    grant = Grant("anon0", 2, event("i0", "anon0", email="p@x"))
+    state = PartitionState(limited.run.store)
+    again = grants(
+        [InputRecord("grants", 0, 9, None, encode(grant))], state, limited.run.rules, Counter()
+    )
+    assert again.sink == []
+    assert again.changes == []
+
+
+def test_the_window_lets_an_identity_take_new_anonymous_ids_once_old_ones_age_out() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=2, window_ms=DAY_MS))
+    limited.feed(*_visitors(2, "p@x"))
+    limited.feed(*_visitors(1, "p@x", first=2), at=T0 + DAY_MS // 2)
+    assert [q.claim.anonymous_id for q in limited.quarantine] == ["anon2"]
+    limited.feed(*_visitors(1, "p@x", first=3), at=T0 + DAY_MS + 1)
+    assert len(limited.quarantine) == 1
+    assert limited.run.latest()["a3"]["status"] == "amended"
+    # expiry removed the two old grants (and their time index): state stays bounded
+    assert limited.count("p@x") == 1
+    assert len(list(limited.claims.scan(b""))) == 2
+
+
+def test_unmerge_and_erase_release_the_slots_they_held() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=2))
+    limited.feed(*_visitors(2, "p@x"))
+    limited.command(Command(Verb.UNMERGE, anonymous_id="anon0"))
+    assert limited.count("p@x") == 1
+    limited.command(Command(Verb.ERASE, anonymous_id="anon1"))
+    assert limited.count("p@x") == 0
+    limited.feed(*_visitors(2, "p@x", first=2))
+    assert not limited.quarantine
+    assert limited.count("p@x") == 2
+    limited.command(Command(Verb.ERASE, identity="p@x"))
+    assert list(limited.claims.scan(b"")) == []
+
+
+def test_without_claims_rules_identify_at_once() -> None:
+    run = Run(RecognitionRules(claims=False))
+    run.feed(*_visitors(1, "p@x"))
+    assert run.latest()["a0"]["status"] == "amended"
+
+
+def test_claims_records_round_trip_byte_for_byte() -> None:
+    raw = b'{"user": {"anonymous_id": "a\\n"},\n "x": 1.50}'
+    claim = Claim("p@x", "a\n", 3, 17, "events[3]@17", raw, T0)
+    assert parse_claims_record(encode(claim)) == claim
+    assert parse_claims_record(encode(Release("p@x", "a"))) == Release("p@x", "a")
+    assert parse_claims_record(encode(Forget("p@x"))) == Forget("p@x")
+    assert parse_grant(encode(Grant("a", 17, raw))) == Grant("a", 17, raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"nope", "not valid JSON"),
+        (b'{"claim": {"identity": "p"}}\n{}', "anonymous_id must be a string"),
+        (b'{"steal": {}}', "unknown claims record 'steal'"),
+        (b'{"claim": {"identity": "p", "anonymous_id": "a", "partition": 0, "offset": 1, '
+         b'"source": "s", "timestamp": 0}}', "carries no event"),
+    ],
+)  # fmt: skip
+def test_bad_claims_records_are_dead_letters_with_the_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(BadRecord, match=reason):
+        parse_claims_record(raw)
+    record = InputRecord("claims", 0, 0, None, raw)
+    limit = MergeLimit()
+    done = arbitrate([record], ClaimState(MemoryStore(), limit), limit, Counter(), clock_ms=T0)
+    assert [reason in letter.reason for letter in done.dead] == [True]
