@@ -163,6 +163,7 @@ _SHOWN = (
     ("events", ("received", "emitted", "passthrough", "bots", "dead_lettered", "duplicates")),
     ("recognition", ("identified", "amended", "stitched", "anonymous", "conflicts")),
     ("bounds", ("held", "expired", "capped", "forgotten")),
+    ("merge limit", ("claimed", "granted", "quarantined")),
     ("commands", ("erased_anonymous_ids", "erased_events", "unmerged_anonymous_ids")),
 )
 
@@ -198,7 +199,8 @@ def summary(source: str, samples: list[Sample], now: float) -> str:
         if name == "consumer_lag":
             rows.setdefault((labels["topic"], labels["partition"]), {})["lag"] = value
         elif name in ("state_keys", "state_bytes"):
-            rows.setdefault(("state", labels["partition"]), {})[name] = value
+            table = labels.get("table", "state")
+            rows.setdefault((f"table {table}", labels["partition"]), {})[name] = value
     if rows:
         lines.append(f"  {'topic':40} {'partition':>9} {'lag':>10} {'keys':>12} {'MiB':>9}")
     for (topic, partition), row in sorted(rows.items(), key=lambda r: (r[0][0], int(r[0][1]))):

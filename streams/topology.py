@@ -297,11 +297,13 @@ def create_app(
         if heartbeat is not None:
             heartbeat.beat()
 
-    streams = frozenset({settings.topics.input, *stitch_source.topics})
+    claims_read = (claims_name,) if limited else ()
+    streams = frozenset({settings.topics.input, *stitch_source.topics, *claims_read})
+    tables = {"stitch-state": table, **({"identity-claims": claims_table} if limited else {})}
 
     async def sample() -> None:
         last = metrics.gauges.get(LAST_IDENTIFICATION)
-        metrics.gauges = _sampled(app, table, streams, last)
+        metrics.gauges = _sampled(app, tables, streams, last)
 
     app.timer(interval=5.0)(sample)
     app.timer(interval=30.0)(report_counts)
@@ -313,10 +315,13 @@ LAST_IDENTIFICATION = "last_identification_timestamp_seconds"
 
 
 def _sampled(
-    app: faust.App, table: Any, streams: frozenset[str], last_identification: float | None
+    app: faust.App,
+    tables: dict[str, Any],
+    streams: frozenset[str],
+    last_identification: float | None,
 ) -> dict[str, float]:
     """Lag of each partition of ``streams`` this worker reads, and the size of each
-    partition's state it holds (active or standby), as labelled gauges."""
+    partition of ``tables`` it holds (active or standby), as labelled gauges."""
     gauges: dict[str, float] = {}
     consumer: Any = app.consumer
     for tp in consumer.assignment():
@@ -326,14 +331,15 @@ def _sampled(
         if highwater is not None:
             lag = highwater - (read + 1 if read is not None else 0)
             gauges[labelled("consumer_lag", topic=tp.topic, partition=tp.partition)] = max(lag, 0)
-    for partition, db in sorted(table.data._dbs.items()):
-        keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
-        size = sum(
-            db.property_int_value(name) or 0
-            for name in ("rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables")
-        )
-        gauges[labelled("state_keys", partition=partition)] = keys
-        gauges[labelled("state_bytes", partition=partition)] = size
+    for name, table in tables.items():
+        for partition, db in sorted(table.data._dbs.items()):
+            keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
+            size = sum(
+                db.property_int_value(prop) or 0
+                for prop in ("rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables")
+            )
+            gauges[labelled("state_keys", table=name, partition=partition)] = keys
+            gauges[labelled("state_bytes", table=name, partition=partition)] = size
     if last_identification is not None:
         gauges[LAST_IDENTIFICATION] = last_identification
     return gauges

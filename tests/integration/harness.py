@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from connectors.sink import BatchingSink, Warehouse
@@ -56,8 +57,10 @@ class Pipeline:
         return TopicReader(self.bootstrap_servers, topic)
 
     @property
-    def changelog_topic(self) -> str:
-        return f"{self.settings.app_id}-stitch-state-changelog"
+    def changelog_topics(self) -> list[str]:
+        """The changelogs of the worker's tables: stitch state, and the merge limit's."""
+        app_id = self.settings.app_id
+        return [f"{app_id}-stitch-state-changelog", f"{app_id}-identity-claims-changelog"]
 
     def fence_changelog(self) -> None:
         """Work around a broker quirk before another worker restores state.
@@ -68,11 +71,13 @@ class Pipeline:
         tombstone for a key that no state layout uses, so restoring it changes nothing.
         """
         producer = Producer({"bootstrap.servers": self.bootstrap_servers})
-        for partition in range(self.settings.topics.partitions):
-            producer.produce(
-                self.changelog_topic, key=b"\xfftest-fence", value=None, partition=partition
-            )
-            producer.flush(10)
+        existing = AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(
+            timeout=10
+        )
+        for topic in (name for name in self.changelog_topics if name in existing.topics):
+            for partition in range(self.settings.topics.partitions):
+                producer.produce(topic, key=b"\xfftest-fence", value=None, partition=partition)
+                producer.flush(10)
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(60)}" for w in self.workers)

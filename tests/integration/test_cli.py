@@ -156,7 +156,8 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
         lag = [line for line in lines if line.startswith("retrostitch_consumer_lag{")]
         keys = [line for line in lines if line.startswith("retrostitch_state_keys{")]
         return (
-            len(lag) == 3 * pipeline.settings.topics.partitions  # input, repartition, control
+            # input, repartition, control, and the merge limit's grants and claims
+            len(lag) == 5 * pipeline.settings.topics.partitions
             and all(line.endswith(" 0") for line in lag)
             and sum(float(line.split()[1]) for line in keys) > 0
             and any(line.startswith("retrostitch_last_identification_timestamp") for line in lines)
@@ -171,6 +172,8 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
     assert done.returncode == 0, done.stderr.decode()
     report = done.stdout.decode()
     assert "recognition:  identified 1, amended 1, stitched 0, anonymous 1" in report
+    assert "merge limit:  claimed 1, granted 1, quarantined 0" in report
+    assert "table identity-claims" in report
     assert "last identification:" in report
     assert "s ago" in report
     assert f"{pipeline.settings.topics.input}" in report
