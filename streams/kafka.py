@@ -22,7 +22,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from streams.control import Command, encode
 from streams.errors import BadRecord, BrokerError, ConfigError
-from streams.merges import claims_topic, grants_topic
+from streams.merges import answers_topic, claims_topic
 from streams.rules import RecognitionRules, parse
 from streams.settings import Settings
 
@@ -31,7 +31,7 @@ __all__ = ["Message", "TopicReader", "end_offsets", "ensure_topics", "produce_ev
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create the input, sink, control, quarantine and both dead-letter topics where
-    missing, and the merge limit's claims and grants topics; return those created.
+    missing, and the merge limit's claims and answers topics; return those created.
 
     With ``topics.input_keyed_by_anonymous_id``, an existing input topic must have
     ``topics.partitions`` partitions (ConfigError otherwise).
@@ -64,7 +64,7 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
         settings.warehouse.dead_letter_topic,
     ]
     if settings.merges.max_anonymous_ids is not None:  # co-partitioned with the state
-        wanted += [claims_topic(settings.app_id), grants_topic(settings.app_id)]
+        wanted += [claims_topic(settings.app_id), answers_topic(settings.app_id)]
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
         return []

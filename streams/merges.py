@@ -2,25 +2,26 @@
 
 A shared test account, or a tracker that sends one placeholder user id for everybody,
 would otherwise stitch thousands of visitors into one "mega-person". With the limit on
-(``users_recognition.max_anonymous_ids_per_identity``), an identification that would bind
-an anonymous id to an identity it is not bound to yet is not applied where it arrives:
-the partition of the anonymous id cannot know how many others the identity took, so it
-asks the partition of the identity, which keeps that count (topics in streams.topology):
+(``users_recognition.max_anonymous_ids_per_identity``), the partition of an anonymous id
+cannot know how many others an identity took, so it asks the partition of the identity,
+which keeps that count (topics in streams.topology):
 
-    stitch     --claim-->    <app_id>-claims, keyed by identity     --> arbitrate
-    arbitrate  --grant-->    <app_id>-grants, the claim's partition --> stitch: applies it
-               --deny-->     topics.quarantine: the identifying event, reason in a header
+    stitch     --claim-->    <app_id>-claims, keyed by identity      --> arbitrate
+    arbitrate  --answer-->   <app_id>-answers, the claim's partition --> stitch
+               --refused-->  topics.quarantine: the identifying event, reason in a header
     stitch     --release-->  (un-merge, erase) the anonymous id no longer counts
                --forget-->   (erase by identity) the identity's record goes
 
-While a claim is out, the anonymous id's events are held as anonymous ones, so a grant
-amends them too; a denied identification leaves them anonymous (its event goes on as it
-arrived, a copy goes to the quarantine topic). A duplicate claim (a batch processed again)
-gets the same answer, and a duplicate grant changes nothing: the rules see an identity
-the anonymous id already has.
+The identification applies at once, as without the limit, so below the limit nothing
+changes: the same records, versions and latency. Until the answer comes, the anonymous
+id's stitched events are kept in state; a confirmation ends that, a refusal un-merges the
+anonymous id (as ``retrostitch unmerge`` does: its amended and stitched events are
+emitted again as they arrived, one version up) and a copy of the identifying event goes
+to the quarantine topic. A duplicate claim (a batch processed again) gets the same
+answer; an answer for an identity the anonymous id no longer has changes nothing.
 
-A claims record is one JSON line, a newline, and (for a claim) the identifying event byte
-for byte; a grant likewise. The identity's state (the table ``identity-claims``):
+A claim record is one JSON line, a newline, and the identifying event byte for byte;
+the other records are one JSON line. An identity's state (the table ``identity-claims``):
 
     b"c" L(K) K A        -> when A was granted K (ms, 8 bytes)
     b"t" ts(8) L(K) K A  -> b"": the same, by time: what expiry reads, oldest first
@@ -41,17 +42,17 @@ from streams.errors import BadRecord, StateError
 from streams.store import Change, KeyValueStore
 
 __all__ = [
+    "Answer",
     "Claim",
     "ClaimState",
     "Forget",
-    "Grant",
     "MergeLimit",
     "Release",
+    "answers_topic",
     "claims_topic",
     "encode",
-    "grants_topic",
+    "parse_answer",
     "parse_claims_record",
-    "parse_grant",
 ]
 
 _ENTRY, _ARRIVED = b"c", b"t"
@@ -78,7 +79,7 @@ class Claim:
 
     identity: str
     anonymous_id: str
-    partition: int  # of the stitch source: where the grant must go
+    partition: int  # of the stitch source: where the answer must go
     offset: int  # of the identifying event there
     source: str  # topic[partition]@offset of the identifying event, for the quarantine
     event: bytes  # the identifying event, as it arrived
@@ -101,22 +102,24 @@ class Forget:
 
 
 @dataclass(frozen=True, slots=True)
-class Grant:
+class Answer:
+    """Whether ``identity`` may take ``anonymous_id`` (to the claim's stitch partition)."""
+
     anonymous_id: str
-    offset: int
-    event: bytes
+    identity: str
+    granted: bool
 
 
 def claims_topic(app_id: str) -> str:
     return f"{app_id}-claims"
 
 
-def grants_topic(app_id: str) -> str:
-    return f"{app_id}-grants"
+def answers_topic(app_id: str) -> str:
+    return f"{app_id}-answers"
 
 
-def encode(message: Claim | Release | Forget | Grant) -> bytes:
-    """One claims (or grants) record's value."""
+def encode(message: Claim | Release | Forget | Answer) -> bytes:
+    """One claims (or answers) record's value."""
     if isinstance(message, Claim):
         head: dict[str, Any] = {
             "claim": {
@@ -129,9 +132,10 @@ def encode(message: Claim | Release | Forget | Grant) -> bytes:
             }
         }
         return orjson.dumps(head) + b"\n" + message.event
-    if isinstance(message, Grant):
-        head = {"grant": {"anonymous_id": message.anonymous_id, "offset": message.offset}}
-        return orjson.dumps(head) + b"\n" + message.event
+    if isinstance(message, Answer):
+        verb = "confirm" if message.granted else "refuse"
+        target = {"identity": message.identity, "anonymous_id": message.anonymous_id}
+        return orjson.dumps({verb: target})
     if isinstance(message, Release):
         target = {"identity": message.identity, "anonymous_id": message.anonymous_id}
         return orjson.dumps({"release": target})
@@ -158,11 +162,11 @@ def parse_claims_record(raw: bytes | None) -> Claim | Release | Forget:
     raise BadRecord(f"unknown claims record {verb!r}; known: claim, release, forget")
 
 
-def parse_grant(raw: bytes | None) -> Grant:
-    verb, fields, event = _split(raw)
-    if verb != "grant":
-        raise BadRecord(f"a grants record must be a grant, not {verb!r}")
-    return Grant(_text(fields, "anonymous_id"), _number(fields, "offset"), _event(event))
+def parse_answer(raw: bytes | None) -> Answer:
+    verb, fields, _ = _split(raw)
+    if verb not in ("confirm", "refuse"):
+        raise BadRecord(f"an answers record is confirm or refuse, not {verb!r}")
+    return Answer(_text(fields, "anonymous_id"), _text(fields, "identity"), verb == "confirm")
 
 
 def _split(raw: bytes | None) -> tuple[str, dict[str, Any], bytes | None]:

@@ -8,9 +8,9 @@ The topology calls these two functions, one per agent:
 - ``stitch``: records of one partition of the repartition topic, in offset order, against
   that partition's ``PartitionState``. The caller emits ``sink`` and ``dead`` records,
   then writes ``changes`` to the store and the changelog (order in ``streams.topology``).
-  ``control`` and ``grants`` do the same for the partition's control and grants records.
+  ``control`` and ``answers`` do the same for the partition's control and answers records.
 - ``arbitrate``: records of one partition of the claims topic against its ``ClaimState``
-  (the merge limit, ``streams.merges``): grants go back, denials to the quarantine.
+  (the merge limit, ``streams.merges``): answers go back, refusals also to the quarantine.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from dataclasses import dataclass, field, replace
 from streams.control import Verb, parse_command
 from streams.errors import BadRecord, StateError
 from streams.merges import (
+    Answer,
     Claim,
     ClaimState,
     Forget,
-    Grant,
     MergeLimit,
     Release,
+    parse_answer,
     parse_claims_record,
-    parse_grant,
 )
 from streams.rules import (
     Held,
@@ -43,7 +43,6 @@ from streams.rules import (
     erased,
     needs_held,
     parse,
-    recognize,
     stitchable,
     unmerged,
 )
@@ -58,9 +57,9 @@ __all__ = [
     "Quarantined",
     "Routed",
     "Stitched",
+    "answers",
     "arbitrate",
     "control",
-    "grants",
     "route",
     "stitch",
 ]
@@ -119,7 +118,7 @@ class Quarantined:
 
 @dataclass(slots=True)
 class Arbitrated:
-    grants: list[tuple[int, Grant]] = field(default_factory=list)  # (partition, grant)
+    answers: list[tuple[int, Answer]] = field(default_factory=list)  # (partition, answer)
     quarantine: list[Quarantined] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
@@ -229,7 +228,11 @@ def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> li
     return [] if identity is None else [Release(claim_key(identity), anonymous_id)]
 
 
-def _unmerge(anonymous_id: str, state: PartitionState, counts: Counter[str]) -> list[SinkRecord]:
+def _unmerge(
+    anonymous_id: str, state: PartitionState, counts: Counter[str], why: str = "unmerged"
+) -> list[SinkRecord]:
+    """Forget the anonymous id's identity; emit its held events again as they arrived.
+    Counted as ``<why>_anonymous_ids`` and ``<why>_events``."""
     if state.identity(anonymous_id) is None:
         return []  # nothing merged (or not in this partition)
     state.forget_identity(anonymous_id)
@@ -237,36 +240,28 @@ def _unmerge(anonymous_id: str, state: PartitionState, counts: Counter[str]) -> 
     for held in state.held(anonymous_id):
         records.append(unmerged(held, anonymous_id))
         state.rehold(anonymous_id, Held(held.seq, held.event_id, held.raw, held.version + 1))
-    counts["unmerged_anonymous_ids"] += 1
-    counts["unmerged_events"] += len(records)
+    counts[f"{why}_anonymous_ids"] += 1
+    counts[f"{why}_events"] += len(records)
     return records
 
 
-def grants(
-    records: Iterable[InputRecord],
-    state: PartitionState,
-    rules: RecognitionRules,
-    counts: Counter[str],
+def answers(
+    records: Iterable[InputRecord], state: PartitionState, counts: Counter[str]
 ) -> Stitched:
-    """Grants of the merge limit against one partition's state: each applies the
-    identification it was claimed for (``rules.recognize``), amending the held events."""
+    """The merge limit's answers against one partition's state. A confirmation ends the
+    keeping of the anonymous id's stitched events; a refusal of the identity it still has
+    un-merges it (its amended and stitched events go out again as they arrived)."""
     done = Stitched()
     for record in records:
         try:
-            grant = parse_grant(record.value)
-            parsed = parse(grant.event, rules)
-            anonymous_id = parsed.anonymous_id
-            if anonymous_id is None or parsed.identity is None:
-                raise BadRecord("a grant's event has no anonymous id or identity")
-            memory = Memory(identity=state.identity(anonymous_id), held=state.held(anonymous_id))
-            outcome = recognize(parsed, memory, rules)
-            state.apply(anonymous_id, parsed.event_id, outcome, grant.offset, 0)
+            answer = parse_answer(record.value)
+            identity = state.identity(answer.anonymous_id)
+            state.confirmed(answer.anonymous_id, answer.identity)
+            if answer.granted or identity is None or claim_key(identity) != answer.identity:
+                continue  # confirmed, or about an identity the anonymous id no longer has
+            done.sink += _unmerge(answer.anonymous_id, state, counts, "refused")
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))
-            continue
-        done.sink.extend(outcome.records)
-        _count(outcome, counts)
-        counts["granted"] += 1
     done.changes = state.changes()
     return done
 
@@ -289,10 +284,10 @@ def arbitrate(
             if isinstance(message, Claim):
                 now = min(message.timestamp, clock_ms) if message.timestamp > 0 else clock_ms
                 latest = max(latest, now)
-                if state.claim(message, now):
-                    grant = Grant(message.anonymous_id, message.offset, message.event)
-                    done.grants.append((message.partition, grant))
-                else:
+                granted = state.claim(message, now)
+                answer = Answer(message.anonymous_id, message.identity, granted)
+                done.answers.append((message.partition, answer))
+                if not granted:
                     done.quarantine.append(Quarantined(message, _refused(limit)))
                     counts["quarantined"] += 1
             elif isinstance(message, Release):
@@ -360,8 +355,13 @@ def _stitch_one(
             f"key {_shown(record.key)} is not the event's anonymous id {anonymous_id[:80]!r}, "
             "and topics.input_keyed_by_anonymous_id says the input is keyed by it"
         )
+    identity = state.identity(anonymous_id)
     memory = Memory(
-        identity=state.identity(anonymous_id), seen=state.seen(anonymous_id, parsed.event_id)
+        identity=identity,
+        seen=state.seen(anonymous_id, parsed.event_id),
+        unconfirmed=(
+            rules.claims and identity is not None and state.unconfirmed(anonymous_id) is not None
+        ),
     )
     if needs_held(parsed, memory, rules):
         memory = replace(memory, held=state.held(anonymous_id, before=record.offset))

@@ -59,7 +59,6 @@ __all__ = [
     "erased",
     "needs_held",
     "parse",
-    "recognize",
     "stitchable",
     "unmerged",
 ]
@@ -116,9 +115,10 @@ class RecognitionRules:
     #: markers, compared in lower case, passes through: never held, never stitched
     bot_user_agent: Pointer | None = Pointer.parse("/user_agent")
     bot_markers: tuple[str, ...] = ("bot", "crawl")
-    #: the merge limit is on (``streams.merges``): an identification that would give an
-    #: anonymous id an identity it does not have yet is only applied once the identity's
-    #: claim is granted (``Outcome.claim``, then ``recognize``)
+    #: the merge limit is on (``streams.merges``): an identification that binds an
+    #: anonymous id to an identity it was not bound to applies at once and claims its place
+    #: (``Outcome.claim``); until the claim is confirmed, stitched events are kept too, so
+    #: that a refusal can emit them again as they arrived
     claims: bool = False
 
     def is_bot(self, event: dict[str, Any]) -> bool:
@@ -197,6 +197,7 @@ class Memory:
     identity: Identity | None = None
     seen: bool = False
     held: Sequence[Held] = ()  # only filled when needs_held() asked for it
+    unconfirmed: bool = False  # the identity's claim (merge limit) is not confirmed yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +219,8 @@ class Outcome:
     rehold: tuple[Held, ...] = ()  # keep these held events, now with these versions
     mark_seen: bool = False  # remember the event id, so a re-delivery emits nothing
     conflict: bool = False  # a different identity arrived on an identified anonymous id
-    #: the merge limit must grant this identity to the anonymous id first: nothing of it
-    #: is applied yet (``recognize`` applies it when the grant comes back)
+    #: the merge limit must confirm that this identity may take the anonymous id (it is
+    #: applied meanwhile: a refusal un-merges it)
     claim: Identity | None = None
     duplicate: bool = False  # the event id was seen before: nothing emitted
 
@@ -255,8 +256,6 @@ def needs_held(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> bool:
     """Whether deciding on ``parsed`` needs the held events of its anonymous id."""
     if not stitchable(parsed, rules) or parsed.identity is None or memory.seen:
         return False
-    if rules.claims and _claimed(memory.identity, parsed.identity):
-        return False  # asks for a grant first: ``recognize`` reads them then
     if rules.policy is Policy.RETAIN:
         return memory.identity is None
     _, changed, _ = _next_identity(memory.identity, parsed.identity)
@@ -277,7 +276,8 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
         return _identifying(parsed, memory, rules)
     if memory.identity is not None:
         stitched = _amended(parsed, memory.identity, 1, Status.STITCHED, rules)
-        keep = Held(seq, parsed.event_id, parsed.raw, 1) if rules.policy is Policy.LATEST else None
+        kept = rules.policy is Policy.LATEST or memory.unconfirmed
+        keep = Held(seq, parsed.event_id, parsed.raw, 1) if kept else None
         return Outcome(records=(stitched,), hold=keep, mark_seen=True)
     return Outcome(
         records=(_as_is(parsed, Status.ANONYMOUS),),
@@ -286,30 +286,18 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
     )
 
 
-def recognize(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
-    """Apply an identifying event's identity that the merge limit granted (``Outcome.claim``
-    asked for it): what ``decide`` would have done then, minus the event's own record,
-    which was emitted when it arrived. ``memory.held`` must hold every held event."""
-    if parsed.identity is None or parsed.anonymous_id is None:
-        raise BadRecord("a granted claim must be an identifying event with an anonymous id")
-    return _identifying(parsed, memory, rules, granted=True)
-
-
 def claim_key(identity: Identity) -> str:
     """What the merge limit counts anonymous ids per: the identity's stitched user id."""
     return str(identity.user_id)
 
 
-def _identifying(
-    parsed: Parsed, memory: Memory, rules: RecognitionRules, granted: bool = False
-) -> Outcome:
+def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
     assert parsed.identity is not None
     assert parsed.anonymous_id is not None
-    own = () if granted else (_as_is(parsed, Status.IDENTIFIED),)
-    if rules.claims and not granted and _claimed(memory.identity, parsed.identity):
-        return Outcome(records=own, mark_seen=True, claim=parsed.identity)
+    claimed = rules.claims and _claimed(memory.identity, parsed.identity)
+    claim = parsed.identity if claimed else None
     identity, changed, conflict = _next_identity(memory.identity, parsed.identity)
-    records = list(own)
+    records = [_as_is(parsed, Status.IDENTIFIED)]
     held = sorted(memory.held, key=lambda h: h.seq)
     if rules.policy is Policy.RETAIN:
         # The first identity amends every waiting event; a later one applies from its own
@@ -323,8 +311,9 @@ def _identifying(
             records=tuple(records),
             identity=identity if changed else None,
             rehold=amended if first else (),
-            mark_seen=not granted,
+            mark_seen=True,
             conflict=conflict,
+            claim=claim,
         )
     rehold = tuple(Held(h.seq, h.event_id, h.raw, h.version + 1) for h in held) if changed else ()
     records += [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held] if changed else []
@@ -332,8 +321,9 @@ def _identifying(
         records=tuple(records),
         identity=identity if changed else None,
         rehold=rehold,
-        mark_seen=not granted,
+        mark_seen=True,
         conflict=conflict,
+        claim=claim,
     )
 
 

@@ -9,6 +9,8 @@ which keeps every prefix unambiguous whatever bytes an id contains), and one ind
     b"s" L(A) A event-id     -> b"": this event id was processed (re-deliveries skip it)
     b"t" ts(8) L(A) A seq(8) event-id -> b"": when that event arrived (ms, the record's
                                 timestamp): what expiry reads, oldest first
+    b"u" L(A) A              -> the identity (its claim key) the merge limit has not
+                                confirmed yet for A (streams.merges), absent otherwise
 
 Holding one more event is a few puts; releasing k events is one prefix scan over exactly
 those k keys and k deletes: no value grows with a visitor's history, and the changelog
@@ -34,13 +36,14 @@ from dataclasses import dataclass
 import orjson
 
 from streams.errors import StateError
-from streams.rules import Held, Identity, Outcome
+from streams.rules import Held, Identity, Outcome, claim_key
 from streams.store import Change, KeyValueStore
 
 __all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "Retention", "StateError"]
 
 MAX_ID_BYTES = 0xFFFF
 _PROFILE, _HELD, _COUNT, _SEEN, _ARRIVED = b"p", b"h", b"n", b"s", b"t"
+_UNCONFIRMED = b"u"
 HELD_PREFIX = _HELD  # every held (waiting) event key starts with it
 _SEQ = struct.Struct(">Q")
 _TS = struct.Struct(">Q")
@@ -100,6 +103,17 @@ class PartitionState:
         value = self._get(_PROFILE + _part(anonymous_id))
         return None if value is None else Identity(tuple(orjson.loads(value)))
 
+    def unconfirmed(self, anonymous_id: str) -> str | None:
+        """The identity A was bound to that the merge limit has not confirmed yet."""
+        value = self._get(_UNCONFIRMED + _part(anonymous_id))
+        return None if value is None else value.decode()
+
+    def confirmed(self, anonymous_id: str, identity: str) -> None:
+        """The merge limit answered for ``identity``: A's events need not be kept for it."""
+        key = _UNCONFIRMED + _part(anonymous_id)
+        if self._get(key) == identity.encode():
+            self._set(key, None)
+
     def seen(self, anonymous_id: str, event_id: str) -> bool:
         return self._get(_SEEN + _part(anonymous_id) + event_id.encode()) is not None
 
@@ -115,13 +129,16 @@ class PartitionState:
             self._set_held(anon, key[-_SEQ.size :], None)
         for key in seen:
             self._set(key, None)
-        for key in (_PROFILE + anon, _COUNT + anon):
+        for key in (_PROFILE + anon, _COUNT + anon, _UNCONFIRMED + anon):
             if self._get(key) is not None:
                 self._set(key, None)
         return sorted(event_ids)
 
     def forget_identity(self, anonymous_id: str) -> None:
-        self._set(_PROFILE + _part(anonymous_id), None)
+        anon = _part(anonymous_id)
+        self._set(_PROFILE + anon, None)
+        if self._get(_UNCONFIRMED + anon) is not None:
+            self._set(_UNCONFIRMED + anon, None)
 
     def rehold(self, anonymous_id: str, held: Held) -> None:
         self._set_held(_part(anonymous_id), _SEQ.pack(held.seq), _encode_held(held))
@@ -167,6 +184,8 @@ class PartitionState:
         anon = _part(anonymous_id)
         if outcome.identity is not None:
             self._set(_PROFILE + anon, orjson.dumps(list(outcome.identity.values)))
+        if outcome.claim is not None:
+            self._set(_UNCONFIRMED + anon, claim_key(outcome.claim).encode())
         count = self._held_count(anon)
         for held in outcome.release:
             self._set_held(anon, _SEQ.pack(held.seq), None)

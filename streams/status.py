@@ -163,7 +163,7 @@ _SHOWN = (
     ("events", ("received", "emitted", "passthrough", "bots", "dead_lettered", "duplicates")),
     ("recognition", ("identified", "amended", "stitched", "anonymous", "conflicts")),
     ("bounds", ("held", "expired", "capped", "forgotten")),
-    ("merge limit", ("claimed", "granted", "quarantined")),
+    ("merge limit", ("claimed", "quarantined", "refused_anonymous_ids")),
     ("commands", ("erased_anonymous_ids", "erased_events", "unmerged_anonymous_ids")),
 )
 

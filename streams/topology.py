@@ -11,8 +11,8 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
                                             (streams.control), on every partition
     claims       <app_id>-claims            key: identity       value: claim, release,
                                             forget (streams.merges; merge limit on)
-    grants       <app_id>-grants            key: anonymous id   value: a grant, on the
-                                            partition the claim came from
+    answers      <app_id>-answers           key: anonymous id   value: confirm or refuse,
+                                            on the partition the claim came from
     quarantine   topics.quarantine          key: anonymous id   value: the identifying
                                             event the merge limit refused; headers as
                                             dead letters'
@@ -28,9 +28,9 @@ Agents:
             state in RocksDB (layout in ``streams.state``), restored from the changelog by
             whichever worker is given the partition; control -> sink: erasures and
             un-merges of that state (``streams.control``); with the merge limit on,
-            an identification that binds an anonymous id to a new identity goes to
-            claims, and is applied when its grant comes back on grants
-    arbitrate  claims -> grants, quarantine: how many anonymous ids each identity took
+            an identification that binds an anonymous id to a new identity also goes
+            to claims, and a refusal on answers un-merges it
+    arbitrate  claims -> answers, quarantine: how many anonymous ids each identity took
             within the window (table "identity-claims", streams.merges)
 
 With ``topics.input_keyed_by_anonymous_id`` the input already is what the repartition
@@ -74,17 +74,17 @@ from streams.merges import (
     ClaimState,
     Forget,
     Release,
+    answers_topic,
     claims_topic,
     encode,
-    grants_topic,
 )
 from streams.outbox import Headers, Outbox
 from streams.processor import (
     DeadLetter,
     InputRecord,
+    answers,
     arbitrate,
     control,
-    grants,
     route,
     stitch,
 )
@@ -173,10 +173,10 @@ def create_app(
     limit = settings.merges
     limited = limit.max_anonymous_ids is not None
     rules = replace(rules, claims=limited)
-    claims_name, grants_name = claims_topic(settings.app_id), grants_topic(settings.app_id)
-    # the control (and grants) topic is read with the events: Faust gives a worker the
+    claims_name, answers_name = claims_topic(settings.app_id), answers_topic(settings.app_id)
+    # the control (and answers) topic is read with the events: Faust gives a worker the
     # same partitions of each, and the stitch agent applies them to that state
-    beside_events = (control_topic, grants_name) if limited else (control_topic,)
+    beside_events = (control_topic, answers_name) if limited else (control_topic,)
     if keyed:
         stitch_source = app.topic(settings.topics.input, *beside_events, **_RAW)
     else:
@@ -230,11 +230,11 @@ def create_app(
             for partition, records in _by_partition(_records(events)).items():
                 store = RocksStore(_partition_db(table, partition))
                 state = PartitionState(store, settings.retention)
-                by_topic = _by_topic(records, control_topic, grants_name)
+                by_topic = _by_topic(records, control_topic, answers_name)
                 result = stitch(by_topic[""], state, rules, counts, keyed=keyed, clock_ms=clock_ms)
-                # after the events (their changes are pending in `state`): grants, commands
+                # after the events (their changes are pending in `state`): answers, commands
                 for more in (
-                    grants(by_topic[grants_name], state, rules, counts),
+                    answers(by_topic[answers_name], state, counts),
                     control(by_topic[control_topic], state, counts, merge_limit=limited),
                 ):
                     result.sink += more.sink
@@ -276,8 +276,8 @@ def create_app(
                     done.append((partition, store, result))
                 # the same checkpoint as the stitch agent's
                 for _, _, result in done:
-                    for to, grant in result.grants:
-                        outbox.send(grants_name, grant.anonymous_id.encode(), encode(grant), to)
+                    for to, answer in result.answers:
+                        outbox.send(answers_name, answer.anonymous_id.encode(), encode(answer), to)
                     for refused in result.quarantine:
                         headers: Headers = [
                             (HEADER_REASON, refused.reason.encode()),

@@ -56,6 +56,7 @@ def _batch(store: MemoryStore, values: list[bytes], offset: int, rules: Recognit
     return stitch(_records(values, offset), PartitionState(store), rules, Counter())
 
 
+@pytest.mark.parametrize("claims", [False, True], ids=["", "merge-limit"])
 @pytest.mark.parametrize(
     "policy",
     [
@@ -71,8 +72,10 @@ def _batch(store: MemoryStore, values: list[bytes], offset: int, rules: Recognit
         ),
     ],
 )
-def test_any_prefix_of_a_batchs_changelog_then_a_rerun_loses_nothing(policy: Policy) -> None:
-    rules = RecognitionRules(policy=policy)
+def test_any_prefix_of_a_batchs_changelog_then_a_rerun_loses_nothing(
+    policy: Policy, claims: bool
+) -> None:
+    rules = RecognitionRules(policy=policy, claims=claims)  # claims: kept until answered
     store = MemoryStore()
     before = _batch(store, BEFORE, 0, rules)
     store.write(before.changes)

@@ -1,4 +1,4 @@
-"""The merge limit without I/O: claims, grants and the quarantine (streams.merges)."""
+"""The merge limit without I/O: claims, answers and the quarantine (streams.merges)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ from streams.control import encode as encode_command
 from streams.errors import BadRecord
 from streams.merges import (
     DAY_MS,
+    Answer,
     Claim,
     ClaimState,
     Forget,
-    Grant,
     MergeLimit,
     Release,
     encode,
+    parse_answer,
     parse_claims_record,
-    parse_grant,
 )
-from streams.processor import InputRecord, Quarantined, arbitrate, control, grants, stitch
+from streams.processor import InputRecord, Quarantined, answers, arbitrate, control, stitch
 from streams.rules import Policy, RecognitionRules
 from streams.state import PartitionState
 from streams.store import MemoryStore
@@ -73,9 +73,9 @@ class Limited:
         )
         self.claims.write(done.changes)
         self.quarantine += done.quarantine
-        answers = [self._record("grants", encode(grant), at) for _, grant in done.grants]
+        back = [self._record("answers", encode(answer), at) for _, answer in done.answers]
         state = PartitionState(self.run.store)
-        applied = grants(answers, state, self.run.rules, self.run.counts)
+        applied = answers(back, state, self.run.counts)
         self.run.store.write(applied.changes)
         self.run.records += [orjson.loads(r.value) for r in applied.sink]
 
@@ -97,8 +97,9 @@ def test_an_identity_takes_up_to_the_limit_and_the_next_anonymous_id_is_quaranti
     limited = Limited(MergeLimit(max_anonymous_ids=3))
     limited.feed(*_visitors(4, "shared@example.com"))
     latest = limited.run.latest()
-    assert [latest[f"a{i}"]["status"] for i in range(4)] == ["amended"] * 3 + ["anonymous"]
-    assert latest["a3"]["stitched_user_id"] == "anon3"
+    assert [latest[f"a{i}"]["status"] for i in range(4)] == ["amended"] * 3 + ["unmerged"]
+    assert (latest["a3"]["stitched_user_id"], latest["a3"]["version"]) == ("anon3", 3)
+    assert latest["a3"]["event"] == orjson.loads(event("a3", "anon3"))  # as it arrived
     assert latest["i3"]["status"] == "identified"  # the event itself goes on as it arrived
     [refused] = limited.quarantine
     assert refused.claim.anonymous_id == "anon3"
@@ -106,6 +107,7 @@ def test_an_identity_takes_up_to_the_limit_and_the_next_anonymous_id_is_quaranti
     assert "3 other anonymous ids within 30 days" in refused.reason
     assert "shared@example.com" not in refused.reason
     assert limited.count("shared@example.com") == 3
+    assert limited.run.counts["refused_anonymous_ids"] == 1
 
 
 def test_a_refused_anonymous_id_stays_anonymous_and_later_events_are_not_stitched() -> None:
@@ -117,62 +119,49 @@ def test_a_refused_anonymous_id_stays_anonymous_and_later_events_are_not_stitche
     assert (kept["status"], kept["stitched_user_id"]) == ("stitched", "shared@example.com")
 
 
-def test_events_that_arrive_while_the_claim_is_out_are_amended_by_the_grant() -> None:
-    limited = Limited(MergeLimit(max_anonymous_ids=5))
-    # one batch: the identification, then an anonymous event before the grant is back
-    limited.feed(event("a", "anon"), event("i", "anon", email="x@y"), event("b", "anon"))
-    latest = limited.run.latest()
-    assert {latest[e]["status"] for e in "ab"} == {"amended"}
-    assert {latest[e]["event"]["user"]["email"] for e in "ab"} == {"x@y"}
+def test_events_stitched_before_the_answer_are_undone_by_a_refusal_and_not_kept_after() -> None:
+    limited = Limited(MergeLimit(max_anonymous_ids=1))
+    limited.feed(*_visitors(1, "p@x"))
+    # one batch: the identification, then an event stitched before the answer is back
+    limited.feed(event("i1", "anon1", email="p@x"), event("b", "anon1"))
+    assert [r["status"] for r in limited.run.records if r["event_id"] == "b"] == [
+        "stitched",
+        "unmerged",
+    ]
+    assert limited.run.latest()["b"]["stitched_user_id"] == "anon1"
+    # a confirmed anonymous id keeps no stitched event (policy retain)
+    held = limited.run.counts["held"]
+    limited.feed(event("c", "anon0"))
+    assert limited.run.counts["held"] == held
 
 
-def test_with_the_limit_the_warehouse_ends_as_without_it_below_the_limit() -> None:
-    stream = [
-        *_visitors(3, "p@example.com"),
-        event("x", "anon0"),
-        event("c", "anon1", email="q@example.com"),  # a conflict under retain
-        event("y", "anon1"),
-        event("m", "anon2", user_id=7, email="p@example.com"),  # another key: 7
+def test_below_the_limit_the_sink_is_what_it_is_without_the_limit() -> None:
+    batches = [
+        _visitors(3, "p@example.com")[:3],
+        [*_visitors(3, "p@example.com")[3:], event("x", "anon0")],
+        [event("c", "anon1", email="q@example.com"), event("y", "anon1")],  # a conflict
+        [event("m", "anon2", user_id=7, email="p@example.com"), event("z", "anon2")],
     ]
     for policy in Policy:
-        rules = RecognitionRules(policy=policy)
-        plain = Run(rules)
-        for value in stream:
-            plain.feed(value)
-        limited = Limited(
-            MergeLimit(max_anonymous_ids=10), RecognitionRules(policy=policy, claims=True)
-        )
-        for value in stream:
-            limited.feed(value)
-        strip = {
-            k: {f: v for f, v in r.items() if f != "version"} for k, r in plain.latest().items()
-        }
-        got = {
-            k: {f: v for f, v in r.items() if f != "version"}
-            for k, r in limited.run.latest().items()
-        }
-        assert got == strip, policy
+        plain = Run(RecognitionRules(policy=policy))
+        plain.feed_batches(batches)
+        limited = Limited(MergeLimit(10), RecognitionRules(policy=policy, claims=True))
+        for batch in batches:
+            limited.feed(*batch)
+        assert limited.run.records == plain.records, policy
+        assert not limited.quarantine
 
 
-def _unversioned(latest: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The warehouse rows without their versions (a grant may come one version later)."""
-    return {key: {f: v for f, v in row.items() if f != "version"} for key, row in latest.items()}
-
-
-def test_a_claim_granted_again_is_not_counted_twice_and_a_grant_twice_changes_nothing() -> None:
+def test_a_claim_granted_again_is_not_counted_twice_and_a_stale_answer_changes_nothing() -> None:
     limited = Limited(MergeLimit(max_anonymous_ids=1))
     limited.feed(*_visitors(1, "p@x"))
     emitted = limited.feed(event("i0-again", "anon0", email="p@x"))
     assert [r["status"] for r in emitted] == ["identified"]
     assert limited.count("p@x") == 1
     assert not limited.quarantine
-    grant = Grant("anon0", 2, event("i0", "anon0", email="p@x"))
-    state = PartitionState(limited.run.store)
-    again = grants(
-        [InputRecord("grants", 0, 9, None, encode(grant))], state, limited.run.rules, Counter()
-    )
-    assert again.sink == []
-    assert again.changes == []
+    stale = InputRecord("answers", 0, 9, None, encode(Answer("anon0", "other@x", False)))
+    done = answers([stale], PartitionState(limited.run.store), Counter())
+    assert done.sink == []
 
 
 def test_the_window_lets_an_identity_take_new_anonymous_ids_once_old_ones_age_out() -> None:
@@ -214,7 +203,8 @@ def test_claims_records_round_trip_byte_for_byte() -> None:
     assert parse_claims_record(encode(claim)) == claim
     assert parse_claims_record(encode(Release("p@x", "a"))) == Release("p@x", "a")
     assert parse_claims_record(encode(Forget("p@x"))) == Forget("p@x")
-    assert parse_grant(encode(Grant("a", 17, raw))) == Grant("a", 17, raw)
+    for granted in (True, False):
+        assert parse_answer(encode(Answer("a", "p@x", granted))) == Answer("a", "p@x", granted)
 
 
 @pytest.mark.parametrize(
