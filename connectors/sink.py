@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable, describe
 from connectors.rows import Layout, Row, to_row
 from streams.settings import Settings
-from streams.status import Heartbeat
+from streams.status import Heartbeat, Histogram, labelled
 
 __all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of", "write_or_split"]
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HEADER_REASON = "retrostitch.reason"
 HEADER_SOURCE = "retrostitch.source"
 MAX_BACKOFF = 30.0
+SAMPLE_SECONDS = 5.0  # how often the consumer lag is sampled for /metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +98,16 @@ class BatchingSink:
         self.settings = settings
         self.warehouse = warehouse
         self.layout = layout_of(settings)
+        self.records_read = 0
         self.rows_written = 0
         self.unavailable = 0  # how often the warehouse could not be reached
         self.dead_lettered = 0
+        #: a flush's write to the warehouse, retries included
+        self.write_seconds = Histogram("sink_write_seconds")
+        #: consumer lag per partition, sampled every SAMPLE_SECONDS
+        self.gauges: dict[str, float] = {}
+        self._next: dict[tuple[str, int], int] = {}  # per partition: the offset to read next
+        self._sampled = 0.0
         self.assigned = False  # holds partitions of the sink topic
         self.heartbeat = Heartbeat()
         self._rows: list[Row] = []
@@ -137,6 +145,8 @@ class BatchingSink:
                     self._add(message)
                 if self._pending() >= limit or self._due():
                     self._flush()
+                if time.monotonic() - self._sampled >= SAMPLE_SECONDS:
+                    self._sample()
             self._flush()
         finally:
             self._consumer.close()
@@ -148,6 +158,8 @@ class BatchingSink:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         source = f"{topic}[{partition}]@{offset}"
         self._offsets[(topic, partition)] = offset + 1
+        self._next[(topic, partition)] = offset + 1
+        self.records_read += 1
         value = message.value()
         try:
             if value is None:
@@ -166,7 +178,9 @@ class BatchingSink:
         self._started = time.monotonic()
         if not self._offsets:
             return
+        started = time.perf_counter()
         rejected = self._write_until_it_lands(self._rows)
+        self.write_seconds.observe(time.perf_counter() - started)
         if rejected is None:
             return  # stopped while the warehouse was away: nothing committed, nothing lost
         self._dead_letter([*self._rejected, *rejected])
@@ -196,8 +210,23 @@ class BatchingSink:
                     return None
                 delay = min(delay * 2, MAX_BACKOFF)
 
+    def _sample(self) -> None:
+        """Lag per assigned partition: the high watermark of the last fetch (librdkafka's
+        cached one, no request) less the offset to read next."""
+        self._sampled = time.monotonic()
+        gauges: dict[str, float] = {}
+        for tp in self._consumer.assignment():
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                continue  # nothing fetched from it yet
+            read = self._next.get((tp.topic, tp.partition), max(low, 0))
+            lag = labelled("sink_consumer_lag", topic=tp.topic, partition=tp.partition)
+            gauges[lag] = max(high - read, 0)
+        self.gauges = gauges
+
     def counters(self) -> dict[str, float]:
         return {
+            "sink_records_read": self.records_read,
             "sink_rows_written": self.rows_written,
             "sink_warehouse_unavailable": self.unavailable,
             "sink_dead_lettered": self.dead_lettered,

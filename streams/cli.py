@@ -135,6 +135,8 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
             live=sink.heartbeat.fresh,
             ready=lambda: sink.heartbeat.fresh() and sink.assigned,
             counters=sink.counters,
+            gauges=lambda: sink.gauges,
+            histograms=lambda: [sink.write_seconds],
         ).start()
     tune_gc_for_streaming()
     sink.run(stop)

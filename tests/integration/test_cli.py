@@ -89,10 +89,13 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
     schema = f"rs_cli_{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **pipeline.env}
     env |= {"RETROSTITCH_POSTGRES_DSN": postgres_dsn, "RETROSTITCH_POSTGRES_SCHEMA": schema}
+    port = free_port()
+    env["RETROSTITCH_STATUS_PORT"] = str(port)
     record = {"event_id": "e1", "anonymous_id": "1", "stitched_user_id": "1", "version": 1,
               "status": "anonymous", "event": {"user": {"anonymous_id": "1"}}}  # fmt: skip
     producer = Producer({"bootstrap.servers": pipeline.bootstrap_servers})
     producer.produce(pipeline.settings.topics.sink, key=b"e1", value=orjson.dumps(record))
+    producer.produce(pipeline.settings.topics.sink, key=b"e2", value=b"not a sink record")
     assert producer.flush(10) == 0
     log = tmp_path / "sink.log"
     with (
@@ -101,6 +104,25 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
     ):
         try:
             eventually(lambda: _count(postgres_dsn, schema) == 1, 60, "the row")
+
+            def metrics() -> list[str]:
+                return http_get(port, "/metrics")[1].splitlines()
+
+            def counted() -> bool:
+                lag = [
+                    line for line in metrics() if line.startswith("retrostitch_sink_consumer_lag{")
+                ]
+                return bool(lag) and all(line.endswith(" 0") for line in lag)
+
+            eventually(counted, 30, "the connector's lag, sampled every 5 s")
+            lines = metrics()
+            for line in (
+                "retrostitch_sink_records_read_total 2",
+                "retrostitch_sink_rows_written_total 1",
+                "retrostitch_sink_dead_lettered_total 1",
+            ):
+                assert line in lines
+            assert any(line.startswith("retrostitch_sink_write_seconds_count ") for line in lines)
         finally:
             sink.send_signal(signal.SIGTERM)
         assert sink.wait(timeout=30) == 0, log.read_text()
