@@ -3,6 +3,9 @@ ClickHouse engine (chdb): what an analyst queries, however records arrive."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,7 +100,7 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
         pipeline.produce(_seed_like("other", "2", "p@x.com"))
         eventually(lambda: len(table_rows(warehouse_settings, columns)) == 5, 90, "postgres")
         # un-merge visitor 1: its amended events go back to anonymous, its own ids stay
-        send_command(warehouse_settings, Command(Verb.UNMERGE, anonymous_id="1"))
+        _cli(pipeline, "unmerge", "--anonymous-id", "1")
         unmerged = [
             ("event1", "unmerged", None, "1"),
             ("event2", "unmerged", None, "1"),
@@ -114,13 +117,25 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
         eventually(lambda: table_rows(warehouse_settings, columns) == left, 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == left, 30, "clickhouse _latest view")
         # and visitor 2 by the email it identified with
-        send_command(warehouse_settings, Command(Verb.ERASE, identity="p@x.com"))
+        _cli(pipeline, "erase", "--identity", "p@x.com")
         eventually(lambda: table_rows(warehouse_settings, columns) == [], 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == [], 30, "clickhouse _latest view")
         # the rows are still in the table, marked deleted, until ClickHouse merges them away
         raw = clickhouse.query(f"SELECT count() FROM {clickhouse.table} WHERE is_deleted = 1")
         assert raw[0][0] == 5
     clickhouse.close()
+
+
+def _cli(pipeline: Pipeline, *arguments: str) -> None:
+    """``retrostitch …`` as an operator runs it, against the pipeline's topics."""
+    env = {**os.environ, **pipeline.env}
+    command = [sys.executable, "-m", "streams.cli", *arguments]
+    done = subprocess.run(command, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    partitions = pipeline.settings.topics.partitions
+    assert f"sent to the {partitions} partitions of {pipeline.settings.topics.control}" in (
+        done.stderr.decode()
+    )
 
 
 def _seed_like(event_id: str, anonymous_id: str, email: str) -> bytes:
