@@ -18,8 +18,8 @@ The seed's example, anonymous id 1 and email a@b.com at event3 (policy ``retain`
     event1 {anon 1}               event1 v1 anonymous  stitched_user_id "1"   (held)
     event2 {anon 1}               event2 v1 anonymous  stitched_user_id "1"   (held)
     event3 {anon 1, a@b.com}      event3 v1 identified stitched_user_id "a@b.com"
-                                  event1 v2 amended    email a@b.com          (released)
-                                  event2 v2 amended    email a@b.com          (released)
+                                  event1 v2 amended    email a@b.com          (kept, v2)
+                                  event2 v2 amended    email a@b.com          (kept, v2)
     event4 {anon 1, a@b.com}      event4 v1 identified stitched_user_id "a@b.com"
     event5 {anon 1}               event5 v1 stitched   email a@b.com
 """
@@ -215,7 +215,6 @@ class Outcome:
     records: tuple[SinkRecord, ...]
     identity: Identity | None = None  # the anonymous id's new identity, None: unchanged
     hold: Held | None = None  # keep this event
-    release: tuple[Held, ...] = ()  # forget these held events
     rehold: tuple[Held, ...] = ()  # keep these held events, now with these versions
     mark_seen: bool = False  # remember the event id, so a re-delivery emits nothing
     conflict: bool = False  # a different identity arrived on an identified anonymous id

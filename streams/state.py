@@ -12,8 +12,8 @@ which keeps every prefix unambiguous whatever bytes an id contains), and one ind
     b"u" L(A) A              -> the identity (its claim key) the merge limit has not
                                 confirmed yet for A (streams.merges), absent otherwise
 
-Holding one more event is a few puts; releasing k events is one prefix scan over exactly
-those k keys and k deletes: no value grows with a visitor's history, and the changelog
+Holding one more event is a few puts; amending k events is one prefix scan over exactly
+those k keys and k puts: no value grows with a visitor's history, and the changelog
 carries only the keys that changed.
 
 ``Retention`` bounds what is kept, inside the same batches and the same changelog (so a
@@ -57,7 +57,7 @@ class Retention:
     """How long and how many events state keeps per anonymous id (README: bounded state)."""
 
     #: an event's held copy and seen marker leave state this long after its timestamp;
-    #: None keeps them until an identity releases them (state then grows without bound)
+    #: None keeps them for ever (state then grows without bound)
     ttl_ms: int | None = 30 * DAY_MS
     #: the most events one anonymous id holds; holding one more drops its oldest. None: no cap
     max_held_per_id: int | None = 10_000
@@ -187,9 +187,6 @@ class PartitionState:
         if outcome.claim is not None:
             self._set(_UNCONFIRMED + anon, claim_key(outcome.claim).encode())
         count = self._held_count(anon)
-        for held in outcome.release:
-            self._set_held(anon, _SEQ.pack(held.seq), None)
-        count -= len(outcome.release)
         for held in outcome.rehold:
             self._set_held(anon, _SEQ.pack(held.seq), _encode_held(held))
         if outcome.hold is not None:
@@ -199,7 +196,7 @@ class PartitionState:
                 self.dropped["capped"] += 1
             self._set_held(anon, _SEQ.pack(outcome.hold.seq), _encode_held(outcome.hold))
             count += 1
-        if outcome.hold is not None or outcome.release:
+        if outcome.hold is not None:
             self._set_held_count(anon, count)
         if outcome.mark_seen:
             encoded_id = event_id.encode()
@@ -285,7 +282,7 @@ class PartitionState:
         after = self._dropped_upto.get(prefix, b"")
         for key, _ in self._store.scan(prefix, after + b"\x00" if after else b""):
             if key in pending:
-                continue  # dropped, released or rewritten in this batch: seen above
+                continue  # dropped or rewritten in this batch: seen above
             if oldest is None or key < oldest:
                 oldest = key
                 self._dropped_upto[prefix] = key
