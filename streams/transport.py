@@ -22,17 +22,65 @@ The transport is registered under the URL scheme ``retrostitch`` (an entry point
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Hashable
+from enum import Enum
+from typing import Any, ClassVar, Generic, TypeVar
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 
-__all__ = ["SCHEME", "Transport"]
+__all__ = ["SCHEME", "DeliveryOrder", "Transport", "Verdict"]
+
+P = TypeVar("P", bound=Hashable)  # a topic partition
 
 SCHEME = "retrostitch"
 _YIELD_EVERY = 100  # records delivered between two turns given to the rest of the loop
 FETCH_MAX_WAIT_MS = 100
+
+
+class Verdict(Enum):
+    DELIVER = "deliver"  # the offset the partition must deliver next
+    COPY = "copy"  # below it: delivered before (a fetch from an older position)
+    BEHIND = "behind"  # above it: hold back, and seek the partition back to it
+    GAP = "gap"  # above it, from a fetch made exactly there: the offsets between are empty
+
+
+class DeliveryOrder(Generic[P]):
+    """Which records of stream partitions to deliver, so that each partition's are
+    delivered in offset order, once, without holes. No I/O: the consumer asks for a
+    verdict on each record, says what it delivered, and seeks where ``take_behind`` says.
+    """
+
+    def __init__(self) -> None:
+        self.next: dict[P, int] = {}  # per partition, the offset to deliver next
+        self._sought: dict[P, int] = {}  # per partition, where it was last sought back
+        self._behind: dict[P, int] = {}  # partitions to seek back after this fetch
+
+    def start(self, tp: P, offset: int) -> None:
+        """The partition was sought to ``offset``: deliver from there."""
+        self.next[tp] = offset
+
+    def verdict(self, tp: P, offset: int) -> Verdict:
+        expected = self.next[tp]
+        if tp in self._behind:
+            return Verdict.BEHIND  # a later record of a partition already held back
+        if offset < expected:
+            return Verdict.COPY
+        if offset > expected and self._sought.get(tp) != expected:
+            self._behind[tp] = expected
+            return Verdict.BEHIND
+        self._sought.pop(tp, None)
+        return Verdict.DELIVER if offset == expected else Verdict.GAP
+
+    def delivered(self, tp: P, offset: int) -> None:
+        self.next[tp] = offset + 1
+
+    def take_behind(self) -> dict[P, int]:
+        """The partitions held back in this fetch, and where to seek each (noted: if a
+        fetch from exactly there starts above it again, the offsets between are a gap)."""
+        behind, self._behind = self._behind, {}
+        self._sought.update(behind)
+        return behind
 
 
 class _ConsumerThread(aiokafka.AIOKafkaConsumerThread):
@@ -54,7 +102,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     ("deliver what is past the read offset, mark what was jumped over as a gap, acked")
     turned such a mix into lost records: a takeover test saw a partition read 0-42, then
     116 on, its commit passing over 43-115. Here each stream partition has the offset it
-    must deliver next (``_next``: the committed offset after a seek, else the last
+    must deliver next (``DeliveryOrder``: the committed offset after a seek, else the last
     delivered + 1): a record below it is a copy and skipped, one above it is not delivered
     and the partition is sought back to ``_next``. Only when a fetch made from exactly
     there still starts above it are the offsets between taken for a real gap (compaction,
@@ -64,14 +112,12 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     Changelog partitions keep Faust's rule.
     """
 
-    _next: dict[Any, int]  # per stream partition, the offset to deliver next, where known
-    _sought: dict[Any, int]  # per partition, the offset it was last sought back to
+    _sequence: DeliveryOrder[Any]  # per stream partition, the offset to deliver next, where known
     _seeking: bool  # Faust is seeking every partition to its committed offset
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._next = {}
-        self._sought = {}
+        self._sequence = DeliveryOrder()
         self._seeking = False
 
     def _new_consumer_thread(self) -> _ConsumerThread:
@@ -95,13 +141,13 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             # offsets may have moved the partition past them already. Nothing committed
             # yet means from the start (the stitcher's consumers reset to the earliest).
             committed = self._read_offset.get(tp) or 0  # Faust set it to the committed one
-            self._next[tp] = committed
+            self._sequence.start(tp, committed)
             await self._seek(tp, committed)
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         if self._is_stream(partition):
-            self._next[partition] = offset
+            self._sequence.start(partition, offset)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         """The records of one fetch, as Faust's ``getmany`` gives them, except that a
@@ -128,7 +174,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         assigned = self.assignment()
         for tp, first in held_back.items():
             if tp in assigned:
-                await self._seek(tp, self._next.get(tp, first))
+                await self._seek(tp, self._sequence.next.get(tp, first))
 
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
@@ -158,9 +204,8 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     async def _deliver(self, records: list[tuple[Any, Any]]) -> None:
         """Hand each record to the streams, in order: stream partitions without holes
         (``_in_sequence``), changelog partitions as Faust does."""
-        deliver, read = self.callback, self._read_offset
+        deliver, read, sequence = self.callback, self._read_offset, self._sequence
         acks_enabled_for = self.app.topics.acks_enabled_for
-        behind: dict[Any, int] = {}  # stream partitions to seek back, and where to
         count = 0
         for tp, message in records:
             count += 1
@@ -170,12 +215,12 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             stream = acks_enabled_for(message.topic)
             if stream and self._seeking:
                 continue  # from before the seek: perform_seek seeks the partition again
-            if stream and tp in self._next:
-                expected = self._next[tp]
-                if tp in behind or not self._in_sequence(tp, offset, behind):
+            if stream and tp in sequence.next:
+                verdict = sequence.verdict(tp, offset)
+                if verdict is Verdict.COPY or verdict is Verdict.BEHIND:
                     continue
-                if offset > expected:
-                    await self._add_gap(tp, expected, offset)  # offsets with no record
+                if verdict is Verdict.GAP:
+                    await self._add_gap(tp, sequence.next[tp], offset)  # offsets with no record
             elif last is not None and offset < last:
                 continue  # read before this fetch: a re-delivery after a seek
             elif last and offset - last > 1 and stream:
@@ -186,23 +231,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             await deliver(message)
             read[tp] = offset
             if stream:
-                self._next[tp] = offset + 1
-        for tp, offset in behind.items():
-            self._sought[tp] = offset
+                sequence.delivered(tp, offset)
+        for tp, offset in sequence.take_behind().items():
             await self._seek(tp, offset)
-
-    def _in_sequence(self, tp: Any, offset: int, behind: dict[Any, int]) -> bool:
-        """Whether ``offset`` is the one ``tp`` must deliver next; records below are
-        copies, a record above sends the partition back (``behind``), unless it was just
-        sought back there and the broker still answers with it: a real gap."""
-        expected = self._next[tp]
-        if offset < expected:
-            return False
-        if offset > expected and self._sought.get(tp) != expected:
-            behind[tp] = expected
-            return False
-        self._sought.pop(tp, None)
-        return True
 
 
 class Transport(aiokafka.Transport):
