@@ -15,7 +15,7 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
                                             on the partition the claim came from
     quarantine   topics.quarantine          key: anonymous id   value: the identifying
                                             event the merge limit refused; headers as
-                                            dead letters'
+                                            dead letters
     changelogs   <app_id>-stitch-state-changelog, <app_id>-identity-claims-changelog
                                             (Faust's, of the tables)
 
@@ -205,8 +205,8 @@ def create_app(
 
     def claim(messages: Iterable[Claim | Release | Forget]) -> None:
         for message in messages:
-            key, timestamp = message.identity.encode(), getattr(message, "timestamp", 0)
-            outbox.send(claims_name, key, encode(message), timestamp=timestamp)
+            stamp = message.timestamp if isinstance(message, Claim) else 0
+            outbox.send(claims_name, message.identity.encode(), encode(message), timestamp=stamp)
 
     async def checkpoint(table: Any, done: Sequence[tuple[int, RocksStore, list[Change]]]) -> None:
         """Steps 2 and 3 below, for the partitions of one batch."""
