@@ -26,7 +26,7 @@ the other records are one JSON line. An identity's state (the table ``identity-c
     b"c" L(K) K A        -> when A was granted K (ms, 8 bytes)
     b"t" ts(8) L(K) K A  -> b"": the same, by time: what expiry reads, oldest first
 
-``L(x)`` is x's UTF-8 length in 2 bytes, as in streams.state. Nothing here does I/O.
+``L(x)`` is ``streams.state.id_part``. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from typing import Any
 
 import orjson
 
-from streams.errors import BadRecord, StateError
+from streams.errors import BadRecord
+from streams.state import id_part
 from streams.store import Change, KeyValueStore
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 
 _ENTRY, _ARRIVED = b"c", b"t"
 _TS = struct.Struct(">Q")
-_MAX_BYTES = 0xFFFF
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -203,13 +203,6 @@ def _event(event: bytes | None) -> bytes:
     return event
 
 
-def _part(text: str) -> bytes:
-    data = text.encode()
-    if len(data) > _MAX_BYTES:
-        raise StateError(f"id of {len(data)} bytes is longer than {_MAX_BYTES}: {text[:40]!r}…")
-    return len(data).to_bytes(2, "big") + data
-
-
 class ClaimState:
     """One partition's identities, as seen by one batch: store reads plus pending changes."""
 
@@ -223,9 +216,9 @@ class ClaimState:
     def claim(self, claim: Claim, now_ms: int) -> bool:
         """Whether ``claim.identity`` may take ``claim.anonymous_id`` at ``now_ms``; a grant
         is recorded. An anonymous id granted within the window is granted again."""
-        prefix = _ENTRY + _part(claim.identity)
+        prefix = _ENTRY + id_part(claim.identity)
         cutoff = now_ms - self._limit.window_ms
-        anon = _part(claim.anonymous_id)
+        anon = id_part(claim.anonymous_id)
         current = 0
         for key, value in self._entries(prefix).items():
             (granted_at,) = _TS.unpack(value)
@@ -243,15 +236,15 @@ class ClaimState:
         return True
 
     def release(self, identity: str, anonymous_id: str) -> None:
-        self._remove(_ENTRY + _part(identity) + _part(anonymous_id))
+        self._remove(_ENTRY + id_part(identity) + id_part(anonymous_id))
 
     def forget(self, identity: str) -> None:
-        for key in self._entries(_ENTRY + _part(identity)):
+        for key in self._entries(_ENTRY + id_part(identity)):
             self._remove(key)
 
     def count(self, identity: str) -> int:
         """How many anonymous ids ``identity`` holds (in or out of the window)."""
-        return len(self._entries(_ENTRY + _part(identity)))
+        return len(self._entries(_ENTRY + id_part(identity)))
 
     def expire(self, now_ms: int) -> None:
         """Drop grants older than the window at ``now_ms``, oldest first, a bounded number."""

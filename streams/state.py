@@ -39,7 +39,7 @@ from streams.errors import StateError
 from streams.rules import Held, Identity, Outcome, claim_key
 from streams.store import Change, KeyValueStore
 
-__all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "Retention", "StateError"]
+__all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "Retention", "StateError", "id_part"]
 
 MAX_ID_BYTES = 0xFFFF
 _PROFILE, _HELD, _COUNT, _SEEN, _ARRIVED = b"p", b"h", b"n", b"s", b"t"
@@ -66,7 +66,9 @@ class Retention:
     expire_per_batch: int = 20_000
 
 
-def _part(text: str) -> bytes:
+def id_part(text: str) -> bytes:
+    """An id as a key part: its UTF-8 length in 2 bytes, then its bytes (every prefix made
+    of such parts is unambiguous, whatever bytes an id contains)."""
     data = text.encode()
     if len(data) > MAX_ID_BYTES:
         raise StateError(f"id of {len(data)} bytes is longer than {MAX_ID_BYTES}: {text[:40]!r}…")
@@ -100,27 +102,27 @@ class PartitionState:
         self.dropped: Counter[str] = Counter()
 
     def identity(self, anonymous_id: str) -> Identity | None:
-        value = self._get(_PROFILE + _part(anonymous_id))
+        value = self._get(_PROFILE + id_part(anonymous_id))
         return None if value is None else Identity(tuple(orjson.loads(value)))
 
     def unconfirmed(self, anonymous_id: str) -> str | None:
         """The identity A was bound to that the merge limit has not confirmed yet."""
-        value = self._get(_UNCONFIRMED + _part(anonymous_id))
+        value = self._get(_UNCONFIRMED + id_part(anonymous_id))
         return None if value is None else value.decode()
 
     def confirmed(self, anonymous_id: str, identity: str) -> None:
         """The merge limit answered for ``identity``: A's events need not be kept for it."""
-        key = _UNCONFIRMED + _part(anonymous_id)
+        key = _UNCONFIRMED + id_part(anonymous_id)
         if self._get(key) == identity.encode():
             self._set(key, None)
 
     def seen(self, anonymous_id: str, event_id: str) -> bool:
-        return self._get(_SEEN + _part(anonymous_id) + event_id.encode()) is not None
+        return self._get(_SEEN + id_part(anonymous_id) + event_id.encode()) is not None
 
     def forget(self, anonymous_id: str) -> list[str]:
         """Remove everything state holds of ``anonymous_id`` (an erasure); return the ids
         of the events it had seen or held, for the warehouses to delete."""
-        anon = _part(anonymous_id)
+        anon = id_part(anonymous_id)
         seen = self._merged(_SEEN + anon)
         event_ids = {key[1 + len(anon) :].decode() for key in seen}
         for key, value in self._merged(_HELD + anon).items():
@@ -135,13 +137,13 @@ class PartitionState:
         return sorted(event_ids)
 
     def forget_identity(self, anonymous_id: str) -> None:
-        anon = _part(anonymous_id)
+        anon = id_part(anonymous_id)
         self._set(_PROFILE + anon, None)
         if self._get(_UNCONFIRMED + anon) is not None:
             self._set(_UNCONFIRMED + anon, None)
 
     def rehold(self, anonymous_id: str, held: Held) -> None:
-        self._set_held(_part(anonymous_id), _SEQ.pack(held.seq), _encode_held(held))
+        self._set_held(id_part(anonymous_id), _SEQ.pack(held.seq), _encode_held(held))
 
     def identified_as(self, value: str) -> list[str]:
         """The anonymous ids whose identity holds ``value`` (a scan of every identity of
@@ -171,7 +173,7 @@ class PartitionState:
         """The events ``anonymous_id`` holds, oldest first; with ``before``, only those that
         arrived before that offset (a batch processed again after a crash may find the
         holds of its own later events in state already: they are not there yet)."""
-        prefix = _HELD + _part(anonymous_id)
+        prefix = _HELD + id_part(anonymous_id)
         end = None if before is None else prefix + _SEQ.pack(max(before, 0))
         found = self._merged(prefix)
         return [_decode_held(k, found[k]) for k in sorted(found) if end is None or k < end]
@@ -181,7 +183,7 @@ class PartitionState:
     ) -> None:
         """Buffer the state changes an outcome asks for; ``seq`` and ``timestamp_ms`` are
         the record's (its offset, and its time: when its state expires)."""
-        anon = _part(anonymous_id)
+        anon = id_part(anonymous_id)
         if outcome.identity is not None:
             self._set(_PROFILE + anon, orjson.dumps(list(outcome.identity.values)))
         if outcome.claim is not None:
