@@ -267,6 +267,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.bot_user_agent_markers", "USER_RECOGNITION_BOT_USER_AGENT_MARKERS", _markers, "recognition.bot_markers", _R.bot_markers),
     Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _policy, "recognition.policy", _R.policy),
     Setting("users_recognition.ttl_minutes.anonymous_events", "USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS", _minutes_or_never, "retention.ttl_ms", _N.ttl_ms),
+    Setting("users_recognition.ttl_minutes.identities", "USER_RECOGNITION_TTL_MINUTES_IDENTITIES", _minutes_or_never, "retention.identity_ttl_ms", _N.identity_ttl_ms),
     Setting("users_recognition.max_waiting_events_per_anonymous_id", "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID", _limit, "retention.max_held_per_id", _N.max_held_per_id),
     Setting("users_recognition.max_anonymous_ids_per_identity", "USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY", _limit, "merges.max_anonymous_ids", _M.max_anonymous_ids),
     Setting("users_recognition.merge_window_minutes", "USER_RECOGNITION_MERGE_WINDOW_MINUTES", _positive_minutes, "merges.window_ms", _M.window_ms),

@@ -11,6 +11,8 @@ which keeps every prefix unambiguous whatever bytes an id contains), and one ind
                                 timestamp): what expiry reads, oldest first
     b"u" L(A) A              -> the identity (its claim key) the merge limit has not
                                 confirmed yet for A (streams.merges), absent otherwise
+    b"q" L(A) A              -> when A's identity was last set (ms, 8 bytes); and
+    b"i" ts(8) L(A) A        -> b"", the same by time: with an identity TTL only
 
 Holding one more event is a few puts; amending k events is one prefix scan over exactly
 those k keys and k puts: no value grows with a visitor's history, and the changelog
@@ -44,6 +46,7 @@ __all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "Retention", "StateE
 MAX_ID_BYTES = 0xFFFF
 _PROFILE, _HELD, _COUNT, _SEEN, _ARRIVED = b"p", b"h", b"n", b"s", b"t"
 _UNCONFIRMED = b"u"
+_IDENTIFIED, _IDENTIFIED_INDEX = b"q", b"i"
 HELD_PREFIX = _HELD  # every held (waiting) event key starts with it
 _SEQ = struct.Struct(">Q")
 _TS = struct.Struct(">Q")
@@ -61,6 +64,9 @@ class Retention:
     ttl_ms: int | None = 30 * DAY_MS
     #: the most events one anonymous id holds; holding one more drops its oldest. None: no cap
     max_held_per_id: int | None = 10_000
+    #: an anonymous id forgets its identity this long after it was last identified (its
+    #: later events wait again, for the next identification); None: never
+    identity_ttl_ms: int | None = None
     #: the most arrivals one batch expires per partition (a backlog of expiries, after a
     #: long stop, is worked off over the next batches instead of stalling one)
     expire_per_batch: int = 20_000
@@ -134,6 +140,7 @@ class PartitionState:
         for key in (_PROFILE + anon, _COUNT + anon, _UNCONFIRMED + anon):
             if self._get(key) is not None:
                 self._set(key, None)
+        self._unindex_identity(anon)
         return sorted(event_ids)
 
     def forget_identity(self, anonymous_id: str) -> None:
@@ -141,6 +148,13 @@ class PartitionState:
         self._set(_PROFILE + anon, None)
         if self._get(_UNCONFIRMED + anon) is not None:
             self._set(_UNCONFIRMED + anon, None)
+        self._unindex_identity(anon)
+
+    def _unindex_identity(self, anon: bytes) -> None:
+        identified = self._get(_IDENTIFIED + anon)
+        if identified is not None:
+            self._set(_IDENTIFIED + anon, None)
+            self._set(_IDENTIFIED_INDEX + identified + anon, None)
 
     def rehold(self, anonymous_id: str, held: Held) -> None:
         self._set_held(id_part(anonymous_id), _SEQ.pack(held.seq), _encode_held(held))
@@ -186,6 +200,11 @@ class PartitionState:
         anon = id_part(anonymous_id)
         if outcome.identity is not None:
             self._set(_PROFILE + anon, orjson.dumps(list(outcome.identity.values)))
+            if self._retention.identity_ttl_ms is not None:
+                self._unindex_identity(anon)
+                stamp = _TS.pack(max(timestamp_ms, 0))
+                self._set(_IDENTIFIED + anon, stamp)
+                self._set(_IDENTIFIED_INDEX + stamp + anon, b"")
         if outcome.claim is not None:
             self._set(_UNCONFIRMED + anon, claim_key(outcome.claim).encode())
         count = self._held_count(anon)
@@ -209,13 +228,14 @@ class PartitionState:
 
     def expire(self, now_ms: int) -> None:
         """Drop the held events and seen markers of arrivals older than the TTL at
-        ``now_ms``, oldest first, at most ``expire_per_batch`` of them. Reads the stored
-        index only: arrivals of this very batch expire in a later one."""
+        ``now_ms``, oldest first, at most ``expire_per_batch`` of them, and identities
+        older than theirs. Reads the stored indexes only: what this very batch added
+        expires in a later one."""
+        budget = self._expire_identities(now_ms, self._retention.expire_per_batch)
         ttl = self._retention.ttl_ms
         if ttl is None:
             return
         cutoff = now_ms - ttl
-        budget = self._retention.expire_per_batch
         for key, _ in self._store.scan(_ARRIVED):
             (timestamp,) = _TS.unpack_from(key, 1)
             if timestamp >= cutoff or budget <= 0:
@@ -233,6 +253,27 @@ class PartitionState:
                 self._set_held(anon, seq, None)
                 self._set_held_count(anon, self._held_count(anon) - 1)
                 self.dropped["expired"] += 1
+
+    def _expire_identities(self, now_ms: int, budget: int) -> int:
+        """Forget identities set longer than the identity TTL ago; return what is left of
+        ``budget``."""
+        ttl = self._retention.identity_ttl_ms
+        if ttl is None:
+            return budget
+        for key, _ in self._store.scan(_IDENTIFIED_INDEX):
+            stamp = key[1 : 1 + _TS.size]
+            if _TS.unpack(stamp)[0] >= now_ms - ttl or budget <= 0:
+                break
+            budget -= 1
+            anon = key[1 + _TS.size :]
+            self._set(key, None)
+            if self._get(_IDENTIFIED + anon) == stamp:  # else set again since: not expired
+                self._set(_IDENTIFIED + anon, None)
+                self._set(_PROFILE + anon, None)
+                if self._get(_UNCONFIRMED + anon) is not None:
+                    self._set(_UNCONFIRMED + anon, None)
+                self.dropped["identities_expired"] += 1
+        return budget
 
     def changes(self) -> list[Change]:
         """Every buffered change, each key once with its last value, in a safe order.

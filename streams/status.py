@@ -162,7 +162,7 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 _SHOWN = (
     ("events", ("received", "emitted", "passthrough", "bots", "dead_lettered", "duplicates")),
     ("recognition", ("identified", "amended", "stitched", "anonymous", "conflicts")),
-    ("bounds", ("held", "expired", "capped", "forgotten")),
+    ("bounds", ("held", "expired", "capped", "forgotten", "identities_expired")),
     ("merge limit", ("claimed", "quarantined", "refused_anonymous_ids")),
     ("commands", ("erased_anonymous_ids", "erased_events", "unmerged_anonymous_ids")),
 )

@@ -121,3 +121,30 @@ def test_under_latest_stitched_events_expire_too() -> None:
     assert PartitionState(run.store).held("1") == []
     emitted = run.feed(event("e3", email="c@d.com"), at=T0 + 2 * MINUTE)
     assert _statuses(emitted) == [("e3", "identified", 1)]  # nothing left to re-amend
+
+
+def test_an_identity_expires_after_its_ttl_and_later_events_wait_again() -> None:
+    run = Run(retention=Retention(ttl_ms=None, identity_ttl_ms=60 * MINUTE))
+    run.feed(event("e1", email="a@b.com"), at=T0)
+    [stitched] = run.feed(event("e2"), at=T0 + 59 * MINUTE)
+    assert stitched["status"] == "stitched"
+    run.feed(event("x", "2"), at=T0 + 61 * MINUTE)  # time moves on: the identity expires
+    [waiting] = run.feed(event("e3"), at=T0 + 62 * MINUTE)
+    assert (waiting["status"], waiting["stitched_user_id"]) == ("anonymous", "1")
+    emitted = run.feed(event("e4", email="a@b.com"), at=T0 + 63 * MINUTE)
+    assert ("e3", "amended", 2) in _statuses(emitted)
+    assert run.counts["identities_expired"] == 1
+
+
+def test_a_new_identification_keeps_the_identity_for_another_ttl_and_erase_leaves_no_key() -> None:
+    run = Run(retention=Retention(ttl_ms=None, identity_ttl_ms=60 * MINUTE))
+    run.feed(event("e1", email="a@b.com"), at=T0)
+    run.feed(event("e2", user_id=7), at=T0 + 50 * MINUTE)  # completes it: set again
+    run.feed(event("x", "2"), at=T0 + 70 * MINUTE)
+    [stitched] = run.feed(event("e3"), at=T0 + 71 * MINUTE)
+    assert stitched["status"] == "stitched"
+    assert run.counts["identities_expired"] == 0
+    state = PartitionState(run.store, run.retention)
+    state.forget("1")
+    run.store.write(state.changes())
+    assert [k[:1] for k, _ in run.store.scan(b"") if b"\x00\x011" in k] == []
