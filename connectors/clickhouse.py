@@ -5,7 +5,8 @@ ReplacingMergeTree keeps only the highest version of each key when it merges par
 time of its choosing. Until then both rows exist, so readers use the ``<table>_latest``
 view (``SELECT … FINAL``), which always shows exactly one, the latest, row per key. An
 erasure is one more row, the highest version, with ``is_deleted = 1``
-(``ReplacingMergeTree(version, is_deleted)``): the view shows nothing for that key.
+(``ReplacingMergeTree(version, is_deleted)``): the view shows nothing for that key. An
+erase record (every row of an anonymous id or identity) is a lightweight ``DELETE``.
 
 One code path for every ClickHouse: clickhouse-connect's ``Client``, given
 ``RETROSTITCH_CLICKHOUSE_URL``: ``http(s)://user:password@host:port`` for a server, or
@@ -29,7 +30,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Row, Schema
+from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures
 from connectors.sink import Rejected, layout_of, write_or_split
 from streams.rules import Status
 from streams.settings import Settings
@@ -104,6 +105,24 @@ class ClickHouseWarehouse:
                 client = self._connect()
                 self._evolve(client, rows)
                 return self._insert(client, rows)
+            except OperationalError as exc:
+                self._drop_client()
+                raise WarehouseUnavailable(describe(exc)) from exc
+
+    def erase(self, erasures: Sequence[Erasure]) -> None:
+        """A lightweight DELETE per kind of erasure: the rows are gone from every read at
+        once (``_latest`` too) and from disk at the next merges."""
+        with self._lock:
+            try:
+                client = self._connect()
+                for columns, values in grouped_erasures(self.layout, erasures).items():
+                    matches = " OR ".join(
+                        f"{quote_identifier(c)} IN {{values:Array(String)}}" for c in columns
+                    )
+                    client.command(
+                        f"DELETE FROM {self.table}{self._on_cluster()} WHERE {matches}",
+                        parameters={"values": values},
+                    )
             except OperationalError as exc:
                 self._drop_client()
                 raise WarehouseUnavailable(describe(exc)) from exc

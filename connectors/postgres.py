@@ -7,7 +7,8 @@
 
 so an older version never overwrites a newer one, in whatever order they arrive. An
 erasure marker (``status: erased``, the highest version there is) wins that upsert and the
-row is then deleted, in the same transaction. Every identifier goes through
+row is then deleted, in the same transaction; an erase record (every row of an anonymous
+id or identity) is one ``DELETE``. Every identifier goes through
 ``psycopg.sql.Identifier``; every value is sent as data by COPY.
 """
 
@@ -21,7 +22,8 @@ import psycopg
 from psycopg import sql
 
 from connectors.errors import WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Row, Schema, table_columns
+from connectors.rows import ColumnType, Erasure, Row, Schema, table_columns
+from connectors.rows import grouped_erasures as _grouped
 from connectors.sink import Rejected, layout_of, write_or_split
 from streams.rules import Status
 from streams.settings import Settings
@@ -60,6 +62,23 @@ class PostgresWarehouse:
             conn = self._connect()
             self._evolve(conn, rows)
             return self._insert(conn, rows)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise WarehouseUnavailable(describe(exc)) from exc
+
+    def erase(self, erasures: Sequence[Erasure]) -> None:
+        """One DELETE per kind of erasure, all in one transaction."""
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                for columns, values in _grouped(self.layout, erasures).items():
+                    matches = sql.SQL(" OR ").join(
+                        sql.SQL("{} = ANY(%(values)s)").format(sql.Identifier(c)) for c in columns
+                    )
+                    conn.execute(
+                        sql.SQL("DELETE FROM {} WHERE {}").format(self.table, matches),
+                        {"values": values},
+                    )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise WarehouseUnavailable(describe(exc)) from exc

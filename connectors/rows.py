@@ -27,14 +27,22 @@ import orjson
 
 from connectors.errors import BadSinkRecord
 from streams.pointer import Pointer
+from streams.rules import Status
+
+#: the status of a sink record that deletes many rows (``streams.rules.erase_rows``)
+ERASE = Status.ERASE.value
 
 __all__ = [
+    "ERASE",
     "ColumnType",
+    "Erasure",
     "Layout",
     "Row",
     "Schema",
     "cell",
     "column_name",
+    "grouped_erasures",
+    "read_sink_record",
     "table_columns",
     "to_row",
     "value_type",
@@ -92,6 +100,22 @@ class Layout:
         }
         return columns
 
+    def erased_by(self, erasure: Erasure) -> tuple[str, ...]:
+        """The text columns whose value, equal to the erasure's, deletes a row."""
+        if erasure.column == "anonymous_id":
+            return ("anonymous_id",)
+        return ("stitched_user_id", *(column_name(p.tokens) for p in self.identification))
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A sink record that is no row: delete every row whose ``column`` holds ``value``
+    (``anonymous_id``, or ``identity``: ``stitched_user_id`` or an identification column)."""
+
+    column: str
+    value: str
+    source: str  # topic[partition]@offset
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -102,12 +126,46 @@ class Row:
     source: str  # topic[partition]@offset
 
 
-def to_row(raw: bytes, source: str, layout: Layout) -> Row:
-    """One sink record as a row; BadSinkRecord says why it cannot be one."""
+def read_sink_record(raw: bytes, source: str, layout: Layout) -> Row | Erasure:
+    """One sink record: a row, or an erasure of many; BadSinkRecord says what is wrong."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadSinkRecord(f"sink record is not JSON: {exc}") from exc
+    if isinstance(record, dict) and record.get("status") == ERASE:
+        return _erasure(record, source)
+    return _row(record, raw, source, layout)
+
+
+def grouped_erasures(
+    layout: Layout, erasures: Iterable[Erasure]
+) -> dict[tuple[str, ...], list[str]]:
+    """The values to delete, by the columns that hold them (one statement each)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for erasure in erasures:
+        values = groups.setdefault(layout.erased_by(erasure), [])
+        if erasure.value not in values:
+            values.append(erasure.value)
+    return groups
+
+
+def to_row(raw: bytes, source: str, layout: Layout) -> Row:
+    """One sink record as a row; BadSinkRecord says why it cannot be one."""
+    read = read_sink_record(raw, source, layout)
+    if isinstance(read, Erasure):
+        raise BadSinkRecord("sink record is an erasure, not a row")
+    return read
+
+
+def _erasure(record: dict[str, Any], source: str) -> Erasure:
+    found = [(c, record.get(c)) for c in ("anonymous_id", "identity") if record.get(c) is not None]
+    if len(found) != 1 or not isinstance(found[0][1], str) or not found[0][1]:
+        raise BadSinkRecord("an erase record names one anonymous_id or identity, as a string")
+    column, value = found[0]
+    return Erasure(column, str(value), source)
+
+
+def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
     if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
         raise BadSinkRecord("sink record is not an object with an 'event' object")
     version = record.get("version")

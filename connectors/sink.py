@@ -5,6 +5,7 @@ Order of one flush (offsets are committed only once the batch is in the warehous
     1. ``warehouse.write(rows)``: the rows land, version-guarded; rejected rows come back;
        ``WarehouseUnavailable`` -> wait (capped exponential backoff) and write the same
        rows again, committing nothing meanwhile;
+       then ``warehouse.erase(erasures)``: the batch's erase records, after its rows;
     2. dead letters (rejected rows, undecodable sink records) are produced and acked;
     3. the batch's offsets are committed.
 
@@ -19,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable, describe
-from connectors.rows import Layout, Row, to_row
+from connectors.rows import Erasure, Layout, Row, read_sink_record
 from streams.settings import Settings
 from streams.status import Heartbeat, Histogram, labelled
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 HEADER_REASON = "retrostitch.reason"
 HEADER_SOURCE = "retrostitch.source"
 MAX_BACKOFF = 30.0
+T = TypeVar("T")
 SAMPLE_SECONDS = 5.0  # how often the consumer lag is sampled for /metrics
 
 
@@ -54,6 +56,10 @@ class Warehouse(Protocol):
 
         Raises WarehouseUnavailable when nothing could be written for now.
         """
+        ...
+
+    def erase(self, erasures: Sequence[Erasure]) -> None:
+        """Delete every row each erasure names. Raises WarehouseUnavailable, like write."""
         ...
 
     def close(self) -> None: ...
@@ -99,6 +105,7 @@ class BatchingSink:
         self.warehouse = warehouse
         self.layout = layout_of(settings)
         self.records_read = 0
+        self.erasures = 0
         self.rows_written = 0
         self.unavailable = 0  # how often the warehouse could not be reached
         self.dead_lettered = 0
@@ -111,6 +118,7 @@ class BatchingSink:
         self.assigned = False  # holds partitions of the sink topic
         self.heartbeat = Heartbeat()
         self._rows: list[Row] = []
+        self._erasures: list[Erasure] = []
         self._rejected: list[Rejected] = []
         self._offsets: dict[tuple[str, int], int] = {}
         self._started = time.monotonic()
@@ -164,12 +172,16 @@ class BatchingSink:
         try:
             if value is None:
                 raise BadSinkRecord("sink record has no value")
-            self._rows.append(to_row(value, source, self.layout))
+            read = read_sink_record(value, source, self.layout)
+            if isinstance(read, Erasure):
+                self._erasures.append(read)
+            else:
+                self._rows.append(read)
         except BadSinkRecord as exc:
             self._rejected.append(Rejected(value or b"", message.key(), source, exc.reason))
 
     def _pending(self) -> int:
-        return len(self._rows) + len(self._rejected)
+        return len(self._rows) + len(self._rejected) + len(self._erasures)
 
     def _due(self) -> bool:
         return time.monotonic() - self._started >= self.settings.warehouse.batch_max_seconds
@@ -180,6 +192,9 @@ class BatchingSink:
             return
         started = time.perf_counter()
         rejected = self._write_until_it_lands(self._rows)
+        # erasures after the rows: a row of the same batch is deleted too
+        if rejected is not None and self._erasures and self._until_it_lands(self._erase, 0) is None:
+            rejected = None
         self.write_seconds.observe(time.perf_counter() - started)
         if rejected is None:
             return  # stopped while the warehouse was away: nothing committed, nothing lost
@@ -192,18 +207,27 @@ class BatchingSink:
                 "commit failed (%s): the batch will be re-delivered; rows are idempotent", exc
             )
         self.rows_written += len(self._rows) - len(rejected)
-        self._rows, self._rejected, self._offsets = [], [], {}
+        self.erasures += len(self._erasures)
+        self._rows, self._rejected, self._erasures, self._offsets = [], [], [], {}
+
+    def _erase(self) -> bool:
+        self.warehouse.erase(self._erasures)
+        return True
 
     def _write_until_it_lands(self, rows: Sequence[Row]) -> list[Rejected] | None:
+        return self._until_it_lands(lambda: self.warehouse.write(rows) if rows else [], len(rows))
+
+    def _until_it_lands(self, write: Callable[[], T], rows: int) -> T | None:
+        """``write()``'s result once the warehouse takes it; None if stopped meanwhile."""
         delay = 0.2
         while True:
             try:
-                return self.warehouse.write(rows) if rows else []
+                return write()
             except WarehouseUnavailable as exc:
                 self.unavailable += 1
                 log.warning(
                     "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
-                    self.warehouse.name, exc, len(rows), delay,
+                    self.warehouse.name, exc, rows, delay,
                 )  # fmt: skip
                 self.heartbeat.beat()  # waiting on the warehouse is not being stuck
                 if self._stop.wait(delay):
@@ -228,6 +252,7 @@ class BatchingSink:
         return {
             "sink_records_read": self.records_read,
             "sink_rows_written": self.rows_written,
+            "sink_erasures": self.erasures,
             "sink_warehouse_unavailable": self.unavailable,
             "sink_dead_lettered": self.dead_lettered,
         }

@@ -40,6 +40,7 @@ from streams.rules import (
     SinkRecord,
     claim_key,
     decide,
+    erase_rows,
     erased,
     needs_held,
     parse,
@@ -208,10 +209,14 @@ def control(
                 )
                 if command.identity is not None and merge_limit:
                     done.claims.append(Forget(command.identity))
+                if record.partition == 0:  # one copy of the command: the warehouses' rows
+                    done.sink.append(erase_rows(command.anonymous_id, command.identity))
                 for anonymous_id in targets:
                     done.claims += _released(anonymous_id, state, merge_limit)
                     event_ids = state.forget(anonymous_id)
                     done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
+                    if command.identity is not None:
+                        done.sink.append(erase_rows(anonymous_id))  # its rows of any age
                     counts["erased_events"] += len(event_ids)
                     counts["erased_anonymous_ids"] += bool(event_ids)
             elif command.anonymous_id is not None:

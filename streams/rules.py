@@ -56,6 +56,7 @@ __all__ = [
     "claim_key",
     "decide",
     "derived_event_id",
+    "erase_rows",
     "erased",
     "needs_held",
     "parse",
@@ -91,6 +92,7 @@ class Status(StrEnum):
     AMENDED = "amended"  # re-emission of an earlier event with an identity written in
     UNMERGED = "unmerged"  # re-emission of an amended event as it arrived (an un-merge)
     ERASED = "erased"  # the event was erased: the warehouse deletes its row
+    ERASE = "erase"  # not an event: delete every row of an anonymous id, or of an identity
 
 
 #: The version of an erasure marker: above any version the rules give, so that nothing
@@ -413,6 +415,16 @@ def _record(
 def erased(event_id: str, anonymous_id: str) -> SinkRecord:
     """The sink record that tells the warehouses to delete an event's row."""
     return _record(event_id, anonymous_id, None, ERASED_VERSION, Status.ERASED, {})
+
+
+def erase_rows(anonymous_id: str | None = None, identity: str | None = None) -> SinkRecord:
+    """The sink record that tells the warehouses to delete every row of ``anonymous_id``
+    (its ``anonymous_id`` column), or of ``identity`` (its ``stitched_user_id`` or an
+    identification column): also rows of events the stitcher no longer remembers."""
+    target = {"anonymous_id": anonymous_id} if anonymous_id is not None else {"identity": identity}
+    key = f"erase:{anonymous_id if anonymous_id is not None else identity}"
+    value = orjson.dumps({"status": Status.ERASE.value, **target, "version": ERASED_VERSION})
+    return SinkRecord(key.encode(), value, Status.ERASE, ERASED_VERSION)
 
 
 def unmerged(held: Held, anonymous_id: str) -> SinkRecord:

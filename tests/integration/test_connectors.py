@@ -98,7 +98,12 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
     with _worker_and_both_sinks(pipeline, warehouse_settings) as clickhouse:
         pipeline.produce(*SEED)
         pipeline.produce(_seed_like("other", "2", "p@x.com"))
-        eventually(lambda: len(table_rows(warehouse_settings, columns)) == 5, 90, "postgres")
+        # rows the stitcher no longer remembers (older than its TTL, or without an
+        # anonymous id): straight onto the sink topic
+        old = _record("zz-old", 1)  # visitor 1's
+        passed = {**_record("zz-pass", 1, "p@x.com"), "anonymous_id": None, "status": "passthrough"}
+        _send(warehouse_settings, old, passed)
+        eventually(lambda: len(table_rows(warehouse_settings, columns)) == 7, 90, "postgres")
         # un-merge visitor 1: its amended events go back to anonymous, its own ids stay
         _cli(pipeline, "unmerge", "--anonymous-id", "1")
         unmerged = [
@@ -111,18 +116,21 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
         eventually(lambda: rows()[:4] == unmerged, 60, "postgres after the un-merge")
         eventually(lambda: _ch_rows(clickhouse, columns)[:4] == unmerged, 30, "clickhouse too")
 
-        # erase visitor 1 by its anonymous id: its rows go, visitor 2's stay
+        # erase visitor 1 by its anonymous id: its rows go (the old one too), visitor 2's stay
         send_command(warehouse_settings, Command(Verb.ERASE, anonymous_id="1"))
-        left = [("other-1", "identified", "p@x.com", "p@x.com")]
+        left = [
+            ("other-1", "identified", "p@x.com", "p@x.com"),
+            ("zz-pass", "passthrough", "p@x.com", "p@x.com"),
+        ]
         eventually(lambda: table_rows(warehouse_settings, columns) == left, 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == left, 30, "clickhouse _latest view")
         # and visitor 2 by the email it identified with
         _cli(pipeline, "erase", "--identity", "p@x.com")
         eventually(lambda: table_rows(warehouse_settings, columns) == [], 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == [], 30, "clickhouse _latest view")
-        # the rows are still in the table, marked deleted, until ClickHouse merges them away
-        raw = clickhouse.query(f"SELECT count() FROM {clickhouse.table} WHERE is_deleted = 1")
-        assert raw[0][0] == 5
+        # nor does any version of them remain for a reader that skips the view
+        raw = clickhouse.query(f"SELECT count() FROM {clickhouse.table} WHERE is_deleted = 0")
+        assert raw[0][0] == 0
     clickhouse.close()
 
 

@@ -16,8 +16,12 @@ from streams.state import PartitionState
 from tests.unit.stitching import Run, event
 
 
-def _command(run: Run, *commands: Command) -> list[dict[str, Any]]:
-    records = [InputRecord("control", 0, i, None, encode(c)) for i, c in enumerate(commands)]
+def _command(run: Run, *commands: Command, partition: int = 1) -> list[dict[str, Any]]:
+    """The commands as one partition of the control topic has them (partition 0's copy
+    also erases the warehouses' rows by id)."""
+    records = [
+        InputRecord("control", partition, i, None, encode(c)) for i, c in enumerate(commands)
+    ]
     result = control(records, PartitionState(run.store), run.counts)
     run.store.write(result.changes)
     run.dead += [d.reason for d in result.dead]
@@ -50,9 +54,25 @@ def test_erase_by_identity_finds_every_anonymous_id_identified_so() -> None:
     run.feed(event("a1", "A"), event("a2", "A", email="p@x.com"), event("b1", "B", user_id="u"))
     run.feed(event("c1", "C"), event("c2", "C", email="p@x.com", user_id="u2"))
     emitted = _command(run, Command(Verb.ERASE, identity="p@x.com"))
-    assert sorted(r["event_id"] for r in emitted) == ["a1", "a2", "c1", "c2"]
+    assert sorted(r["event_id"] for r in emitted if r["status"] == "erased") == [
+        "a1", "a2", "c1", "c2",
+    ]  # fmt: skip
+    # and every row of A and C, of any age, wherever the warehouses have it
+    erase = [r for r in emitted if r["status"] == "erase"]
+    assert sorted(r["anonymous_id"] for r in erase) == ["A", "C"]
     assert PartitionState(run.store).identity("B") is not None
     assert _command(run, Command(Verb.ERASE, identity="nobody@x.com")) == []
+
+
+def test_partition_0s_copy_of_an_erasure_deletes_the_rows_of_any_age_by_id() -> None:
+    run = Run()
+    for command, target in (
+        (Command(Verb.ERASE, anonymous_id="gone-long-ago"), {"anonymous_id": "gone-long-ago"}),
+        (Command(Verb.ERASE, identity="p@x.com"), {"identity": "p@x.com"}),
+    ):
+        [record] = _command(run, command, partition=0)
+        assert record == {"status": "erase", **target, "version": ERASED_VERSION}
+    assert _command(run, Command(Verb.UNMERGE, anonymous_id="x"), partition=0) == []
 
 
 def test_erase_of_an_id_this_partition_does_not_hold_changes_nothing() -> None:

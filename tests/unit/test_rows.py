@@ -10,7 +10,17 @@ import orjson
 import pytest
 
 from connectors.errors import BadSinkRecord
-from connectors.rows import ColumnType, Layout, Schema, cell, column_name, to_row
+from connectors.rows import (
+    ColumnType,
+    Erasure,
+    Layout,
+    Schema,
+    cell,
+    column_name,
+    grouped_erasures,
+    read_sink_record,
+    to_row,
+)
 from connectors.sink import write_or_split
 from streams.pointer import Pointer
 
@@ -178,3 +188,21 @@ def test_clickhouse_errors_that_blame_a_row_are_told_from_the_others() -> None:
     assert _error_code(parse) in ROW_ERRORS
     assert _error_code(missing) not in ROW_ERRORS
     assert _error_code(DatabaseError("connection reset")) is None
+
+
+def test_an_erase_record_is_an_erasure_of_the_columns_that_hold_its_value() -> None:
+    by_id = read_sink_record(b'{"status": "erase", "anonymous_id": "X"}', "s[0]@1", LAYOUT)
+    by_identity = read_sink_record(b'{"status": "erase", "identity": "p@x"}', "s", LAYOUT)
+    assert by_id == Erasure("anonymous_id", "X", "s[0]@1")
+    assert isinstance(by_identity, Erasure)
+    assert LAYOUT.erased_by(by_id) == ("anonymous_id",)
+    assert LAYOUT.erased_by(by_identity) == ("stitched_user_id", "user_id", "user_email")
+    assert grouped_erasures(LAYOUT, [by_id, by_id, by_identity]) == {
+        ("anonymous_id",): ["X"],
+        ("stitched_user_id", "user_id", "user_email"): ["p@x"],
+    }
+    for bad in (b'{"status": "erase"}', b'{"status": "erase", "anonymous_id": 7}'):
+        with pytest.raises(BadSinkRecord, match="names one anonymous_id or identity"):
+            read_sink_record(bad, "s", LAYOUT)
+    with pytest.raises(BadSinkRecord, match="an erasure, not a row"):
+        to_row(b'{"status": "erase", "anonymous_id": "X"}', "s", LAYOUT)
