@@ -11,6 +11,7 @@ which keeps every prefix unambiguous whatever bytes an id contains), and one ind
                                 timestamp): what expiry reads, oldest first
     b"u" L(A) A              -> the identity (its claim key) the merge limit has not
                                 confirmed yet for A (streams.merges), absent otherwise
+    b"x" L(V) V L(A) A       -> b"": A's identity holds the value V (erasure by identity)
     b"q" L(A) A              -> when A's identity was last set (ms, 8 bytes); and
     b"i" ts(8) L(A) A        -> b"", the same by time: with an identity TTL only
 
@@ -47,6 +48,7 @@ MAX_ID_BYTES = 0xFFFF
 _PROFILE, _HELD, _COUNT, _SEEN, _ARRIVED = b"p", b"h", b"n", b"s", b"t"
 _UNCONFIRMED = b"u"
 _IDENTIFIED, _IDENTIFIED_INDEX = b"q", b"i"
+_BY_VALUE = b"x"
 HELD_PREFIX = _HELD  # every held (waiting) event key starts with it
 _SEQ = struct.Struct(">Q")
 _TS = struct.Struct(">Q")
@@ -137,7 +139,8 @@ class PartitionState:
             self._set_held(anon, key[-_SEQ.size :], None)
         for key in seen:
             self._set(key, None)
-        for key in (_PROFILE + anon, _COUNT + anon, _UNCONFIRMED + anon):
+        self._set_identity(anon, None)
+        for key in (_COUNT + anon, _UNCONFIRMED + anon):
             if self._get(key) is not None:
                 self._set(key, None)
         self._unindex_identity(anon)
@@ -145,7 +148,7 @@ class PartitionState:
 
     def forget_identity(self, anonymous_id: str) -> None:
         anon = id_part(anonymous_id)
-        self._set(_PROFILE + anon, None)
+        self._set_identity(anon, None)
         if self._get(_UNCONFIRMED + anon) is not None:
             self._set(_UNCONFIRMED + anon, None)
         self._unindex_identity(anon)
@@ -160,13 +163,25 @@ class PartitionState:
         self._set_held(id_part(anonymous_id), _SEQ.pack(held.seq), _encode_held(held))
 
     def identified_as(self, value: str) -> list[str]:
-        """The anonymous ids whose identity holds ``value`` (a scan of every identity of
-        the partition: for erasures, which are rare)."""
-        found = []
-        for key, encoded in self._merged(_PROFILE).items():
-            if any(str(v) == value for v in orjson.loads(encoded) if v is not None):
-                found.append(key[3:].decode())
-        return found
+        """The anonymous ids whose identity holds ``value`` (one prefix scan)."""
+        prefix = _BY_VALUE + id_part(value)
+        return sorted(key[len(prefix) + 2 :].decode() for key in self._merged(prefix))
+
+    def _set_identity(self, anon: bytes, identity: Identity | None) -> None:
+        """A's identity (None: none), and the index of its values."""
+        old = self._get(_PROFILE + anon)
+        if old is not None:
+            for value in orjson.loads(old):
+                if value is not None:
+                    self._set(_BY_VALUE + id_part(str(value)) + anon, None)
+        if identity is None:
+            if old is not None:
+                self._set(_PROFILE + anon, None)
+            return
+        self._set(_PROFILE + anon, orjson.dumps(list(identity.values)))
+        for value in identity.values:
+            if value is not None:
+                self._set(_BY_VALUE + id_part(str(value)) + anon, b"")
 
     def _merged(self, prefix: bytes) -> dict[bytes, bytes]:
         """Every key under ``prefix``: the store's, with this batch's changes applied (for
@@ -199,7 +214,7 @@ class PartitionState:
         the record's (its offset, and its time: when its state expires)."""
         anon = id_part(anonymous_id)
         if outcome.identity is not None:
-            self._set(_PROFILE + anon, orjson.dumps(list(outcome.identity.values)))
+            self._set_identity(anon, outcome.identity)
             if self._retention.identity_ttl_ms is not None:
                 self._unindex_identity(anon)
                 stamp = _TS.pack(max(timestamp_ms, 0))
@@ -269,7 +284,7 @@ class PartitionState:
             self._set(key, None)
             if self._get(_IDENTIFIED + anon) == stamp:  # else set again since: not expired
                 self._set(_IDENTIFIED + anon, None)
-                self._set(_PROFILE + anon, None)
+                self._set_identity(anon, None)
                 if self._get(_UNCONFIRMED + anon) is not None:
                     self._set(_UNCONFIRMED + anon, None)
                 self.dropped["identities_expired"] += 1

@@ -128,3 +128,12 @@ def test_bad_commands_are_dead_letters_with_the_reason(raw: bytes, reason: str) 
         [InputRecord("control", 0, 0, None, raw)], PartitionState(run.store), Counter()
     )
     assert reason in result.dead[0].reason
+
+
+def test_erase_by_identity_finds_an_id_by_its_current_identity_only() -> None:
+    run = Run()
+    run.feed(event("a1", "A", email="old@x.com"), event("a2", "A", email="new@x.com"))
+    assert _command(run, Command(Verb.ERASE, identity="old@x.com")) == []  # replaced (retain)
+    erased_ids = _command(run, Command(Verb.ERASE, identity="new@x.com"))
+    assert sorted(r["event_id"] for r in erased_ids if r["status"] == "erased") == ["a1", "a2"]
+    assert [k for k, _ in run.store.scan(b"x")] == []  # the index leaves with the identity

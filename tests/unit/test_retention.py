@@ -48,6 +48,7 @@ def test_expiry_leaves_nothing_of_an_anonymous_id_but_its_identity() -> None:
         b"p\x00\x011",
         b"s\x00\x013",
         b"t" + (T0 + 4 * MINUTE).to_bytes(8, "big")[:3],
+        b"x\x00\x07a",  # "1"'s identity holds a@b.com: the index erasure by identity reads
     ]
     assert state.seen("3", "x2")
     assert not state.seen("1", "e1")
