@@ -263,7 +263,18 @@ class ClaimState:
                 self.dropped["claims_expired"] += 1
 
     def changes(self) -> list[Change]:
-        return list(self._pending.items())
+        """Every buffered change, in an order any prefix of which is safe (a crash may land
+        a prefix in the changelog): a grant's time index before the grant, a grant's
+        removal before its index's, so that no grant is ever left without the index
+        that expires it."""
+
+        def rank(change: Change) -> int:
+            key, value = change
+            if key[:1] == _ARRIVED:
+                return 0 if value is not None else 2
+            return 1
+
+        return sorted(self._pending.items(), key=rank)
 
     def _remove(self, entry: bytes) -> None:
         value = self._get(entry)

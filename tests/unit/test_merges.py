@@ -224,3 +224,30 @@ def test_bad_claims_records_are_dead_letters_with_the_reason(raw: bytes, reason:
     limit = MergeLimit()
     done = arbitrate([record], ClaimState(MemoryStore(), limit), limit, Counter(), clock_ms=T0)
     assert [reason in letter.reason for letter in done.dead] == [True]
+
+
+def test_any_prefix_of_a_claims_batch_leaves_no_grant_without_its_time_index() -> None:
+    limit = MergeLimit(max_anonymous_ids=5, window_ms=DAY_MS)
+    claims = [Claim("p@x", f"anon{i}", 0, i, "s", b"{}", T0) for i in range(3)]
+    store = MemoryStore()
+    first = ClaimState(store, limit)
+    for claim in claims[:2]:
+        first.claim(claim, T0)
+    store.write(first.changes())
+    batch = ClaimState(store, limit)
+    batch.release("p@x", "anon0")
+    batch.claim(claims[2], T0 + 1)
+    batch.expire(T0 + 1)
+    changes = batch.changes()
+    for landed in range(len(changes) + 1):
+        crashed = MemoryStore()
+        crashed.write(store.scan(b""))
+        crashed.write(changes[:landed])
+        rerun = ClaimState(crashed, limit)  # the batch again
+        rerun.release("p@x", "anon0")
+        rerun.claim(claims[2], T0 + 1)
+        crashed.write(rerun.changes())
+        later = ClaimState(crashed, limit)
+        later.expire(T0 + 2 * DAY_MS)  # everything is out of the window by now
+        crashed.write(later.changes())
+        assert list(crashed.scan(b"")) == [], f"{landed} of {len(changes)} changes landed"
