@@ -15,7 +15,7 @@ from typing import Protocol, cast
 
 from rocksdict import DBCompressionType, Options, Rdict, WriteBatch
 
-__all__ = ["Change", "KeyValueStore", "MemoryStore", "RocksStore", "rocks_options"]
+__all__ = ["Change", "KeyValueStore", "MemoryStore", "RocksStore", "compressed", "rocks_options"]
 
 #: A key and its new value; None deletes the key.
 Change = tuple[bytes, bytes | None]
@@ -35,9 +35,14 @@ class KeyValueStore(Protocol):
 
 
 def rocks_options() -> Options:
-    """RocksDB options for state: raw bytes, LZ4 for recent levels, ZSTD for the last."""
+    """RocksDB options for state: raw bytes, compressed (``compressed``)."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
+    return compressed(options)
+
+
+def compressed(options: Options) -> Options:
+    """LZ4 for the recent levels (cheap to write), ZSTD for the last, where most data sits."""
     options.set_compression_type(DBCompressionType.lz4())
     options.set_bottommost_compression_type(DBCompressionType.zstd())
     return options

@@ -138,7 +138,7 @@ def create_app(
         broker=";".join(
             f"{SCHEME}://{host}" for host in settings.kafka.bootstrap_servers.split(",")
         ),
-        store="rocksdb://",
+        store="retrostitch://",  # Faust's RocksDB store, compressed (streams.tablestore)
         datadir=str(settings.state_dir / settings.app_id),  # a replay's app id starts empty
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,

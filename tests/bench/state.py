@@ -13,6 +13,7 @@ from pathlib import Path
 from faust.stores.rocksdb import RocksDBOptions
 
 from streams.state import HELD_PREFIX
+from streams.tablestore import CompressedOptions
 
 __all__ = ["StateSize", "state_size"]
 
@@ -29,8 +30,9 @@ class StateSize:
 
 
 def state_size(state_dir: Path, options: RocksDBOptions | None = None) -> StateSize:
-    """Compact every table database under ``state_dir`` and measure it."""
-    options = options or RocksDBOptions()
+    """Compact every table database under ``state_dir`` (with the worker's options) and
+    measure it."""
+    options = options or CompressedOptions()
     sst = waiting = keys = 0
     databases = sorted(state_dir.rglob("stitch-state-*.db"))
     if not databases:
