@@ -22,8 +22,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.errors import WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Erasure, Row, Schema, table_columns
-from connectors.rows import grouped_erasures as _grouped
+from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures, table_columns
 from connectors.sink import Rejected, layout_of, write_or_split
 from streams.rules import Status
 from streams.settings import Settings
@@ -71,7 +70,7 @@ class PostgresWarehouse:
         try:
             conn = self._connect()
             with conn.transaction():
-                for columns, values in _grouped(self.layout, erasures).items():
+                for columns, values in grouped_erasures(self.layout, erasures).items():
                     matches = sql.SQL(" OR ").join(
                         sql.SQL("{} = ANY(%(values)s)").format(sql.Identifier(c)) for c in columns
                     )

@@ -1,7 +1,8 @@
 """How stitching state is laid out in a key-value store, and a batch's view of it.
 
-Four key families per anonymous id ``A`` (``L(x)`` is the UTF-8 length of x in 2 bytes,
-which keeps every prefix unambiguous whatever bytes an id contains), and one index:
+Key families per anonymous id ``A``, and indexes by time and by identity value (``L(x)``
+is the UTF-8 length of x in 2 bytes, ``id_part``, which keeps every prefix unambiguous
+whatever bytes an id contains):
 
     b"p" L(A) A              -> the current identity: a JSON list, one value per node
     b"h" L(A) A seq(8 bytes) -> a held event: version(4) L(event id) event id raw-event
@@ -169,6 +170,8 @@ class PartitionState:
 
     def _set_identity(self, anon: bytes, identity: Identity | None) -> None:
         """A's identity (None: none), and the index of its values."""
+        indexed = [] if identity is None else [v for v in identity.values if v is not None]
+        new_keys = [_BY_VALUE + id_part(str(value)) + anon for value in indexed]  # may raise
         old = self._get(_PROFILE + anon)
         if old is not None:
             for value in orjson.loads(old):
@@ -179,9 +182,8 @@ class PartitionState:
                 self._set(_PROFILE + anon, None)
             return
         self._set(_PROFILE + anon, orjson.dumps(list(identity.values)))
-        for value in identity.values:
-            if value is not None:
-                self._set(_BY_VALUE + id_part(str(value)) + anon, b"")
+        for key in new_keys:
+            self._set(key, b"")
 
     def _merged(self, prefix: bytes) -> dict[bytes, bytes]:
         """Every key under ``prefix``: the store's, with this batch's changes applied (for

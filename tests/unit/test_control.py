@@ -137,3 +137,14 @@ def test_erase_by_identity_finds_an_id_by_its_current_identity_only() -> None:
     erased_ids = _command(run, Command(Verb.ERASE, identity="new@x.com"))
     assert sorted(r["event_id"] for r in erased_ids if r["status"] == "erased") == ["a1", "a2"]
     assert [k for k, _ in run.store.scan(b"x")] == []  # the index leaves with the identity
+
+
+def test_an_identification_value_too_long_to_index_is_a_dead_letter_and_changes_nothing() -> None:
+    run = Run()
+    run.feed(event("e1"))
+    before = list(run.store.scan(b""))
+    assert run.feed(event("e2", email="x" * 70_000)) == []
+    assert run.dead == [
+        "id of 70000 bytes is longer than 65535: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'…"
+    ]
+    assert list(run.store.scan(b"")) == before
