@@ -210,6 +210,7 @@ class ClaimState:
         self._store = store
         self._limit = limit
         self._pending: dict[bytes, bytes | None] = {}
+        self._pending_entries: dict[bytes, dict[bytes, bytes | None]] = {}  # per identity
         #: "claims_expired": grants that left with the window
         self.dropped: Counter[str] = Counter()
 
@@ -231,7 +232,7 @@ class ClaimState:
         if maximum is not None and current >= maximum:
             return False
         self._remove(prefix + anon)  # an old grant, out of the window
-        self._pending[prefix + anon] = _TS.pack(now_ms)
+        self._set_entry(prefix + anon, _TS.pack(now_ms))
         self._pending[_ARRIVED + _TS.pack(now_ms) + prefix[1:] + anon] = b""
         return True
 
@@ -259,7 +260,7 @@ class ClaimState:
             entry = _ENTRY + key[1 + _TS.size :]
             value = self._get(entry)
             if value is not None and _TS.unpack(value)[0] == granted_at:
-                self._pending[entry] = None
+                self._set_entry(entry, None)
                 self.dropped["claims_expired"] += 1
 
     def changes(self) -> list[Change]:
@@ -280,14 +281,18 @@ class ClaimState:
         value = self._get(entry)
         if value is None:
             return
-        self._pending[entry] = None
+        self._set_entry(entry, None)
         self._pending[_ARRIVED + value + entry[1:]] = None
 
+    def _set_entry(self, entry: bytes, value: bytes | None) -> None:
+        self._pending[entry] = value
+        identity_end = 3 + int.from_bytes(entry[1:3], "big")
+        self._pending_entries.setdefault(entry[:identity_end], {})[entry] = value
+
     def _entries(self, prefix: bytes) -> dict[bytes, bytes]:
+        """The grants of one identity (``prefix``: its entry prefix): stored, then pending."""
         found = dict(self._store.scan(prefix))
-        for key, value in self._pending.items():
-            if not key.startswith(prefix):
-                continue
+        for key, value in self._pending_entries.get(prefix, {}).items():
             if value is None:
                 found.pop(key, None)
             else:
