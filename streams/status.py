@@ -181,9 +181,17 @@ def parse_metrics(text: str) -> list[Sample]:
     return samples
 
 
+_SHOWN_SINK = (
+    ("records", ("sink_records_read", "sink_rows_written", "sink_erasures")),
+    ("trouble", ("sink_dead_lettered", "sink_warehouse_unavailable")),
+)
+
+
 def summary(source: str, samples: list[Sample], now: float) -> str:
-    """A terminal summary of one worker's metrics."""
+    """A terminal summary of one process's metrics: a worker's, or a connector's."""
     plain = {name: value for name, labels, value in samples if not labels}
+    if "sink_records_read_total" in plain:
+        return _sink_summary(source, samples, plain)
     lines = [f"worker {source}"]
     for title, names in _SHOWN:
         shown = [f"{n.replace('_', ' ')} {plain.get(f'{n}_total', 0):,.0f}" for n in names]
@@ -208,4 +216,28 @@ def summary(source: str, samples: list[Sample], now: float) -> str:
         keys = f"{row['state_keys']:,.0f}" if "state_keys" in row else ""
         size = f"{row['state_bytes'] / 2**20:,.1f}" if "state_bytes" in row else ""
         lines.append(f"  {topic:40} {partition:>9} {lag:>10} {keys:>12} {size:>9}")
+    return "\n".join(lines)
+
+
+def _sink_summary(source: str, samples: list[Sample], plain: dict[str, float]) -> str:
+    lines = [f"connector {source}"]
+    for title, names in _SHOWN_SINK:
+        shown = [
+            f"{n.removeprefix('sink_').replace('_', ' ')} {plain.get(f'{n}_total', 0):,.0f}"
+            for n in names
+        ]
+        lines.append(f"  {title + ':':13} " + ", ".join(shown))
+    count = plain.get("sink_write_seconds_count", 0)
+    if count:
+        average = plain.get("sink_write_seconds_sum", 0.0) / count * 1000
+        lines.append(f"  {'writes:':13} {count:,.0f}, {average:,.1f} ms on average")
+    lags = sorted(
+        ((labels["topic"], int(labels["partition"])), value)
+        for name, labels, value in samples
+        if name == "sink_consumer_lag"
+    )
+    if lags:
+        lines.append(f"  {'topic':40} {'partition':>9} {'lag':>10}")
+    for (topic, partition), lag in lags:
+        lines.append(f"  {topic:40} {partition:>9} {lag:>10,.0f}")
     return "\n".join(lines)

@@ -123,6 +123,13 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
             ):
                 assert line in lines
             assert any(line.startswith("retrostitch_sink_write_seconds_count ") for line in lines)
+            status = subprocess.run(
+                [*CLI, "status", f"http://127.0.0.1:{port}"], env=env, capture_output=True
+            )
+            report = status.stdout.decode()
+            assert "records:      records read 2, rows written 1, erasures 0" in report
+            assert "trouble:      dead lettered 1, warehouse unavailable 0" in report
+            assert f"{pipeline.settings.topics.sink}" in report
         finally:
             sink.send_signal(signal.SIGTERM)
         assert sink.wait(timeout=30) == 0, log.read_text()
