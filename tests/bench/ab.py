@@ -1,0 +1,62 @@
+"""Our worker's throughput under two environments, runs alternating: an A/B on one machine.
+
+    python -m tests.bench.ab --mix b --runs 2 --b USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY=0
+    git worktree add /tmp/old 15c4145 && python -m tests.bench.ab --mix a --b PYTHONPATH=/tmp/old
+
+Each side is a list of ``NAME=VALUE`` settings for the worker's environment (``PYTHONPATH``
+runs another checkout's code). Input keyed by anonymous id, a fresh local broker per run,
+events/s measured as ``make bench`` does; A and B take turns, so a machine that slows down
+over the minutes slows both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from streams.broker import configured_or_local
+from tests.bench import stitcher
+from tests.bench.__main__ import KEYED, MIXES, PARTITIONS, _expected_sink_records
+
+
+def _environment(assignments: list[str]) -> dict[str, str]:
+    pairs = [item.partition("=") for item in assignments]
+    bad = [name for name, equals, _ in pairs if not equals or not name]
+    if bad:
+        raise SystemExit(f"expected NAME=VALUE, got {bad[0]!r}")
+    return {name: value for name, _, value in pairs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mix", choices=sorted(MIXES), default="a")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each side")
+    parser.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--b", nargs="*", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args()
+    mix = MIXES[args.mix]
+    sides = {"A": _environment(args.a), "B": _environment(args.b)}
+    rates: dict[str, list[float]] = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory(prefix="retrostitch-ab-") as tmp:
+        for run in range(args.runs):
+            for side, extra in sides.items():
+                workdir = Path(tmp) / f"{side}-{run}"
+                workdir.mkdir()
+                with configured_or_local() as bootstrap:
+                    env = stitcher.environment(bootstrap, PARTITIONS, **KEYED, **extra)
+                    result = stitcher.run_worker(
+                        env, mix, stitcher.ours(), _expected_sink_records(mix), workdir
+                    )
+                rates[side].append(result.rate)
+                print(
+                    f"mix {mix.name} {side} run {run + 1}: {result.rate:,.0f} events/s", flush=True
+                )
+    for side, extra in sides.items():
+        shown = " ".join(f"{k}={v}" for k, v in extra.items()) or "(as is)"
+        values = ", ".join(f"{rate:,.0f}" for rate in rates[side])
+        print(f"{side} {shown}: {values} events/s")
+
+
+if __name__ == "__main__":
+    main()
