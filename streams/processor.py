@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from streams.control import Verb, parse_command
 from streams.errors import BadRecord, StateError
 from streams.merges import (
+    DAY_MS,
     Answer,
     Claim,
     ClaimState,
@@ -167,7 +168,7 @@ def stitch(
     latest = 0
     for record in records:
         counts["received"] += keyed  # else ``route`` counted it
-        timestamp = _time_of(record, clock_ms)
+        timestamp = _capped(record.timestamp, clock_ms)
         latest = max(latest, timestamp)
         try:
             outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, counts)
@@ -287,7 +288,7 @@ def arbitrate(
         try:
             message = parse_claims_record(record.value)
             if isinstance(message, Claim):
-                now = min(message.timestamp, clock_ms) if message.timestamp > 0 else clock_ms
+                now = _capped(message.timestamp, clock_ms)
                 latest = max(latest, now)
                 granted = state.claim(message, now)
                 answer = Answer(message.anonymous_id, message.identity, granted)
@@ -309,7 +310,7 @@ def arbitrate(
 
 
 def _refused(limit: MergeLimit) -> str:
-    days = limit.window_ms / 86_400_000
+    days = limit.window_ms / DAY_MS
     return (
         f"its identity already took {limit.max_anonymous_ids} other anonymous ids within "
         f"{days:g} days (users_recognition.max_anonymous_ids_per_identity): not applied"
@@ -335,10 +336,11 @@ def _dead_letter(
     return DeadLetter(record, exc.reason if isinstance(exc, BadRecord) else str(exc))
 
 
-def _time_of(record: InputRecord, clock_ms: int | None) -> int:
-    if record.timestamp <= 0:
+def _capped(timestamp: int, clock_ms: int | None) -> int:
+    """A record's time (ms), never later than the clock; the clock's when it has none."""
+    if timestamp <= 0:
         return clock_ms or 0
-    return record.timestamp if clock_ms is None else min(record.timestamp, clock_ms)
+    return timestamp if clock_ms is None else min(timestamp, clock_ms)
 
 
 def _stitch_one(

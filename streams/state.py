@@ -105,6 +105,7 @@ class PartitionState:
         self._retention = Retention() if retention is None else retention
         self._pending: dict[bytes, bytes | None] = {}
         self._pending_held: dict[bytes, dict[bytes, bytes | None]] = {}
+        self._ordered: list[Change] | None = None  # ``changes()``, until the next change
         self._dropped_upto: dict[bytes, bytes] = {}  # per held prefix: the last stored key dropped
         #: what retention dropped in this batch: "expired" and "capped" held events,
         #: "forgotten" arrivals (seen markers that left with them)
@@ -311,7 +312,9 @@ class PartitionState:
                 return 0
             return {_PROFILE: 1, _HELD: 2, _SEEN: 3}[key[:1]]
 
-        return sorted(self._pending.items(), key=rank)  # stable: batch order within a rank
+        if self._ordered is None:  # stable: batch order within a rank
+            self._ordered = sorted(self._pending.items(), key=rank)
+        return self._ordered
 
     def _get(self, key: bytes) -> bytes | None:
         if key in self._pending:
@@ -320,11 +323,12 @@ class PartitionState:
 
     def _set(self, key: bytes, value: bytes | None) -> None:
         self._pending[key] = value
+        self._ordered = None
 
     def _set_held(self, anon: bytes, seq: bytes, value: bytes | None) -> None:
         prefix = _HELD + anon
         key = prefix + seq
-        self._pending[key] = value
+        self._set(key, value)
         self._pending_held.setdefault(prefix, {})[key] = value
 
     def _held_count(self, anon: bytes) -> int:

@@ -162,10 +162,7 @@ def create_app(
         for record in sink:
             outbox.send(sink_topic, record.key, record.value)
         for letter in dead:
-            headers: Headers = [
-                (HEADER_REASON, letter.reason.encode()),
-                (HEADER_SOURCE, letter.record.source.encode()),
-            ]
+            headers = _why(letter.reason, letter.record.source)
             outbox.send(dead_letter_topic, letter.record.key, letter.record.value, None, headers)
 
     keyed = settings.topics.input_keyed_by_anonymous_id
@@ -279,10 +276,7 @@ def create_app(
                     for to, answer in result.answers:
                         outbox.send(answers_name, answer.anonymous_id.encode(), encode(answer), to)
                     for refused in result.quarantine:
-                        headers: Headers = [
-                            (HEADER_REASON, refused.reason.encode()),
-                            (HEADER_SOURCE, refused.claim.source.encode()),
-                        ]
+                        headers = _why(refused.reason, refused.claim.source)
                         key = refused.claim.anonymous_id.encode()
                         outbox.send(quarantine_topic, key, refused.claim.event, None, headers)
                     emit((), result.dead)
@@ -343,6 +337,11 @@ def _sampled(
     if last_identification is not None:
         gauges[LAST_IDENTIFICATION] = last_identification
     return gauges
+
+
+def _why(reason: str, source: str) -> Headers:
+    """The headers of a dead letter or a quarantined record: why, and where it came from."""
+    return [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, source.encode())]
 
 
 def _batches(stream: faust.StreamT[bytes], settings: Settings) -> AsyncIterator[Sequence[Any]]:
