@@ -177,7 +177,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             with urllib.request.urlopen(endpoint, timeout=10) as response:
                 text = response.read().decode()
         except OSError as exc:
-            print(f"worker {url}: no answer from {endpoint} ({exc})", file=sys.stderr)
+            print(f"{url}: no answer from {endpoint} ({exc})", file=sys.stderr)
             failed += 1
             continue
         print(summary(url, parse_metrics(text), time.time()))
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     unmerge.add_argument("--anonymous-id", required=True, help="the anonymous id to un-merge")
     unmerge.set_defaults(run=_command)
     status = commands.add_parser(
-        "status", help="a running worker's counts, lag and state per partition, for a person"
+        "status", help="running workers' and connectors' counts and lag, for a person"
     )
     status.add_argument(
         "url", nargs="*", help="status endpoints (default: http://127.0.0.1:<status_port>)"
