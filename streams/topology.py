@@ -40,21 +40,10 @@ the table's), dead-lettering an event whose key is not its anonymous id.
     e.g. {"eventn_ctx_event_id": "event3", "user": {"anonymous_id": "1", "email": "a@b.com"}}
     on input -> on sink: event3 v1 "identified", then event1 and event2 v2 "amended".
 
-Both agents take batches from their stream and write to Kafka through one librdkafka
-producer (``streams.outbox``); Faust consumes through ``streams.transport``, its aiokafka
-transport with batched delivery. Each stitch batch is checkpointed in this
-order, so that a crash anywhere loses nothing and re-processing changes nothing:
-
-    1. emit the sink and dead-letter records, and wait for the broker's acks;
-    2. send the state changes to the changelog, and wait for the acks;
-    3. write the changes and the changelog offset to the partition's RocksDB in one batch;
-    4. return: Faust acks the batch's input offsets and commits them.
-
-A crash before 3 leaves state as it was: the batch is read again and emits the very same
-records (versions are deterministic). A crash after 3 re-reads events already marked as
-seen: they emit nothing. A Faust table write needs a current event, which a batch does not
-have; so the stitch agent writes the table's RocksDB and changelog itself, in the format
-Faust restores from (raw bytes keys and values, the changelog offset under Faust's key).
+The agents take their records a fetch at a time (``streams.transport``: feeds, around
+Faust's per-record stream machinery), write to Kafka through one librdkafka producer
+(``streams.outbox``), and checkpoint each batch in the order ``streams.checkpoint``
+states: output, then changelog, then RocksDB, then the input offsets.
 """
 
 from __future__ import annotations
@@ -62,13 +51,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 import faust
-from rocksdict import Rdict
 
+from streams.checkpoint import Checkpoint
 from streams.merges import (
     Claim,
     ClaimState,
@@ -92,8 +81,16 @@ from streams.rules import SinkRecord
 from streams.settings import Settings
 from streams.state import PartitionState
 from streams.status import Heartbeat, Histogram, labelled
-from streams.store import Change, RocksStore
-from streams.transport import SCHEME
+from streams.store import RocksStore
+from streams.transport import (
+    SCHEME,
+    App,
+    Batch,
+    Feed,
+    partition_db,
+    partition_dbs,
+    read_offset,
+)
 
 __all__ = ["HEADER_REASON", "HEADER_SOURCE", "WorkerMetrics", "create_app", "restored"]
 
@@ -133,7 +130,7 @@ def create_app(
     counts = metrics.counts
     rules = settings.recognition
     partitions = settings.topics.partitions
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=";".join(
             f"{SCHEME}://{host}" for host in settings.kafka.bootstrap_servers.split(",")
@@ -188,44 +185,38 @@ def create_app(
             **_RAW,
         )
 
+        route_feed = _feed(app, input_topic, settings)
+        done_routing = Checkpoint(outbox)
+
         @app.agent(input_topic, name="route")
         async def route_agent(stream: faust.StreamT[bytes]) -> None:
             forward_topic = by_anonymous_id.get_topic_name()
-            async for events in _batches(stream, settings):
-                routed = route(_records(events), rules, counts)
+            async for batch in route_feed.batches():
+                routed = route(_all(batch), rules, counts)
                 for forward in routed.forward:
                     outbox.send(
                         forward_topic, forward.key, forward.value, timestamp=forward.timestamp
                     )
                 emit(routed.sink, routed.dead)
-                await outbox.flush()
+                await done_routing(batch)
 
     def claim(messages: Iterable[Claim | Release | Forget]) -> None:
         for message in messages:
             stamp = message.timestamp if isinstance(message, Claim) else 0
             outbox.send(claims_name, message.identity.encode(), encode(message), timestamp=stamp)
 
-    async def checkpoint(table: Any, done: Sequence[tuple[int, RocksStore, list[Change]]]) -> None:
-        """Steps 2 and 3 below, for the partitions of one batch."""
-        changelog = table.changelog_topic.get_topic_name()
-        for partition, _, changes in done:
-            for key, value in changes:
-                outbox.send(changelog, key, value, partition, track=True)
-        await outbox.flush()
-        for partition, store, changes in done:
-            if changes:
-                offset = outbox.acked[changelog, partition]
-                store.write([*changes, _offset_change(table, offset)])
+    stitch_feed = _feed(app, stitch_source, settings)
+    checkpoint = Checkpoint(outbox, table)
 
     @app.agent(stitch_source, name="stitch")
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream, settings):
+        async for batch in stitch_feed.batches():
             started = time.perf_counter()
             identified = counts["identified"]
             done = []
             clock_ms = int(time.time() * 1000)
-            for partition, records in _by_partition(_records(events)).items():
-                store = RocksStore(_partition_db(table, partition))
+            for partition, records in batch.by_partition().items():
+                store = RocksStore(partition_db(table, partition))
                 state = PartitionState(store, settings.retention)
                 by_topic = _by_topic(records, control_topic, answers_name)
                 result = stitch(by_topic[""], state, rules, counts, keyed=keyed, clock_ms=clock_ms)
@@ -239,19 +230,14 @@ def create_app(
                     result.claims += more.claims
                     result.changes = more.changes
                 done.append((partition, store, result))
-            # 1. sink, dead letters and claims first: state never runs ahead of what was emitted
             for _, _, result in done:
                 emit(result.sink, result.dead)
                 claim(result.claims)
-            await outbox.flush()
-            # 2. the changelog, so any worker can restore this partition
-            # 3. local state and the changelog offset it reflects, in one write per partition
-            await checkpoint(table, [(p, store, result.changes) for p, store, result in done])
+            await checkpoint(batch, [(p, store, result.changes) for p, store, result in done])
             metrics.batch_seconds.observe(time.perf_counter() - started)
             counts["emitted"] += sum(len(result.sink) for _, _, result in done)
             if counts["identified"] != identified:
                 metrics.gauges[LAST_IDENTIFICATION] = time.time()
-            # 4. returning acks the batch; Faust commits the offsets
 
     if limited:
         # the merge limit (streams.merges): claims keyed by identity, answered in order
@@ -260,18 +246,19 @@ def create_app(
         )
         claims_source = app.topic(claims_name, partitions=partitions, internal=True, **_RAW)
         quarantine_topic = settings.topics.quarantine
+        claims_feed = _feed(app, claims_source, settings)
+        checkpoint_claims = Checkpoint(outbox, claims_table)
 
         @app.agent(claims_source, name="arbitrate")
         async def arbitrate_agent(stream: faust.StreamT[bytes]) -> None:
-            async for events in _batches(stream, settings):
+            async for batch in claims_feed.batches():
                 done = []
                 clock_ms = int(time.time() * 1000)
-                for partition, records in _by_partition(_records(events)).items():
-                    store = RocksStore(_partition_db(claims_table, partition))
+                for partition, records in batch.by_partition().items():
+                    store = RocksStore(partition_db(claims_table, partition))
                     state = ClaimState(store, limit)
                     result = arbitrate(records, state, limit, counts, clock_ms=clock_ms)
                     done.append((partition, store, result))
-                # the same checkpoint as the stitch agent's
                 for _, _, result in done:
                     for to, answer in result.answers:
                         outbox.send(answers_name, answer.anonymous_id.encode(), encode(answer), to)
@@ -280,8 +267,7 @@ def create_app(
                         key = refused.claim.anonymous_id.encode()
                         outbox.send(quarantine_topic, key, refused.claim.event, None, headers)
                     emit((), result.dead)
-                await outbox.flush()
-                await checkpoint(claims_table, [(p, s, r.changes) for p, s, r in done])
+                await checkpoint_claims(batch, [(p, s, r.changes) for p, s, r in done])
 
     async def report_counts() -> None:
         if counts:
@@ -321,12 +307,12 @@ def _sampled(
     for tp in consumer.assignment():
         if tp.topic not in streams:
             continue
-        highwater, read = consumer.highwater(tp), consumer._read_offset.get(tp)
+        highwater, read = consumer.highwater(tp), read_offset(app, tp)
         if highwater is not None:
             lag = highwater - (read + 1 if read is not None else 0)
             gauges[labelled("consumer_lag", topic=tp.topic, partition=tp.partition)] = max(lag, 0)
     for name, table in tables.items():
-        for partition, db in sorted(table.data._dbs.items()):
+        for partition, db in sorted(partition_dbs(table).items()):
             keys = db.property_int_value("rocksdb.estimate-num-keys") or 0
             size = sum(
                 db.property_int_value(prop) or 0
@@ -344,18 +330,13 @@ def _why(reason: str, source: str) -> Headers:
     return [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, source.encode())]
 
 
-def _batches(stream: faust.StreamT[bytes], settings: Settings) -> AsyncIterator[Sequence[Any]]:
-    """Events in batches of up to ``batch_max_events``, or whatever came within the wait."""
-    batches: AsyncIterator[Sequence[Any]] = cast(faust.Stream[bytes], stream).take_events(
-        settings.batch_max_events, settings.batch_max_wait
-    )
-    return batches
+def _feed(app: App, source: faust.TopicT, settings: Settings) -> Feed:
+    """The feed of the records of ``source``'s topics, in batches of ``batch_max_events``."""
+    return app.feed(source.topics, settings.batch_max_events)
 
 
-def _partition_db(table: Any, partition: int) -> Rdict:
-    """The RocksDB database that Faust's table keeps (and restores) for one partition."""
-    db: Rdict = table.data._db_for_partition(partition)
-    return db
+def _all(batch: Batch) -> list[InputRecord]:
+    return [record for records in batch.records.values() for record in records]
 
 
 def restored(app: faust.App) -> bool:
@@ -364,35 +345,9 @@ def restored(app: faust.App) -> bool:
     return not app.rebalancing and bool(tables.recovery.completed.is_set())
 
 
-def _offset_change(table: Any, offset: int) -> Change:
-    """Faust's record of the changelog offset that a partition's RocksDB has applied."""
-    return (table.data.offset_key, str(offset).encode())
-
-
-def _records(events: Sequence[Any]) -> list[InputRecord]:
-    return [
-        InputRecord(
-            topic=e.message.topic,
-            partition=e.message.partition,
-            offset=e.message.offset,
-            key=e.message.key,
-            value=e.message.value,
-            timestamp=int(e.message.timestamp * 1000) if e.message.timestamp else 0,
-        )
-        for e in events
-    ]
-
-
 def _by_topic(records: Iterable[InputRecord], *topics: str) -> dict[str, list[InputRecord]]:
     """Records of ``topics`` under their names, the others under ""; each in order."""
     groups: dict[str, list[InputRecord]] = {name: [] for name in ("", *topics)}
     for record in records:
         groups[record.topic if record.topic in groups else ""].append(record)
-    return groups
-
-
-def _by_partition(records: Iterable[InputRecord]) -> dict[int, list[InputRecord]]:
-    groups: dict[int, list[InputRecord]] = {}
-    for record in records:
-        groups.setdefault(record.partition, []).append(record)
     return groups

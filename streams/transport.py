@@ -1,19 +1,43 @@
-"""Faust's aiokafka transport, handing fetched records to the agents a batch at a time.
+"""Faust's aiokafka transport, handing fetched records to the agents a fetch at a time.
 
-Faust's consumer delivers each fetched record to the streams inside
-``Service.wait_first(deliver(record), suspend_flow)``: four asyncio futures per record, so
-that a rebalance can abandon a delivery that waits on a full stream buffer. That costs
-more than the stitching rules themselves. Here each fetch is read whole, then delivered by
-one awaited coroutine under one ``wait_first``: a rebalance (or a stop) still abandons the
-delivery where it stands, as Faust's does, and records delivered so far count as read. The
-fetch itself (a call into the consumer's thread) is never abandoned half-way: an earlier
-version that cancelled it left both surviving workers of a takeover test fetching nothing.
-Records of a stream partition are delivered without holes (``BatchDeliveringConsumer``):
-Faust's rule of marking jumped-over offsets as gaps lost records across a rebalance.
-Everything else (group membership, offsets, acks, commits) is Faust's own, but for one
-number: how long the broker may hold a fetch that has nothing new (Faust fixes 1.5 s, and
-a broker that holds it that long even when records arrive, as the local one does, adds
-that much to every amend's latency): 100 ms here.
+This module is the one place that reaches into Faust's and aiokafka's internals; the rest
+of the worker uses what it exports. Faust stays the application: group membership,
+partition assignment (standbys included), the tables' changelogs and their recovery,
+seeks to the committed offsets after a rebalance, and the commits themselves. What goes
+around Faust is how records of the agents' topics reach the agents:
+
+- **Feeds.** Faust hands every record to a stream as an event (a message, an event, a
+  channel queue, stream iteration and one ack each): about half a worker's CPU, enough to
+  hold an agent that does nothing near 11k records/s. Records of a topic that has a
+  ``Feed`` skip all of that: the consumer groups each fetch's records by partition, as
+  ``InputRecord``s built straight from aiokafka's, and puts them on the feed's queue; the
+  agent takes what is queued as one ``Batch`` and, once it is checkpointed, acknowledges
+  it as one offset per partition (``Batch.done``), which Faust's commit then commits.
+- **In order, without holes.** Records of a stream partition are handed over in offset
+  order, once (``DeliveryOrder``): after a rebalance Faust seeks each stream partition
+  back to its committed offset, while records fetched from the old positions may still
+  arrive; those are skipped, and a partition that shows a jump is sought back.
+- **Drained on a rebalance and a stop.** A revocation clears the feeds' queues (the new
+  owner reads those records again) and Faust's wait for its streams also waits for the
+  batch an agent holds, so that its offsets are committed before the partition moves.
+- **The fetch wait.** Faust fixes the broker's wait for a fetch with nothing new at 1.5 s;
+  a broker that holds it that long even when records arrive (the local one does) adds
+  that much to every amend's latency: 100 ms here.
+
+Private attributes of Faust and aiokafka used here, and why:
+
+    aiokafka consumer ``_fetch_max_wait_ms``   the fetch wait (Faust passes no setting)
+    Faust consumer ``_read_offset``            where each partition was read to: Faust's
+                                               seek sets it, lag is computed from it
+    ``_seek``                                  seek without Faust's bookkeeping
+    ``_wait_next_records``, ``_buffered_partitions``, ``_stopped``, ``_add_gap``,
+    ``_commit_every``, ``_n_acked``            Faust's own fetch loop, written again with
+                                               one delivery per fetch
+    ``_new_offset``, ``_filter_tps_with_pending_acks``
+                                               a batch's offsets join Faust's commits
+    table ``data._db_for_partition``, ``data._dbs``, ``data.offset_key``
+                                               the agents write a table's RocksDB and its
+                                               changelog offset themselves (``partition_db``)
 
 The transport is registered under the URL scheme ``retrostitch`` (an entry point of the
 ``faust.transports`` group in ``pyproject.toml``); ``streams.topology`` uses it.
@@ -22,14 +46,32 @@ The transport is registered under the URL scheme ``retrostitch`` (an entry point
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
+import time
+from collections.abc import AsyncIterator, Hashable, Iterable, Iterator
 from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
+import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
+from rocksdict import Rdict
 
-__all__ = ["SCHEME", "DeliveryOrder", "Transport", "Verdict"]
+from streams.processor import InputRecord
+from streams.store import Change
+
+__all__ = [
+    "SCHEME",
+    "App",
+    "Batch",
+    "DeliveryOrder",
+    "Feed",
+    "Transport",
+    "Verdict",
+    "offset_change",
+    "partition_db",
+    "partition_dbs",
+    "read_offset",
+]
 
 P = TypeVar("P", bound=Hashable)  # a topic partition
 
@@ -83,42 +125,162 @@ class DeliveryOrder(Generic[P]):
         return behind
 
 
+class Batch:
+    """Records of one or more fetches, taken by an agent at once: per partition, in
+    offset order, contiguous with the partition's previous batch."""
+
+    def __init__(self, feed: Feed, records: dict[Any, list[InputRecord]]) -> None:
+        self._feed = feed
+        #: per topic partition (Faust's ``TP``), its records in offset order
+        self.records = records
+
+    def __len__(self) -> int:
+        return sum(len(records) for records in self.records.values())
+
+    def by_partition(self) -> dict[int, list[InputRecord]]:
+        """Every record of the batch under its partition number; the topics of one
+        partition number (events, commands, answers) each in offset order."""
+        grouped: dict[int, list[InputRecord]] = {}
+        for tp, records in self.records.items():
+            grouped.setdefault(tp.partition, []).extend(records)
+        return grouped
+
+    def done(self) -> None:
+        """The batch is checkpointed: each partition is processed up to its last record."""
+        consumer = self._feed.consumer
+        if consumer is not None:
+            for tp, records in self.records.items():
+                consumer.processed(tp, records[-1].offset)
+
+
+class Feed:
+    """Where the consumer puts the records of some topics' partitions, a fetch at a time,
+    for one agent to take as ``Batch``es of at most ``max_events`` records (more only when
+    a single fetch of one partition holds more)."""
+
+    def __init__(self, topics: Iterable[str], max_events: int, max_queued: int = 8) -> None:
+        self.topics = frozenset(topics)
+        self.max_events = max_events
+        self.consumer: BatchDeliveringConsumer | None = None  # set when the consumer starts
+        self._queue: asyncio.Queue[dict[Any, list[InputRecord]]] = asyncio.Queue(max_queued)
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def put(self, records: dict[Any, list[InputRecord]]) -> None:
+        await self._queue.put(records)
+
+    def clear(self) -> None:
+        """Forget what is queued (a rebalance: it is read again from the committed offsets)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    async def take(self) -> Batch:
+        """The next batch: what is queued, waiting only when nothing is. Until the batch
+        is released (``holding``), a rebalance or a stop waits for it."""
+        taken = await self._queue.get()
+        count = sum(len(records) for records in taken.values())
+        while not self._queue.empty():
+            more = self._queue._queue[0]  # type: ignore[attr-defined]  # asyncio.Queue's deque
+            size = sum(len(records) for records in more.values())
+            if count + size > self.max_events:
+                break
+            self._queue.get_nowait()
+            for tp, records in more.items():
+                taken.setdefault(tp, []).extend(records)
+            count += size
+        self._idle.clear()
+        return Batch(self, taken)
+
+    def release(self) -> None:
+        """The agent is done with its batch (checkpointed or not)."""
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Batch after batch; each is released when the agent asks for the next one (or
+        leaves the loop), acknowledged only if the agent called ``Batch.done``."""
+        while True:
+            batch = await self.take()
+            try:
+                yield batch
+            finally:
+                self.release()
+
+
+class App(faust.App):
+    """Faust's app, with the feeds its consumer hands the agents' records to."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.feeds: list[Feed] = []
+
+    def feed(self, topics: Iterable[str], max_events: int) -> Feed:
+        """A feed for the records of ``topics``; the consumer fills it once it starts."""
+        feed = Feed(topics, max_events)
+        self.feeds.append(feed)
+        return feed
+
+
+def partition_db(table: Any, partition: int) -> Rdict:
+    """The RocksDB database that Faust's table keeps (and restores) for one partition."""
+    db: Rdict = table.data._db_for_partition(partition)
+    return db
+
+
+def partition_dbs(table: Any) -> dict[int, Rdict]:
+    """The databases of the table's partitions that this worker holds (active or standby)."""
+    return dict(table.data._dbs)
+
+
+def offset_change(table: Any, offset: int) -> Change:
+    """Faust's record of the changelog offset that a partition's RocksDB has applied."""
+    return (table.data.offset_key, str(offset).encode())
+
+
+def read_offset(app: faust.App, tp: Any) -> int | None:
+    """The offset of the last record of ``tp`` handed to the agents, if any."""
+    consumer: Any = app.consumer
+    offset: int | None = consumer._read_offset.get(tp)
+    return offset
+
+
 class _ConsumerThread(aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # Faust fixes the broker's wait for a fetch at 1.5 s; a broker that waits it out
-        # (the local one does) then adds ~1.5 s to every identification's latency.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
 
 class BatchDeliveringConsumer(aiokafka.Consumer):
-    """aiokafka's consumer with one delivery task per fetched batch instead of per record,
-    and records of a stream partition delivered without holes.
+    """aiokafka's consumer, handing records of the feeds' topics to the feeds a fetch at a
+    time, and records of every stream partition over in order without holes.
 
-    Faust seeks every stream partition back to its committed offset once a rebalance's
-    recovery is done; records fetched before (the fetcher runs again as soon as standby
-    partitions resume) or while it seeks may still be on their way, and Faust's rule
-    ("deliver what is past the read offset, mark what was jumped over as a gap, acked")
-    turned such a mix into lost records: a takeover test saw a partition read 0-42, then
-    116 on, its commit passing over 43-115. Here each stream partition has the offset it
-    must deliver next (``DeliveryOrder``: the committed offset after a seek, else the last
-    delivered + 1): a record below it is a copy and skipped, one above it is not delivered
-    and the partition is sought back to ``_next``. Only when a fetch made from exactly
-    there still starts above it are the offsets between taken for a real gap (compaction,
-    transaction markers). While Faust seeks (it resumes the partitions first), nothing of
-    a stream partition is delivered: records from the old position processed before the
-    seek would be processed out of order (an identification before the events it amends).
-    Changelog partitions keep Faust's rule.
+    Each stream partition has the offset it must deliver next (``DeliveryOrder``: the
+    committed offset after a seek, else the last delivered + 1): a record below it is a
+    copy and skipped, one above it is not delivered and the partition is sought back
+    there. Only when a fetch made from exactly there still starts above it are the offsets
+    between taken for a real gap (compaction, transaction markers). While Faust seeks (it
+    resumes the partitions first), nothing of a stream partition is delivered: records
+    from the old position would be processed out of order (an identification before the
+    events it amends). Changelog partitions keep Faust's rule.
     """
 
-    _sequence: DeliveryOrder[Any]  # per stream partition, the offset to deliver next, where known
+    _sequence: DeliveryOrder[Any]
     _seeking: bool  # Faust is seeking every partition to its committed offset
+    _feeds: dict[str, Feed]  # by topic
+    _processed: dict[Any, int]  # per feed partition, the last offset a batch processed
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._sequence = DeliveryOrder()
         self._seeking = False
+        self._feeds = {}
+        self._processed = {}
+        for feed in getattr(self.app, "feeds", ()):
+            feed.consumer = self
+            self._feeds.update(dict.fromkeys(feed.topics, feed))
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -127,6 +289,41 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         """A partition the agents read (acks on), not a table's changelog."""
         stream: bool = self.app.topics.acks_enabled_for(tp.topic)
         return stream
+
+    def processed(self, tp: Any, offset: int) -> None:
+        """A feed's batch processed ``tp`` up to ``offset``: the next commit includes it."""
+        if offset > self._processed.get(tp, -1):
+            self._processed[tp] = offset
+
+    def _new_offset(self, tp: Any) -> int | None:
+        processed = self._processed.pop(tp, None)
+        if processed is not None:
+            return processed + 1
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[Any]:
+        yield from super()._filter_tps_with_pending_acks(topics)
+        for tp in list(self._processed):
+            if tp not in self._acked and (topics is None or tp in topics or tp.topic in topics):
+                yield tp
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        # the new owner reads what is queued again; Faust's wait_empty, called in here,
+        # waits for the batches in the agents' hands and commits their offsets
+        for feed in self._feeds.values():
+            feed.clear()
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        for tp in set(self._processed) - assigned:
+            del self._processed[tp]  # a commit of the last generation that did not happen
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def wait_empty(self) -> None:
+        for feed in set(self._feeds.values()):
+            await feed.wait_idle()
+        await super().wait_empty()
 
     async def perform_seek(self) -> None:
         # Faust resumes the stream partitions just before this seek: until it is done,
@@ -150,7 +347,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             self._sequence.start(partition, offset)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        """The records of one fetch, as Faust's ``getmany`` gives them, except that a
+        """The records of one fetch (aiokafka's, not yet Faust messages), except that a
         stream partition whose records it holds back (flow stopped, new generation, not
         active) is sought back to its next offset (or to the first record held back), so
         that they come again."""
@@ -169,8 +366,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 if self._is_stream(tp):
                     held_back.setdefault(tp, record.offset)
                 continue
-            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            yield tp, self._to_message(tp, record)
+            yield tp, record
         assigned = self.assignment()
         for tp, first in held_back.items():
             if tp in assigned:
@@ -202,17 +398,16 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
     async def _deliver(self, records: list[tuple[Any, Any]]) -> None:
-        """Hand each record to the streams, in order: stream partitions without holes
-        (``_in_sequence``), changelog partitions as Faust does."""
+        """Records of the feeds' topics to their feeds, one put per feed and up to
+        ``max_events`` records; every other record to Faust's streams one by one, in
+        order: stream partitions without holes, changelog partitions as Faust does."""
         deliver, read, sequence = self.callback, self._read_offset, self._sequence
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        acks_enabled_for, feeds = self.app.topics.acks_enabled_for, self._feeds
+        fed: dict[Feed, dict[Any, list[InputRecord]]] = {}
         count = 0
-        for tp, message in records:
-            count += 1
-            if count % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            offset, last = message.offset, read[tp]
-            stream = acks_enabled_for(message.topic)
+        for tp, record in records:
+            offset, last = record.offset, read[tp]
+            stream = acks_enabled_for(record.topic)
             if stream and self._seeking:
                 continue  # from before the seek: perform_seek seeks the partition again
             if stream and tp in sequence.next:
@@ -225,15 +420,59 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 continue  # read before this fetch: a re-delivery after a seek
             elif last and offset - last > 1 and stream:
                 await self._add_gap(tp, last + 1, offset)  # offsets the broker skipped
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                await self.commit()
-            await deliver(message)
+            feed = feeds.get(record.topic) if stream else None
+            if feed is not None:
+                batch = fed.setdefault(feed, {})
+                batch.setdefault(tp, []).append(_input_record(record))
+            else:
+                count += 1
+                if count % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                await deliver(self._to_message(tp, record))
             read[tp] = offset
             if stream:
                 sequence.delivered(tp, offset)
         for tp, offset in sequence.take_behind().items():
             await self._seek(tp, offset)
+        inbound = self.app.monitor.stream_inbound_time
+        for feed, batch in fed.items():
+            now = time.monotonic()
+            for tp in batch:
+                inbound[tp] = now  # Faust's check for stalled partitions reads it
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            for chunk in _chunks(batch, feed.max_events):
+                await feed.put(chunk)
+
+
+def _input_record(record: Any) -> InputRecord:
+    """aiokafka's record as the processor's (timestamps in ms; none: 0)."""
+    return InputRecord(
+        record.topic, record.partition, record.offset, record.key, record.value,
+        record.timestamp or 0,
+    )  # fmt: skip
+
+
+def _chunks(
+    batch: dict[Any, list[InputRecord]], max_events: int
+) -> Iterator[dict[Any, list[InputRecord]]]:
+    """The batch in pieces of at most ``max_events`` records, each partition's in order
+    (one partition's records are never split over two pieces put out of order)."""
+    chunk: dict[Any, list[InputRecord]] = {}
+    size = 0
+    for tp, records in batch.items():
+        for start in range(0, len(records), max_events):
+            part = records[start : start + max_events]
+            if size and size + len(part) > max_events:
+                yield chunk
+                chunk, size = {}, 0
+            chunk.setdefault(tp, []).extend(part)
+            size += len(part)
+    if chunk:
+        yield chunk
 
 
 class Transport(aiokafka.Transport):
