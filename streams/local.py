@@ -63,6 +63,14 @@ class WorkerProcess:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the child has used so far (Linux), 0 when not running."""
+        if not self.running or self._process is None:
+            return 0.0
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = int(fields[11]), int(fields[12])  # utime, stime: fields 14, 15 of stat
+        return (user + system) / os.sysconf("SC_CLK_TCK")
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

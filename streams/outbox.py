@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -24,6 +26,7 @@ __all__ = ["Headers", "Outbox"]
 
 Headers = list[tuple[str, str | bytes | None]]
 _POLL_SECONDS = 0.001
+_QUEUE_MAX_MESSAGES = 1_000_000
 
 
 class Outbox:
@@ -41,7 +44,7 @@ class Outbox:
                 "partitioner": "murmur2_random",
                 "linger.ms": 2,
                 "batch.size": settings.producer_max_batch_bytes,
-                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.messages": _QUEUE_MAX_MESSAGES,
             },
             logger=logging.getLogger("librdkafka"),  # its lines in our format, not raw
         )
@@ -79,6 +82,30 @@ class Outbox:
                 return
             except BufferError:  # the local queue is full: let the broker catch up
                 self._producer.poll(0.05)
+
+    def send_many(
+        self,
+        topic: str,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        partition: int | None = None,
+        *,
+        track: bool = False,
+    ) -> None:
+        """Queue (key, value) records in one call (no headers; timestamps: now), in
+        order; as ``send`` otherwise. Waits first until the local queue has room for all of
+        them: a record refused for want of room while a later one is taken would land out
+        of order."""
+        delivered = self._tracked if track else self._checked
+        batch: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in records]
+        while len(self._producer) + len(batch) > _QUEUE_MAX_MESSAGES and len(self._producer):
+            self._producer.poll(0.05)  # let the broker catch up
+        if partition is None:
+            self._producer.produce_batch(topic, batch, on_delivery=delivered)
+        else:
+            self._producer.produce_batch(topic, batch, partition, on_delivery=delivered)
+        for message in batch:
+            if "_error" in message:
+                self._failures.append(f"{topic}: {message['_error'].str()}")
 
     async def flush(self) -> None:
         """Wait until the broker acknowledged every record sent so far."""

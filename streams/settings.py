@@ -46,9 +46,10 @@ class KafkaSettings:
     session_timeout: float = 10.0
     heartbeat_interval: float = 3.0
     replication_factor: int = 1
-    #: the producer's batch limit; 1 sends every record alone (only for brokers whose end
-    #: offsets stop at the start of the last batch, like the local one: see the tests)
-    producer_max_batch_bytes: int = 16384
+    #: the producer's batch limit (librdkafka's default: a batch's changelog goes out in few
+    #: requests); 1 sends every record alone (only for brokers whose end offsets stop at the
+    #: start of the last batch, like the local one: see the tests)
+    producer_max_batch_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +99,9 @@ class Settings:
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     app_id: str = "retrostitch"
     state_dir: Path = Path("state")
-    #: events per checkpoint (two waits for acks, one RocksDB write): larger batches spread
-    #: that cost; under light load batches close after batch_max_wait anyway
+    #: the most events per checkpoint (two waits for acks, one RocksDB write per partition):
+    #: an agent takes whatever was fetched meanwhile, up to this many, and never waits for more
     batch_max_events: int = 2000
-    batch_max_wait: float = 0.1
     standby_replicas: int = 1
     log_level: str = "info"
     #: text, or json: one JSON object per line (streams/logs.py)
@@ -286,7 +286,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),
     Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(_text(v)), "state_dir", _S.state_dir),
     Setting("stitcher.batch_max_events", "RETROSTITCH_BATCH_MAX_EVENTS", _positive(int), "batch_max_events", _S.batch_max_events),
-    Setting("stitcher.batch_max_wait_seconds", "RETROSTITCH_BATCH_MAX_WAIT_SECONDS", _positive(float), "batch_max_wait", _S.batch_max_wait),
     Setting("stitcher.standby_replicas", "RETROSTITCH_STANDBY_REPLICAS", _count, "standby_replicas", _S.standby_replicas),
     Setting("stitcher.status_port", "RETROSTITCH_STATUS_PORT", _count, "status_port", _S.status_port),
     Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),

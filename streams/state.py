@@ -56,6 +56,9 @@ _TS = struct.Struct(">Q")
 _COUNT_VALUE = struct.Struct(">I")
 _HELD_HEAD = struct.Struct(">IH")  # version, event id length
 DAY_MS = 24 * 3600 * 1000
+#: the order of a batch's changes in the changelog (``PartitionState.changes``): deletions
+#: and other keys first, then identities, held events, seen markers
+_RANK = {_PROFILE: 1, _HELD: 2, _SEEN: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,14 +309,13 @@ class PartitionState:
         tests/unit/test_crash_consistency.py tries every prefix.
         """
 
-        def rank(change: Change) -> int:
-            key, value = change
-            if value is None or key[:1] not in (_PROFILE, _HELD, _SEEN):
-                return 0
-            return {_PROFILE: 1, _HELD: 2, _SEEN: 3}[key[:1]]
-
-        if self._ordered is None:  # stable: batch order within a rank
-            self._ordered = sorted(self._pending.items(), key=rank)
+        if self._ordered is None:  # batch order within a rank
+            ranked: tuple[list[Change], ...] = ([], [], [], [])
+            rank = _RANK.get
+            for change in self._pending.items():
+                key, value = change
+                ranked[0 if value is None else rank(key[:1], 0)].append(change)
+            self._ordered = [change for changes in ranked for change in changes]
         return self._ordered
 
     def _get(self, key: bytes) -> bytes | None:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -127,10 +127,12 @@ class DeliveryOrder(Generic[P]):
 
 class Batch:
     """Records of one or more fetches, taken by an agent at once: per partition, in
-    offset order, contiguous with the partition's previous batch."""
+    offset order, contiguous with the partition's previous batch. Until it is released,
+    a rebalance or a stop waits for it."""
 
     def __init__(self, feed: Feed, records: dict[Any, list[InputRecord]]) -> None:
         self._feed = feed
+        self._held = True
         #: per topic partition (Faust's ``TP``), its records in offset order
         self.records = records
 
@@ -147,10 +149,14 @@ class Batch:
 
     def done(self) -> None:
         """The batch is checkpointed: each partition is processed up to its last record."""
-        consumer = self._feed.consumer
-        if consumer is not None:
-            for tp, records in self.records.items():
-                consumer.processed(tp, records[-1].offset)
+        for tp, records in self.records.items():
+            self._feed.processed(tp, records[-1].offset)
+
+    def release(self) -> None:
+        """The agent is done with the batch, checkpointed (``done``) or not; idempotent."""
+        if self._held:
+            self._held = False
+            self._feed._release()
 
 
 class Feed:
@@ -161,13 +167,19 @@ class Feed:
     def __init__(self, topics: Iterable[str], max_events: int, max_queued: int = 8) -> None:
         self.topics = frozenset(topics)
         self.max_events = max_events
-        self.consumer: BatchDeliveringConsumer | None = None  # set when the consumer starts
+        #: what a checkpointed batch tells, per partition: the last offset it processed
+        #: (the consumer sets it when it starts, so that its next commit includes it)
+        self.processed: Callable[[Any, int], None] = lambda tp, offset: None
         self._queue: asyncio.Queue[dict[Any, list[InputRecord]]] = asyncio.Queue(max_queued)
+        self._held = 0  # batches taken and not released
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def put(self, records: dict[Any, list[InputRecord]]) -> None:
-        await self._queue.put(records)
+        """Queue one fetch's records (per partition, in offset order), in pieces of at
+        most ``max_events``; waits while the queue is full."""
+        for chunk in _chunks(records, self.max_events):
+            await self._queue.put(chunk)
 
     def clear(self) -> None:
         """Forget what is queued (a rebalance: it is read again from the committed offsets)."""
@@ -175,8 +187,7 @@ class Feed:
             self._queue.get_nowait()
 
     async def take(self) -> Batch:
-        """The next batch: what is queued, waiting only when nothing is. Until the batch
-        is released (``holding``), a rebalance or a stop waits for it."""
+        """The next batch: what is queued, waiting only when nothing is."""
         taken = await self._queue.get()
         count = sum(len(records) for records in taken.values())
         while not self._queue.empty():
@@ -188,25 +199,32 @@ class Feed:
             for tp, records in more.items():
                 taken.setdefault(tp, []).extend(records)
             count += size
+        self._held += 1
         self._idle.clear()
         return Batch(self, taken)
 
-    def release(self) -> None:
-        """The agent is done with its batch (checkpointed or not)."""
-        self._idle.set()
+    def _release(self) -> None:
+        self._held -= 1
+        if not self._held:
+            self._idle.set()
+
+    @property
+    def idle(self) -> bool:
+        """No batch is in the agent's hands."""
+        return self._idle.is_set()
+
+    @property
+    def queued(self) -> int:
+        """Pieces of fetches waiting to be taken."""
+        return self._queue.qsize()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
     async def batches(self) -> AsyncIterator[Batch]:
-        """Batch after batch; each is released when the agent asks for the next one (or
-        leaves the loop), acknowledged only if the agent called ``Batch.done``."""
+        """Batch after batch, for the agent to release (``Batch.release``)."""
         while True:
-            batch = await self.take()
-            try:
-                yield batch
-            finally:
-                self.release()
+            yield await self.take()
 
 
 class App(faust.App):
@@ -279,7 +297,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         self._feeds = {}
         self._processed = {}
         for feed in getattr(self.app, "feeds", ()):
-            feed.consumer = self
+            feed.processed = self.processed
             self._feeds.update(dict.fromkeys(feed.topics, feed))
 
     def _new_consumer_thread(self) -> _ConsumerThread:
@@ -444,8 +462,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             for tp in batch:
                 inbound[tp] = now  # Faust's check for stalled partitions reads it
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            for chunk in _chunks(batch, feed.max_events):
-                await feed.put(chunk)
+            await feed.put(batch)
 
 
 def _input_record(record: Any) -> InputRecord:

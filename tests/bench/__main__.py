@@ -90,6 +90,7 @@ def _stitcher(work: _Workdirs, runs: int) -> dict[str, Any]:
     variants: dict[str, tuple[Callable[[], list[str]], dict[str, str]]] = {
         "ours": (stitcher.ours, KEYED),
         "ours_repartition": (stitcher.ours, {}),
+        "quix": (stitcher.quix, KEYED),
         "naive": (stitcher.naive, {}),
     }
     out: dict[str, Any] = {}
@@ -104,11 +105,16 @@ def _stitcher(work: _Workdirs, runs: int) -> dict[str, Any]:
                         env, mix, command(), _expected_sink_records(mix), workdir
                     )
                 done.append(result)
-                _say(f"stitcher {name} mix {mix.name} run {run + 1}: {result.rate:,.0f} events/s")
+                _say(
+                    f"stitcher {name} mix {mix.name} run {run + 1}: {result.rate:,.0f} events/s, "
+                    f"{result.cpu_us_per_event:.1f} µs CPU per event"
+                )
             out[f"{name}_{mix.name}"] = {
                 "events": done[0].events,
                 "events_per_second": [r.rate for r in done],
                 "median_events_per_second": statistics.median(r.rate for r in done),
+                "cpu_us_per_event": [r.cpu_us_per_event for r in done],
+                "median_cpu_us_per_event": statistics.median(r.cpu_us_per_event for r in done),
                 "peak_rss_bytes": [r.peak_rss_bytes for r in done],
             }
     return out
@@ -221,19 +227,32 @@ def table(results: dict[str, Any]) -> str:
     if "stitcher" in results:
         s = results["stitcher"]
         for mix, target in (("a", 3), ("b", 10)):
-            ours = s[f"ours_{mix}"]["median_events_per_second"]
-            naive = s[f"naive_{mix}"]["median_events_per_second"]
-            repartition = s[f"ours_repartition_{mix}"]["median_events_per_second"]
+
+            def rate(name: str, mix: str = mix) -> float:
+                return float(s[f"{name}_{mix}"]["median_events_per_second"])
+
+            def cpu(name: str, mix: str = mix) -> float:
+                return float(s[f"{name}_{mix}"]["median_cpu_us_per_event"])
+
+            def rss(name: str, mix: str = mix) -> float:
+                return max(s[f"{name}_{mix}"]["peak_rss_bytes"]) / 2**20
+
+            ours, peer = rate("ours"), rate("quix")
             label = {"a": "a: 100k events, 10k ids, 30% identify",
                      "b": "b: 101k events, 1k ids, 100 waiting each"}[mix]  # fmt: skip
             row(f"stitcher mix {label}", "")
             row("  retrostitch, input keyed by anonymous id", f"{ours:,.0f} ev/s")
-            row("  retrostitch, repartitioned", f"{repartition:,.0f} ev/s")
-            row("  naive Faust baseline", f"{naive:,.0f} ev/s")
-            row("  ours / naive", f"{ours / naive:.1f}x", f">= {target}x")
-            rss = max(s[f"ours_{mix}"]["peak_rss_bytes"]) / 2**20
-            naive_rss = max(s[f"naive_{mix}"]["peak_rss_bytes"]) / 2**20
-            row("  peak RSS of the worker (ours / naive)", f"{rss:.0f} / {naive_rss:.0f} MiB")
+            row("  retrostitch, repartitioned", f"{rate('ours_repartition'):,.0f} ev/s")
+            row("  Quix Streams peer (keyed input)", f"{peer:,.0f} ev/s")
+            row("  naive Faust baseline", f"{rate('naive'):,.0f} ev/s")
+            row("  ours / peer (keyed)", f"{ours / peer:.2f}x", ">= 1.5x")
+            row("  ours / peer (repartitioned)", f"{rate('ours_repartition') / peer:.2f}x",
+                ">= 1.0x")  # fmt: skip
+            row("  ours / naive", f"{ours / rate('naive'):.1f}x", f">= {target}x")
+            row("  CPU per event (ours keyed / peer)",
+                f"{cpu('ours'):.1f} / {cpu('quix'):.1f} µs", "ours < peer")  # fmt: skip
+            row("  peak RSS of the worker (ours / peer / naive)",
+                f"{rss('ours'):.0f} / {rss('quix'):.0f} / {rss('naive'):.0f} MiB")  # fmt: skip
     if "latency" in results:
         lat = results["latency"]
         row(

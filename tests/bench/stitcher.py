@@ -31,12 +31,17 @@ class Run:
     events: int
     seconds: float
     peak_rss_bytes: int
+    cpu_seconds: float  # the worker's, from its first sink record to its last
     state_dir: Path
     settings: Settings
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / self.events * 1e6
 
 
 def environment(bootstrap_servers: str, partitions: int, **extra: str) -> dict[str, str]:
@@ -89,18 +94,21 @@ def run_worker(
     produced = produce_mix(settings, mix)
     worker = WorkerProcess(env, workdir / "worker.log", command=command).start()
     try:
-        first, last, _ = _read_sink(settings, expected, timeout, worker)
+        first, last, cpu = _read_sink(settings, expected, timeout, worker)
         peak = worker.peak_rss()
     finally:
         code = worker.stop()
     if code != 0:
         print(f"worker exited {code}:\n{worker.log_tail()}", file=sys.stderr)
-    return Run(produced, (last - first) / 1000, peak, workdir / "state" / settings.app_id, settings)
+    state_dir = workdir / "state" / settings.app_id
+    return Run(produced, (last - first) / 1000, peak, cpu, state_dir, settings)
 
 
 def _read_sink(
     settings: Settings, expected: int, timeout: float, worker: WorkerProcess
-) -> tuple[int, int, int]:
+) -> tuple[int, int, float]:
+    """The first and last sink record timestamps (ms), and the worker's CPU seconds in
+    between (polled finely until the first record, so that start-up is not counted)."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
@@ -113,6 +121,7 @@ def _read_sink(
         [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)]
     )
     first, last, count = 2**63, 0, 0
+    cpu_at_first = 0.0
     deadline = time.monotonic() + timeout
     try:
         while count < expected:
@@ -120,18 +129,26 @@ def _read_sink(
                 raise RuntimeError(
                     f"{count} of {expected} sink records after {timeout}s\n{worker.log_tail()}"
                 )
-            for message in consumer.consume(10_000, timeout=0.5):
+            messages = consumer.consume(10_000, timeout=0.5 if count else 0.005)
+            if messages and not count:
+                cpu_at_first = worker.cpu_seconds()
+            for message in messages:
                 if message.error() is not None:
                     continue
                 _, stamp = message.timestamp()
                 first, last, count = min(first, stamp), max(last, stamp), count + 1
+        cpu = worker.cpu_seconds() - cpu_at_first
     finally:
         consumer.close()
-    return first, last, count
+    return first, last, cpu
 
 
 def ours() -> list[str]:
     return [sys.executable, "-m", "streams.cli", "worker"]
+
+
+def quix() -> list[str]:
+    return [sys.executable, "-m", "tests.bench.quix"]
 
 
 def naive() -> list[str]:

@@ -1,0 +1,120 @@
+"""The Quix Streams peer: the default stitching rules as a Quix Streams user would write them.
+
+An ``Application`` reading the input topic (keyed by anonymous id, as the benchmark
+produces it) into a ``StreamingDataFrame``; one stateful ``apply`` with ``expand=True``
+that returns the sink records of each event, produced with ``to_topic`` keyed by event id.
+State is Quix's default: RocksDB, scoped by message key (the anonymous id), backed by a
+changelog topic, committed at Quix's default interval, at-least-once. Per anonymous id the
+state holds ``identity`` (its identification values), ``waiting`` (its held events) and
+``seen`` (the event ids it has had). Values are (de)serialized with Quix's ``"json"``
+serializers, which use orjson. Sink records are stamped when produced (``set_timestamp``),
+not with their input record's timestamp as Quix does by default, since the benchmark times
+the sink's record timestamps. The local broker (Tansu) describes only the configs set on a
+topic, so the ``TopicManager`` passed to the ``Application`` takes Kafka's default
+``retention.ms`` where it is left out (Quix derives the changelog's config from it).
+Run: ``python -m tests.bench.quix`` with the same environment variables as
+``retrostitch worker``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from quixstreams import Application, State
+from quixstreams.models.topics import Topic, TopicAdmin, TopicManager
+
+from streams.rules import RecognitionRules, anonymous_id_of
+from streams.settings import Settings, load_settings
+
+KAFKA_DEFAULT_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+
+
+def record(event: dict[str, Any], version: int, status: str) -> dict[str, Any]:
+    return {
+        "event_id": event.get("eventn_ctx_event_id"),
+        "version": version,
+        "status": status,
+        "event": event,
+    }
+
+
+Stitch = Callable[[dict[str, Any], State], list[dict[str, Any]]]
+
+
+def stitcher(rules: RecognitionRules) -> Stitch:
+    def stitch(event: dict[str, Any], state: State) -> list[dict[str, Any]]:
+        if anonymous_id_of(event, rules) is None:
+            return [record(event, 1, "passthrough")]
+        event_id = event.get("eventn_ctx_event_id")
+        seen = state.get("seen", [])
+        if event_id in seen:
+            return []
+        state.set("seen", [*seen, event_id])
+        identity = [node.get(event) for node in rules.identification]
+        if any(value is not None for value in identity):
+            out = [record(event, 1, "identified")]
+            for waiting in state.get("waiting", []):
+                write(waiting, identity, rules)
+                out.append(record(waiting, 2, "amended"))
+            state.set("identity", identity)
+            state.delete("waiting")
+            return out
+        known = state.get("identity")
+        if known is not None:
+            write(event, known, rules)
+            return [record(event, 1, "stitched")]
+        state.set("waiting", [*state.get("waiting", []), event])
+        return [record(event, 1, "anonymous")]
+
+    return stitch
+
+
+def write(event: dict[str, Any], identity: list[Any], rules: RecognitionRules) -> None:
+    for node, value in zip(rules.identification, identity, strict=True):
+        if value is not None:
+            node.set(event, value)
+
+
+class DefaultRetentionTopicManager(TopicManager):
+    """Quix's ``TopicManager``, taking Kafka's default ``retention.ms`` for a topic whose
+    described configs leave it out."""
+
+    def _configure_topic(self, topic: Topic, broker_topic: Topic) -> Topic:
+        topic = super()._configure_topic(topic, broker_topic)
+        topic.broker_config.extra_config.setdefault("retention.ms", KAFKA_DEFAULT_RETENTION_MS)
+        return topic
+
+
+def create_quix_app(settings: Settings) -> Application:
+    broker = settings.kafka.bootstrap_servers
+    app = Application(
+        broker_address=broker,
+        topic_manager=DefaultRetentionTopicManager(TopicAdmin(broker), settings.app_id),
+        consumer_group=settings.app_id,
+        auto_offset_reset="earliest",
+        state_dir=settings.state_dir / settings.app_id,
+        consumer_extra_config={
+            "session.timeout.ms": int(settings.kafka.session_timeout * 1000),
+            "heartbeat.interval.ms": int(settings.kafka.heartbeat_interval * 1000),
+        },
+        loglevel="WARNING",
+    )
+    source = app.topic(settings.topics.input, key_deserializer="str", value_deserializer="json")
+    sink = app.topic(settings.topics.sink, key_serializer="str", value_serializer="json")
+    sdf = app.dataframe(source)
+    sdf = sdf.apply(stitcher(settings.recognition), stateful=True, expand=True)
+    sdf = sdf.set_timestamp(lambda value, key, timestamp, headers: time.time_ns() // 1_000_000)
+    sdf.to_topic(sink, key=lambda out: str(out["event_id"]))
+    return app
+
+
+def main() -> None:
+    settings = load_settings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    create_quix_app(settings).run()
+
+
+if __name__ == "__main__":
+    main()
