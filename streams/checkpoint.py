@@ -17,24 +17,18 @@ A Faust table write needs a current event, which a batch does not have; so the a
 write the table's RocksDB and changelog themselves, in the format Faust restores from
 (raw bytes keys and values, the changelog offset under Faust's key).
 
-``Pipeline`` overlaps the waits of one batch's checkpoint with the processing of the next:
-batch N+1 is processed while N's checkpoint waits for the broker, over a view of state
-with N's changes laid over RocksDB (``streams.store.Overlay``), but nothing of N+1 is
-emitted before N's checkpoint has ended. What reaches Kafka and RocksDB, and in which
-order, is what one batch after the other gives; only the CPU's idle time is used.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from streams.outbox import Outbox
-from streams.store import Change, KeyValueStore, Overlay, RocksStore
+from streams.store import Change, KeyValueStore, RocksStore
 from streams.transport import Batch, offset_change, partition_db
 
-__all__ = ["Checkpoint", "PartitionChanges", "Pipeline"]
+__all__ = ["Checkpoint", "PartitionChanges"]
 
 #: one partition's state changes in a batch, and the store of that partition
 PartitionChanges = tuple[int, KeyValueStore, list[Change]]
@@ -47,6 +41,10 @@ class Checkpoint:
     def __init__(self, outbox: Outbox, table: Any = None) -> None:
         self._outbox = outbox
         self._table = table
+
+    def store(self, partition: int) -> RocksStore:
+        """The state of one partition of the table: the RocksDB that Faust keeps for it."""
+        return RocksStore(partition_db(self._table, partition))
 
     async def __call__(self, batch: Batch, changed: Sequence[PartitionChanges] = ()) -> None:
         outbox = self._outbox
@@ -62,70 +60,3 @@ class Checkpoint:
                     offset = outbox.acked[changelog, partition]
                     store.write([*changes, offset_change(self._table, offset)])
         batch.done()  # 4
-
-
-class Pipeline:
-    """One agent's checkpoints, one batch after the other, each running while the agent
-    processes the next batch:
-
-        async for batch in feed.batches():
-            stores = {p: pipeline.store(p) for p in partitions}   # N-1's changes laid over
-            ... process the batch against them (``await pipeline.turn()`` now and then) ...
-            await pipeline.ready()            # N-1's checkpoint has ended (or raised)
-            ... send the batch's records ...
-            pipeline.start(batch, changed)    # N's checkpoint; N is released when it ends
-
-    ``table`` is the Faust table whose state the agent keeps (None: no state).
-    """
-
-    def __init__(self, outbox: Outbox, table: Any = None) -> None:
-        self._checkpoint = Checkpoint(outbox, table)
-        self._table = table
-        self._running: asyncio.Future[None] | None = None
-        self._in_flight: dict[int, list[Change]] = {}  # the running checkpoint's changes
-
-    def store(self, partition: int) -> KeyValueStore:
-        """The partition's state: its RocksDB, with the changes of the batch still being
-        checkpointed laid over it."""
-        store = RocksStore(partition_db(self._table, partition))
-        changes = self._in_flight.get(partition)
-        if changes and self._running is not None and not self._running.done():
-            return Overlay(store, changes)
-        return store
-
-    async def turn(self) -> None:
-        """Give the running checkpoint a turn (between partitions of a long batch)."""
-        await asyncio.sleep(0)
-
-    async def ready(self) -> None:
-        """Wait for the running checkpoint to end; raise what it raised. A checkpoint once
-        started runs to its end even if the agent is cancelled meanwhile."""
-        if self._running is not None:
-            running, self._running = self._running, None
-            await asyncio.shield(running)
-
-    def start(
-        self,
-        batch: Batch,
-        changed: Sequence[PartitionChanges] = (),
-        on_end: Callable[[], None] | None = None,
-    ) -> None:
-        """Checkpoint ``batch`` in the background (after ``ready``), then call ``on_end``;
-        release the batch at the end, checkpointed or not."""
-        if self._running is not None:
-            raise RuntimeError("a checkpoint started before the previous one ended")
-        self._in_flight = {partition: changes for partition, _, changes in changed}
-        self._running = asyncio.ensure_future(self._run(batch, changed, on_end))
-
-    async def _run(
-        self,
-        batch: Batch,
-        changed: Sequence[PartitionChanges],
-        on_end: Callable[[], None] | None,
-    ) -> None:
-        try:
-            await self._checkpoint(batch, changed)
-            if on_end is not None:
-                on_end()
-        finally:
-            batch.release()

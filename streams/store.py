@@ -3,9 +3,7 @@
 ``KeyValueStore`` is all the stitcher needs from storage. ``RocksStore`` is the real one,
 over a rocksdict ``Rdict`` (in the worker, the per-partition database that Faust's table
 opened and restores from the table's changelog); ``MemoryStore`` is for tests of the
-layers above; ``Overlay`` reads a batch's changes that are not written yet over another
-store (the worker processes a batch while the one before it is checkpointed). One
-contract suite (tests/integration/test_state_store.py) runs on all three.
+layers above. One contract suite (tests/integration/test_state_store.py) runs on both.
 """
 
 from __future__ import annotations
@@ -17,15 +15,7 @@ from typing import Protocol, cast
 
 from rocksdict import DBCompressionType, Options, Rdict, WriteBatch
 
-__all__ = [
-    "Change",
-    "KeyValueStore",
-    "MemoryStore",
-    "Overlay",
-    "RocksStore",
-    "compressed",
-    "rocks_options",
-]
+__all__ = ["Change", "KeyValueStore", "MemoryStore", "RocksStore", "compressed", "rocks_options"]
 
 #: A key and its new value; None deletes the key.
 Change = tuple[bytes, bytes | None]
@@ -118,50 +108,3 @@ class MemoryStore:
                 if key not in self._data:
                     bisect.insort(self._keys, key)
                 self._data[key] = value
-
-
-class Overlay:
-    """A ``KeyValueStore`` that reads ``changes`` over ``base``: what a batch changed before
-    it reached ``base`` (a value of None hides the base's key). Writes go to ``base``, which
-    may take ``changes`` themselves at any time without changing what is read here."""
-
-    def __init__(self, base: KeyValueStore, changes: Iterable[Change]) -> None:
-        self._base = base
-        self._over = dict(changes)
-        self._keys: list[bytes] | None = None  # sorted on the first scan
-
-    def get(self, key: bytes) -> bytes | None:
-        if key in self._over:
-            return self._over[key]
-        return self._base.get(key)
-
-    def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        if not self._over:
-            yield from self._base.scan(prefix, start)
-            return
-        if self._keys is None:
-            self._keys = sorted(self._over)
-        keys = self._keys
-        at = bisect.bisect_left(keys, max(prefix, start))
-        for key, value in self._base.scan(prefix, start):
-            while at < len(keys) and keys[at] < key and keys[at].startswith(prefix):
-                laid = self._over[keys[at]]
-                if laid is not None:
-                    yield keys[at], laid
-                at += 1
-            if key in self._over:
-                if at < len(keys) and keys[at] == key:
-                    at += 1
-                laid = self._over[key]
-                if laid is not None:
-                    yield key, laid
-            else:
-                yield key, value
-        while at < len(keys) and keys[at].startswith(prefix):
-            laid = self._over[keys[at]]
-            if laid is not None:
-                yield keys[at], laid
-            at += 1
-
-    def write(self, changes: Iterable[Change]) -> None:
-        self._base.write(changes)

@@ -53,12 +53,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
 import faust
 
-from streams.checkpoint import Pipeline
+from streams.checkpoint import Checkpoint
 from streams.merges import (
     Claim,
     ClaimState,
@@ -184,7 +183,7 @@ def create_app(
         )
 
         route_feed = _feed(app, input_topic, settings)
-        routing = Pipeline(outbox)
+        routed_checkpoint = Checkpoint(outbox)
 
         @app.agent(input_topic, name="route")
         async def route_agent(stream: faust.StreamT[bytes]) -> None:
@@ -192,16 +191,14 @@ def create_app(
             async for batch in route_feed.batches():
                 try:
                     routed = route(_all(batch), rules, counts)
-                    await routing.ready()
                     for forward in routed.forward:
                         outbox.send(
                             forward_topic, forward.key, forward.value, timestamp=forward.timestamp
                         )
                     emit(routed.sink, routed.dead)
-                except BaseException:
+                    await routed_checkpoint(batch)
+                finally:
                     batch.release()
-                    raise
-                routing.start(batch)
 
     def claim(messages: Iterable[Claim | Release | Forget]) -> None:
         for message in messages:
@@ -209,50 +206,44 @@ def create_app(
             outbox.send(claims_name, message.identity.encode(), encode(message), timestamp=stamp)
 
     stitch_feed = _feed(app, stitch_source, settings)
-    stitching = Pipeline(outbox, table)
+    checkpoint = Checkpoint(outbox, table)
 
     @app.agent(stitch_source, name="stitch")
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in stitch_feed.batches():
-            started = time.perf_counter()
             try:
-                identified = counts["identified"]
-                done = []
-                clock_ms = int(time.time() * 1000)
-                for partition, records in batch.by_partition().items():
-                    store = stitching.store(partition)
-                    state = PartitionState(store, settings.retention)
-                    by_topic = _by_topic(records, control_topic, answers_name)
-                    result = stitch(
-                        by_topic[""], state, rules, counts, keyed=keyed, clock_ms=clock_ms
-                    )
-                    # after the events (their changes are pending in `state`): answers,
-                    # then commands
-                    for more in (
-                        answers(by_topic[answers_name], state, counts),
-                        control(by_topic[control_topic], state, counts, merge_limit=limited),
-                    ):
-                        result.sink += more.sink
-                        result.dead += more.dead
-                        result.claims += more.claims
-                        result.changes = more.changes
-                    done.append((partition, store, result))
-                    await stitching.turn()
-                await stitching.ready()  # the previous batch is checkpointed
-                for _, _, result in done:
-                    emit(result.sink, result.dead)
-                    claim(result.claims)
-            except BaseException:
+                await _stitch(batch)
+            finally:
                 batch.release()
-                raise
-            changed = [(p, store, result.changes) for p, store, result in done]
-            stitching.start(batch, changed, partial(_took, started))
-            counts["emitted"] += sum(len(result.sink) for _, _, result in done)
-            if counts["identified"] != identified:
-                metrics.gauges[LAST_IDENTIFICATION] = time.time()
 
-    def _took(started: float) -> None:
+    async def _stitch(batch: Batch) -> None:
+        started = time.perf_counter()
+        identified = counts["identified"]
+        done = []
+        clock_ms = int(time.time() * 1000)
+        for partition, records in batch.by_partition().items():
+            store = checkpoint.store(partition)
+            state = PartitionState(store, settings.retention)
+            by_topic = _by_topic(records, control_topic, answers_name)
+            result = stitch(by_topic[""], state, rules, counts, keyed=keyed, clock_ms=clock_ms)
+            # after the events (their changes are pending in `state`): answers, commands
+            for more in (
+                answers(by_topic[answers_name], state, counts),
+                control(by_topic[control_topic], state, counts, merge_limit=limited),
+            ):
+                result.sink += more.sink
+                result.dead += more.dead
+                result.claims += more.claims
+                result.changes = more.changes
+            done.append((partition, store, result))
+        for _, _, result in done:
+            emit(result.sink, result.dead)
+            claim(result.claims)
+        await checkpoint(batch, [(p, store, result.changes) for p, store, result in done])
         metrics.batch_seconds.observe(time.perf_counter() - started)
+        counts["emitted"] += sum(len(result.sink) for _, _, result in done)
+        if counts["identified"] != identified:
+            metrics.gauges[LAST_IDENTIFICATION] = time.time()
 
     if limited:
         # the merge limit (streams.merges): claims keyed by identity, answered in order
@@ -262,26 +253,24 @@ def create_app(
         claims_source = app.topic(claims_name, partitions=partitions, internal=True, **_RAW)
         quarantine_topic = settings.topics.quarantine
         claims_feed = _feed(app, claims_source, settings)
-        arbitrating = Pipeline(outbox, claims_table)
+        claims_checkpoint = Checkpoint(outbox, claims_table)
 
         @app.agent(claims_source, name="arbitrate")
         async def arbitrate_agent(stream: faust.StreamT[bytes]) -> None:
             async for batch in claims_feed.batches():
                 try:
                     await _arbitrate(batch)
-                except BaseException:
+                finally:
                     batch.release()
-                    raise
 
         async def _arbitrate(batch: Batch) -> None:
             done = []
             clock_ms = int(time.time() * 1000)
             for partition, records in batch.by_partition().items():
-                store = arbitrating.store(partition)
+                store = claims_checkpoint.store(partition)
                 state = ClaimState(store, limit)
                 result = arbitrate(records, state, limit, counts, clock_ms=clock_ms)
                 done.append((partition, store, result))
-            await arbitrating.ready()  # the previous batch is checkpointed
             for _, _, result in done:
                 for to, answer in result.answers:
                     outbox.send(answers_name, answer.anonymous_id.encode(), encode(answer), to)
@@ -290,7 +279,7 @@ def create_app(
                     key = refused.claim.anonymous_id.encode()
                     outbox.send(quarantine_topic, key, refused.claim.event, None, headers)
                 emit((), result.dead)
-            arbitrating.start(batch, [(p, s, r.changes) for p, s, r in done])
+            await claims_checkpoint(batch, [(p, s, r.changes) for p, s, r in done])
 
     async def report_counts() -> None:
         if counts:

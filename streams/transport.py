@@ -117,6 +117,16 @@ class DeliveryOrder(Generic[P]):
     def delivered(self, tp: P, offset: int) -> None:
         self.next[tp] = offset + 1
 
+    def run(self, tp: P, first: int, last: int, count: int) -> bool:
+        """Whether a fetch's ``count`` records of ``tp``, offsets ``first`` to ``last``, are
+        exactly the next ones, without holes: then all are delivered at once (else ask for
+        a verdict on each)."""
+        if tp in self._behind or self.next.get(tp) != first or last - first + 1 != count:
+            return False
+        self._sought.pop(tp, None)
+        self.next[tp] = last + 1
+        return True
+
     def take_behind(self) -> dict[P, int]:
         """The partitions held back in this fetch, and where to seek each (noted: if a
         fetch from exactly there starts above it again, the offsets between are a gap)."""
@@ -364,17 +374,19 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         if self._is_stream(partition):
             self._sequence.start(partition, offset)
 
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        """The records of one fetch (aiokafka's, not yet Faust messages), except that a
-        stream partition whose records it holds back (flow stopped, new generation, not
-        active) is sought back to its next offset (or to the first record held back), so
-        that they come again."""
+    async def _fetch(self, timeout: float) -> AsyncIterator[tuple[Any, list[Any]]]:
+        """The records of one fetch per partition (aiokafka's, not yet Faust messages),
+        except that a stream partition whose records it holds back (flow stopped, new
+        generation, not active) is sought back to its next offset (or to the first record
+        held back), so that they come again."""
         records, active = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
         generation = self.app.consumer_generation_id
         held_back: dict[Any, int] = {}  # stream partition -> its first record held back
-        for tp, record in self.scheduler.iterate(records):
+        for tp, fetched in records.items():
+            if not fetched:
+                continue
             if (
                 not self.flow_active
                 or (self._seeking and self._is_stream(tp))
@@ -382,9 +394,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 or not (active is None or tp in active or tp in self._buffered_partitions)
             ):
                 if self._is_stream(tp):
-                    held_back.setdefault(tp, record.offset)
+                    held_back[tp] = fetched[0].offset
                 continue
-            yield tp, record
+            yield tp, fetched
         assigned = self.assignment()
         for tp, first in held_back.items():
             if tp in assigned:
@@ -396,9 +408,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             while not (stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 # The fetch is read to its end here, never abandoned half-way: Faust's
-                # getmany keeps flags (waiting for records, flow) that a rebalance waits on.
-                records = [item async for item in self.getmany(timeout=1.0)]
-                await self.sleep(0)  # getmany may return at once, again and again
+                # fetch keeps flags (waiting for records, flow) that a rebalance waits on.
+                records = [item async for item in self._fetch(timeout=1.0)]
+                await self.sleep(0)  # a fetch may return at once, again and again
                 if records and not self.should_stop:
                     await self.wait_first(self._deliver(records), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
@@ -415,19 +427,45 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _deliver(self, records: list[tuple[Any, Any]]) -> None:
+    async def _deliver(self, fetched: list[tuple[Any, list[Any]]]) -> None:
         """Records of the feeds' topics to their feeds, one put per feed and up to
         ``max_events`` records; every other record to Faust's streams one by one, in
         order: stream partitions without holes, changelog partitions as Faust does."""
-        deliver, read, sequence = self.callback, self._read_offset, self._sequence
-        acks_enabled_for, feeds = self.app.topics.acks_enabled_for, self._feeds
+        read, sequence, feeds = self._read_offset, self._sequence, self._feeds
+        acks_enabled_for = self.app.topics.acks_enabled_for
         fed: dict[Feed, dict[Any, list[InputRecord]]] = {}
-        count = 0
-        for tp, record in records:
-            offset, last = record.offset, read[tp]
-            stream = acks_enabled_for(record.topic)
+        for tp, records in fetched:
+            stream = acks_enabled_for(tp.topic)
             if stream and self._seeking:
                 continue  # from before the seek: perform_seek seeks the partition again
+            feed = feeds.get(tp.topic) if stream else None
+            first, last = records[0].offset, records[-1].offset
+            if feed is not None and sequence.run(tp, first, last, len(records)):
+                fed.setdefault(feed, {})[tp] = [_input_record(record) for record in records]
+                read[tp] = last
+            else:
+                await self._deliver_one_by_one(tp, records, stream, fed)
+        for tp, offset in sequence.take_behind().items():
+            await self._seek(tp, offset)
+        inbound = self.app.monitor.stream_inbound_time
+        for feed, batch in fed.items():
+            if not batch:
+                continue
+            now = time.monotonic()
+            for tp in batch:
+                inbound[tp] = now  # Faust's check for stalled partitions reads it
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            await feed.put(batch)
+
+    async def _deliver_one_by_one(
+        self, tp: Any, records: list[Any], stream: bool, fed: dict[Feed, dict[Any, list[Any]]]
+    ) -> None:
+        """Each record of ``tp`` after a verdict: to ``fed`` under its feed if its topic
+        has one, else to Faust's streams."""
+        deliver, read, sequence = self.callback, self._read_offset, self._sequence
+        feed = self._feeds.get(tp.topic) if stream else None
+        for count, record in enumerate(records, 1):
+            offset, last = record.offset, read[tp]
             if stream and tp in sequence.next:
                 verdict = sequence.verdict(tp, offset)
                 if verdict is Verdict.COPY or verdict is Verdict.BEHIND:
@@ -438,12 +476,9 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
                 continue  # read before this fetch: a re-delivery after a seek
             elif last and offset - last > 1 and stream:
                 await self._add_gap(tp, last + 1, offset)  # offsets the broker skipped
-            feed = feeds.get(record.topic) if stream else None
             if feed is not None:
-                batch = fed.setdefault(feed, {})
-                batch.setdefault(tp, []).append(_input_record(record))
+                fed.setdefault(feed, {}).setdefault(tp, []).append(_input_record(record))
             else:
-                count += 1
                 if count % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -454,15 +489,6 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
             read[tp] = offset
             if stream:
                 sequence.delivered(tp, offset)
-        for tp, offset in sequence.take_behind().items():
-            await self._seek(tp, offset)
-        inbound = self.app.monitor.stream_inbound_time
-        for feed, batch in fed.items():
-            now = time.monotonic()
-            for tp in batch:
-                inbound[tp] = now  # Faust's check for stalled partitions reads it
-                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            await feed.put(batch)
 
 
 def _input_record(record: Any) -> InputRecord:

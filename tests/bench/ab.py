@@ -38,6 +38,7 @@ def main() -> None:
     mix = MIXES[args.mix]
     sides = {"A": _environment(args.a), "B": _environment(args.b)}
     rates: dict[str, list[float]] = {"A": [], "B": []}
+    cpu: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="retrostitch-ab-") as tmp:
         for run in range(args.runs):
             for side, extra in sides.items():
@@ -49,13 +50,17 @@ def main() -> None:
                         env, mix, stitcher.ours(), _expected_sink_records(mix), workdir
                     )
                 rates[side].append(result.rate)
+                cpu[side].append(result.cpu_us_per_event)
                 print(
-                    f"mix {mix.name} {side} run {run + 1}: {result.rate:,.0f} events/s", flush=True
+                    f"mix {mix.name} {side} run {run + 1}: {result.rate:,.0f} events/s, "
+                    f"{result.cpu_us_per_event:.1f} µs CPU per event",
+                    flush=True,
                 )
     for side, extra in sides.items():
         shown = " ".join(f"{k}={v}" for k, v in extra.items()) or "(as is)"
         values = ", ".join(f"{rate:,.0f}" for rate in rates[side])
-        print(f"{side} {shown}: {values} events/s")
+        per_event = ", ".join(f"{us:.1f}" for us in cpu[side])
+        print(f"{side} {shown}: {values} events/s; {per_event} µs CPU per event")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
-"""One contract for every ``KeyValueStore``: real RocksDB on disk, the in-memory one, and an
-overlay of unwritten changes over RocksDB; and what the overlay reads."""
+"""One contract for every ``KeyValueStore``: real RocksDB on disk, and the in-memory one."""
 
 from __future__ import annotations
 
@@ -7,42 +6,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from streams.rules import Held, Identity, Outcome
 from streams.state import PartitionState
-from streams.store import Change, KeyValueStore, MemoryStore, Overlay, RocksStore
+from streams.store import KeyValueStore, MemoryStore, RocksStore
 
 
-@pytest.fixture(params=["rocksdb", "memory", "overlay"])
+@pytest.fixture(params=["rocksdb", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyValueStore]:
     if request.param == "memory":
         yield MemoryStore()
         return
     rocks = RocksStore.open(tmp_path / "db")
-    yield rocks if request.param == "rocksdb" else Overlay(rocks, [])
+    yield rocks
     rocks.close()
-
-
-_keys = st.lists(st.sampled_from([b"a", b"b", b"\x00", b"\xff"]), max_size=3).map(b"".join)
-_changes = st.lists(st.tuples(_keys, st.one_of(st.none(), st.binary(max_size=2))), max_size=12)
-
-
-@settings(max_examples=300, deadline=None)
-@given(base=_changes, laid=_changes, prefix=_keys, start=_keys)
-def test_an_overlay_reads_as_its_base_with_its_changes_written(
-    base: list[Change], laid: list[Change], prefix: bytes, start: bytes
-) -> None:
-    under, expected = MemoryStore(), MemoryStore()
-    under.write(base)
-    expected.write(base)
-    expected.write(laid)
-    overlay = Overlay(under, laid)
-    assert list(overlay.scan(prefix, start)) == list(expected.scan(prefix, start))
-    assert [overlay.get(key) for key, _ in laid] == [expected.get(key) for key, _ in laid]
-    under.write(laid)  # the base takes the changes (the checkpoint's RocksDB write)
-    assert list(overlay.scan(prefix, start)) == list(expected.scan(prefix, start))
 
 
 def test_missing_key_reads_none(store: KeyValueStore) -> None:

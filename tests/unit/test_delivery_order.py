@@ -49,3 +49,17 @@ def test_only_a_fetch_from_exactly_the_next_offset_that_starts_above_it_is_a_gap
     assert _fetch(order, (A, 7), (A, 8)) == ["7:gap", "8:deliver"]  # compacted: 3-6 empty
     assert _fetch(order, (A, 12)) == ["12:behind"]  # a later jump is held back again
     assert order.take_behind() == {A: 9}
+
+
+def test_a_run_of_exactly_the_next_offsets_is_delivered_at_once_anything_else_is_not() -> None:
+    order: DeliveryOrder[TP] = DeliveryOrder()
+    order.start(A, 5)
+    assert order.run(A, 5, 7, 3)  # 5, 6, 7
+    assert order.next[A] == 8
+    assert not order.run(A, 9, 10, 2)  # starts above the next offset
+    assert not order.run(A, 7, 9, 3)  # starts below it: copies
+    assert not order.run(A, 8, 11, 3)  # a hole inside
+    assert not order.run(B, 0, 1, 2)  # never sought: no next offset known
+    assert order.next[A] == 8
+    assert order.verdict(A, 10) is Verdict.BEHIND
+    assert not order.run(A, 8, 8, 1)  # the partition is held back in this fetch
