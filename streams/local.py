@@ -75,6 +75,15 @@ class WorkerProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def wait(self, timeout: float) -> int | None:
+        """The child's exit code once it exits by itself within ``timeout`` s, else None."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout: float = 60.0, sig: int = signal.SIGTERM) -> int:
         """Send ``sig`` (SIGTERM: a graceful stop, as Kubernetes does) and wait for the exit."""
         if self._process is None:

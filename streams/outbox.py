@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import BrokerError
 from streams.settings import KafkaSettings
@@ -65,7 +65,8 @@ class Outbox:
         timestamp: int = 0,
     ) -> None:
         """Queue one record; ``track``: note its offset in ``acked`` once acknowledged;
-        ``timestamp``: the record's, in ms (0: now)."""
+        ``timestamp``: the record's, in ms (0: now). Raises ``BrokerError`` for a record
+        the producer refuses at once (larger than its message limit, say)."""
         delivered = self._tracked if track else self._checked
         while True:
             try:
@@ -82,6 +83,9 @@ class Outbox:
                 return
             except BufferError:  # the local queue is full: let the broker catch up
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                reason = exc.args[0].str() if exc.args else str(exc)
+                raise BrokerError(f"the broker did not take a record: {topic}: {reason}") from exc
 
     def send_many(
         self,
@@ -91,18 +95,23 @@ class Outbox:
         *,
         track: bool = False,
     ) -> None:
-        """Queue (key, value) records in one call (no headers; timestamps: now), in
-        order; as ``send`` otherwise. Waits first until the local queue has room for all of
-        them: a record refused for want of room while a later one is taken would land out
-        of order."""
-        delivered = self._tracked if track else self._checked
+        """Queue (key, value) records in one call (no headers, no timestamps: librdkafka's
+        batch call takes neither), in order; ``track`` (with a ``partition``): note the
+        offset of the last of them in ``acked`` once acknowledged (records of a partition
+        land in the order sent, so it is the highest). Waits first until the local queue
+        has room for all of them: a record refused for want of room while a later one is
+        taken would land out of order."""
         batch: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in records]
+        if not batch:
+            return
+        if track:
+            batch[-1]["callback"] = self._tracked
         while len(self._producer) + len(batch) > _QUEUE_MAX_MESSAGES and len(self._producer):
             self._producer.poll(0.05)  # let the broker catch up
         if partition is None:
-            self._producer.produce_batch(topic, batch, on_delivery=delivered)
+            self._producer.produce_batch(topic, batch, on_delivery=self._checked)
         else:
-            self._producer.produce_batch(topic, batch, partition, on_delivery=delivered)
+            self._producer.produce_batch(topic, batch, partition, on_delivery=self._checked)
         for message in batch:
             if "_error" in message:
                 self._failures.append(f"{topic}: {message['_error'].str()}")

@@ -43,7 +43,9 @@ the table's), dead-lettering an event whose key is not its anonymous id.
 The agents take their records a fetch at a time (``streams.transport``: feeds, around
 Faust's per-record stream machinery), write to Kafka through one librdkafka producer
 (``streams.outbox``), and checkpoint each batch in the order ``streams.checkpoint``
-states: output, then changelog, then RocksDB, then the input offsets.
+states: output, then changelog, then RocksDB, then the input offsets. An agent that raises
+stops the worker (its batch is not acknowledged, so the next worker reads it again):
+restarting the agent alone would go on past the batch it dropped.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import faust
+from mode import CrashingSupervisor
 
 from streams.checkpoint import Checkpoint
 from streams.merges import (
@@ -185,7 +188,7 @@ def create_app(
         route_feed = _feed(app, input_topic, settings)
         routed_checkpoint = Checkpoint(outbox)
 
-        @app.agent(input_topic, name="route")
+        @app.agent(input_topic, name="route", supervisor_strategy=CrashingSupervisor)
         async def route_agent(stream: faust.StreamT[bytes]) -> None:
             forward_topic = by_anonymous_id.get_topic_name()
             async for batch in route_feed.batches():
@@ -208,7 +211,7 @@ def create_app(
     stitch_feed = _feed(app, stitch_source, settings)
     checkpoint = Checkpoint(outbox, table)
 
-    @app.agent(stitch_source, name="stitch")
+    @app.agent(stitch_source, name="stitch", supervisor_strategy=CrashingSupervisor)
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in stitch_feed.batches():
             try:
@@ -255,7 +258,7 @@ def create_app(
         claims_feed = _feed(app, claims_source, settings)
         claims_checkpoint = Checkpoint(outbox, claims_table)
 
-        @app.agent(claims_source, name="arbitrate")
+        @app.agent(claims_source, name="arbitrate", supervisor_strategy=CrashingSupervisor)
         async def arbitrate_agent(stream: faust.StreamT[bytes]) -> None:
             async for batch in claims_feed.batches():
                 try:

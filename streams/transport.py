@@ -146,9 +146,6 @@ class Batch:
         #: per topic partition (Faust's ``TP``), its records in offset order
         self.records = records
 
-    def __len__(self) -> int:
-        return sum(len(records) for records in self.records.values())
-
     def by_partition(self) -> dict[int, list[InputRecord]]:
         """Every record of the batch under its partition number; the topics of one
         partition number (events, commands, answers) each in offset order."""
@@ -181,6 +178,7 @@ class Feed:
         #: (the consumer sets it when it starts, so that its next commit includes it)
         self.processed: Callable[[Any, int], None] = lambda tp, offset: None
         self._queue: asyncio.Queue[dict[Any, list[InputRecord]]] = asyncio.Queue(max_queued)
+        self._carried: dict[Any, list[InputRecord]] | None = None  # the next batch's start
         self._held = 0  # batches taken and not released
         self._idle = asyncio.Event()
         self._idle.set()
@@ -193,19 +191,20 @@ class Feed:
 
     def clear(self) -> None:
         """Forget what is queued (a rebalance: it is read again from the committed offsets)."""
+        self._carried = None
         while not self._queue.empty():
             self._queue.get_nowait()
 
     async def take(self) -> Batch:
         """The next batch: what is queued, waiting only when nothing is."""
-        taken = await self._queue.get()
+        taken, self._carried = self._carried or await self._queue.get(), None
         count = sum(len(records) for records in taken.values())
         while not self._queue.empty():
-            more = self._queue._queue[0]  # type: ignore[attr-defined]  # asyncio.Queue's deque
+            more = self._queue.get_nowait()
             size = sum(len(records) for records in more.values())
             if count + size > self.max_events:
+                self._carried = more
                 break
-            self._queue.get_nowait()
             for tp, records in more.items():
                 taken.setdefault(tp, []).extend(records)
             count += size
@@ -226,7 +225,7 @@ class Feed:
     @property
     def queued(self) -> int:
         """Pieces of fetches waiting to be taken."""
-        return self._queue.qsize()
+        return self._queue.qsize() + (self._carried is not None)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

@@ -7,7 +7,8 @@ directory, so its rows are read through the connector's own client). Events of m
 shape (10 per anonymous id, 30% of the ids identify at their 6th) are produced at a fixed
 rate; a poller reads, every ``POLL`` seconds, which anonymous ids have all 5 of their
 amended rows in each warehouse. Latency = first poll that sees them - produce time, so
-its resolution is ``POLL``.
+its resolution is ``POLL``. The worker alone: from the produce time to the timestamp of
+the last of its 5 amended records on the sink topic (the worker's producer stamps it).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from psycopg import sql
 
 from connectors.clickhouse import ClickHouseWarehouse
@@ -42,6 +44,7 @@ class Latencies:
     identifications: int
     postgres: list[float]
     clickhouse: list[float]
+    worker: list[float]  # to the last amended record on the sink topic
 
     @staticmethod
     def percentiles(values: list[float]) -> dict[str, float]:
@@ -94,11 +97,41 @@ def amend_latency(env: dict[str, str], workdir: Path, rate: int = 5000) -> Laten
         sink_thread.join(60)
         postgres_sink.stop()
         worker.stop()
+    amended = _amended_on_sink(settings, set(produced))
     return Latencies(
         len(produced),
         [seen_pg[a] - t for a, t in produced.items()],
         [seen_ch[a] - t for a, t in produced.items()],
+        [amended[a] - t for a, t in produced.items()],
     )
+
+
+def _amended_on_sink(settings: Settings, identified: set[str]) -> dict[str, float]:
+    """Per identified anonymous id, the timestamp (s) of the last of its amended records on
+    the sink topic; read until each has all of them."""
+    held = LATENCY_MIX.identify_at
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                         "group.id": "bench-latency", "enable.auto.commit": False})  # fmt: skip
+    partitions = range(settings.topics.partitions)
+    consumer.assign([TopicPartition(settings.topics.sink, p, OFFSET_BEGINNING) for p in partitions])
+    count: dict[str, int] = {}
+    last: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    try:
+        while any(count.get(a, 0) < held for a in identified):
+            if time.monotonic() > deadline:
+                raise RuntimeError("amended records missing on the sink topic after 120 s")
+            for message in consumer.consume(10_000, timeout=0.5):
+                value = message.value()
+                if message.error() is not None or value is None or b'"amended"' not in value:
+                    continue
+                anonymous_id = orjson.loads(value)["anonymous_id"]
+                count[anonymous_id] = count.get(anonymous_id, 0) + 1
+                stamp = message.timestamp()[1] / 1000
+                last[anonymous_id] = max(last.get(anonymous_id, 0.0), stamp)
+    finally:
+        consumer.close()
+    return last
 
 
 def _wait_until_flowing(settings: Settings, clickhouse: ClickHouseWarehouse) -> None:

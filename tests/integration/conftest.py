@@ -48,7 +48,6 @@ def make_pipeline(bootstrap_servers: str, tmp_path: Path, partitions: int = 4) -
         "RETROSTITCH_CONTROL_TOPIC": f"{name}.events.control",
         "RETROSTITCH_QUARANTINE_TOPIC": f"{name}.events.quarantine",
         "RETROSTITCH_PARTITIONS": str(partitions),
-        "RETROSTITCH_BATCH_MAX_WAIT_SECONDS": "0.05",
         "RETROSTITCH_STATUS_PORT": "0",  # several workers share this machine; one test sets it
     }
     settings = load_settings(environ=env)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.kafka import Message
@@ -174,3 +174,43 @@ def test_an_input_keyed_by_anonymous_id_is_stitched_without_the_repartition_hop(
     assert reasons[b"not json"].startswith("not valid JSON")
     topics = AdminClient({"bootstrap.servers": pipeline.bootstrap_servers}).list_topics().topics
     assert f"{pipeline.settings.app_id}-by-anonymous-id" not in topics
+
+
+def test_a_batch_the_worker_cannot_emit_stops_it_without_committing_past_the_batch(
+    pipeline: Pipeline,
+) -> None:
+    """An agent that fails on a batch stops the worker loudly; the offsets of that batch are
+    not committed, so whoever reads the partition next reads it again (an agent restarted
+    in place would go on with later batches and commit past it)."""
+    worker = pipeline.worker()
+    sink = pipeline.reader(pipeline.settings.topics.sink)
+    pipeline.produce(_event("before", anonymous_id="2"))
+    sink.wait_for(_has({"before": 1}), timeout=90)
+    # its sink record is over the producer's 1 MB message limit: the broker never gets it
+    huge = orjson.dumps(
+        {"eventn_ctx_event_id": "huge", "user": {"anonymous_id": "2"}, "pad": "x" * 1_200_000}
+    )
+    producer = Producer(
+        {"bootstrap.servers": pipeline.bootstrap_servers, "message.max.bytes": 5_000_000}
+    )
+    producer.produce(pipeline.settings.topics.input, huge, b"2")
+    assert producer.flush(30) == 0
+
+    assert worker.wait(timeout=90) not in (None, 0), pipeline.logs()
+    assert "did not take a record" in pipeline.logs()
+    (record,) = [
+        m
+        for m in pipeline.reader(pipeline.settings.topics.input).wait_for(
+            lambda messages: len(messages) >= 2, timeout=30
+        )
+        if m.value == huge
+    ]
+    consumer = Consumer(
+        {"bootstrap.servers": pipeline.bootstrap_servers, "group.id": pipeline.settings.app_id}
+    )
+    try:
+        tp = TopicPartition(pipeline.settings.topics.input, record.partition)
+        (committed,) = consumer.committed([tp], timeout=10)
+    finally:
+        consumer.close()
+    assert committed.offset <= record.offset  # read again by the next worker

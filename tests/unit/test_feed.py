@@ -31,6 +31,7 @@ def test_what_is_queued_is_taken_as_one_batch_in_order_up_to_max_events() -> Non
             batch = await feed.take()
             taken.append(_offsets(batch.records))
             batch.release()
+        assert not feed.queued
         return taken
 
     assert asyncio.run(run()) == [{A: [0, 1, 2, 3], B: [10]}, {B: [11, 12, 13]}]
