@@ -16,7 +16,6 @@ the changelog: ``PartitionState.changes()`` orders them so that every prefix is 
 A Faust table write needs a current event, which a batch does not have; so the agents
 write the table's RocksDB and changelog themselves, in the format Faust restores from
 (raw bytes keys and values, the changelog offset under Faust's key).
-
 """
 
 from __future__ import annotations

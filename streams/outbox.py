@@ -1,9 +1,10 @@
 """The worker's writes to Kafka: one librdkafka producer, and a wait for the broker's acks.
 
-The agents hand every record of a batch to ``Outbox.send`` (a C call that only queues it),
-then ``await outbox.flush()``, which returns once the broker has acknowledged everything
-sent so far, or raises ``BrokerError`` if any record could not be delivered. A batch's
-checkpoint (``streams.topology``) is a sequence of such flushes.
+The agents hand a batch's records to ``Outbox.send_many`` (one C call for a topic's or a
+partition's records, which only queues them) or, with headers or timestamps, to
+``Outbox.send``, then ``await outbox.flush()``, which returns once the broker has
+acknowledged everything sent so far, or raises ``BrokerError`` if any record could not be
+delivered. A batch's checkpoint (``streams.checkpoint``) is a sequence of such flushes.
 
 Faust's own (aiokafka) producer builds every batch in Python, record by record: a tenth of
 the worker's time when it wrote through it. Partitioning is murmur2, as Faust's and the
@@ -96,22 +97,17 @@ class Outbox:
         track: bool = False,
     ) -> None:
         """Queue (key, value) records in one call (no headers, no timestamps: librdkafka's
-        batch call takes neither), in order; ``track`` (with a ``partition``): note the
-        offset of the last of them in ``acked`` once acknowledged (records of a partition
-        land in the order sent, so it is the highest). Waits first until the local queue
-        has room for all of them: a record refused for want of room while a later one is
-        taken would land out of order."""
+        batch call takes neither), in order; as ``send`` otherwise. Waits first until the
+        local queue has room for all of them: a record refused for want of room while a
+        later one is taken would land out of order."""
+        delivered = self._tracked if track else self._checked
         batch: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in records]
-        if not batch:
-            return
-        if track:
-            batch[-1]["callback"] = self._tracked
         while len(self._producer) + len(batch) > _QUEUE_MAX_MESSAGES and len(self._producer):
             self._producer.poll(0.05)  # let the broker catch up
         if partition is None:
-            self._producer.produce_batch(topic, batch, on_delivery=self._checked)
+            self._producer.produce_batch(topic, batch, on_delivery=delivered)
         else:
-            self._producer.produce_batch(topic, batch, partition, on_delivery=self._checked)
+            self._producer.produce_batch(topic, batch, partition, on_delivery=delivered)
         for message in batch:
             if "_error" in message:
                 self._failures.append(f"{topic}: {message['_error'].str()}")

@@ -187,21 +187,18 @@ def create_app(
 
         route_feed = _feed(app, input_topic, settings)
         routed_checkpoint = Checkpoint(outbox)
+        forward_topic = by_anonymous_id.get_topic_name()
 
         @app.agent(input_topic, name="route", supervisor_strategy=CrashingSupervisor)
         async def route_agent(stream: faust.StreamT[bytes]) -> None:
-            forward_topic = by_anonymous_id.get_topic_name()
-            async for batch in route_feed.batches():
-                try:
-                    routed = route(_all(batch), rules, counts)
-                    for forward in routed.forward:
-                        outbox.send(
-                            forward_topic, forward.key, forward.value, timestamp=forward.timestamp
-                        )
-                    emit(routed.sink, routed.dead)
-                    await routed_checkpoint(batch)
-                finally:
-                    batch.release()
+            await route_feed.serve(_route)
+
+        async def _route(batch: Batch) -> None:
+            routed = route(_all(batch), rules, counts)
+            for forward in routed.forward:
+                outbox.send(forward_topic, forward.key, forward.value, timestamp=forward.timestamp)
+            emit(routed.sink, routed.dead)
+            await routed_checkpoint(batch)
 
     def claim(messages: Iterable[Claim | Release | Forget]) -> None:
         for message in messages:
@@ -213,11 +210,7 @@ def create_app(
 
     @app.agent(stitch_source, name="stitch", supervisor_strategy=CrashingSupervisor)
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stitch_feed.batches():
-            try:
-                await _stitch(batch)
-            finally:
-                batch.release()
+        await stitch_feed.serve(_stitch)
 
     async def _stitch(batch: Batch) -> None:
         started = time.perf_counter()
@@ -260,11 +253,7 @@ def create_app(
 
         @app.agent(claims_source, name="arbitrate", supervisor_strategy=CrashingSupervisor)
         async def arbitrate_agent(stream: faust.StreamT[bytes]) -> None:
-            async for batch in claims_feed.batches():
-                try:
-                    await _arbitrate(batch)
-                finally:
-                    batch.release()
+            await claims_feed.serve(_arbitrate)
 
         async def _arbitrate(batch: Batch) -> None:
             done = []

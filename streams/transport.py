@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator
 from enum import Enum
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -234,6 +234,14 @@ class Feed:
         """Batch after batch, for the agent to release (``Batch.release``)."""
         while True:
             yield await self.take()
+
+    async def serve(self, handle: Callable[[Batch], Awaitable[None]]) -> None:
+        """Hand batch after batch to ``handle``; release each when it returns or raises."""
+        async for batch in self.batches():
+            try:
+                await handle(batch)
+            finally:
+                batch.release()
 
 
 class App(faust.App):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from streams.processor import InputRecord
-from streams.transport import Feed
+from streams.transport import Batch, Feed
 
 A, B = ("events", 0), ("events", 1)
 
@@ -86,3 +88,21 @@ def test_a_batch_left_without_done_tells_nothing_and_clear_drops_what_is_queued(
         return told, not feed.queued
 
     assert asyncio.run(run()) == ([], True)
+
+
+def test_serve_releases_each_batch_whether_its_handler_returns_or_raises() -> None:
+    async def run() -> tuple[list[list[int]], bool]:
+        feed = Feed(["events"], max_events=2)
+        await feed.put({A: _records(A, 0, 4)})
+        handled: list[list[int]] = []
+
+        async def handle(batch: Batch) -> None:
+            handled.append(_offsets(batch.records)[A])
+            if len(handled) == 2:
+                raise RuntimeError("the agent fails on its second batch")
+
+        with pytest.raises(RuntimeError):
+            await feed.serve(handle)
+        return handled, feed.idle
+
+    assert asyncio.run(run()) == ([[0, 1], [2, 3]], True)
