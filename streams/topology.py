@@ -148,6 +148,8 @@ def create_app(
         producer_max_batch_size=settings.kafka.producer_max_batch_bytes,
         web_enabled=False,
         autodiscover=False,
+        # an agent that raises stops the worker (the module's docstring says why)
+        agent_supervisor=CrashingSupervisor,
     )
 
     input_topic = app.topic(settings.topics.input, **_RAW)
@@ -189,7 +191,7 @@ def create_app(
         routed_checkpoint = Checkpoint(outbox)
         forward_topic = by_anonymous_id.get_topic_name()
 
-        @app.agent(input_topic, name="route", supervisor_strategy=CrashingSupervisor)
+        @app.agent(input_topic, name="route")
         async def route_agent(stream: faust.StreamT[bytes]) -> None:
             await route_feed.serve(_route)
 
@@ -208,7 +210,7 @@ def create_app(
     stitch_feed = _feed(app, stitch_source, settings)
     checkpoint = Checkpoint(outbox, table)
 
-    @app.agent(stitch_source, name="stitch", supervisor_strategy=CrashingSupervisor)
+    @app.agent(stitch_source, name="stitch")
     async def stitch_agent(stream: faust.StreamT[bytes]) -> None:
         await stitch_feed.serve(_stitch)
 
@@ -251,7 +253,7 @@ def create_app(
         claims_feed = _feed(app, claims_source, settings)
         claims_checkpoint = Checkpoint(outbox, claims_table)
 
-        @app.agent(claims_source, name="arbitrate", supervisor_strategy=CrashingSupervisor)
+        @app.agent(claims_source, name="arbitrate")
         async def arbitrate_agent(stream: faust.StreamT[bytes]) -> None:
             await claims_feed.serve(_arbitrate)
 
