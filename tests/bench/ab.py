@@ -4,7 +4,8 @@
     git worktree add /tmp/old 15c4145 && python -m tests.bench.ab --mix a --b PYTHONPATH=/tmp/old
 
 Each side is a list of ``NAME=VALUE`` settings for the worker's environment (``PYTHONPATH``
-runs another checkout's code). Input keyed by anonymous id, a fresh local broker per run,
+runs another checkout's code: the worker runs with ``python -P``, so the working directory
+does not come first). Input keyed by anonymous id, a fresh local broker per run,
 events/s measured as ``make bench`` does; A and B take turns, so a machine that slows down
 over the minutes slows both.
 """

@@ -144,7 +144,9 @@ def _read_sink(
 
 
 def ours() -> list[str]:
-    return [sys.executable, "-m", "streams.cli", "worker"]
+    """The worker; ``-P``: the working directory does not go before ``PYTHONPATH``, so that
+    ``PYTHONPATH=<another checkout>`` (``tests.bench.ab``) runs that checkout's code."""
+    return [sys.executable, "-P", "-m", "streams.cli", "worker"]
 
 
 def quix() -> list[str]:
