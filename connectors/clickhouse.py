@@ -31,8 +31,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures
-from connectors.sink import Rejected, layout_of, write_or_split
-from streams.rules import Status
+from connectors.runner import Rejected, layout_of, write_or_split
+from streams.core.rules import Status
 from streams.settings import Settings
 
 __all__ = ["ClickHouseWarehouse", "client_dsn"]

@@ -13,7 +13,7 @@ caught, with ``raise … from exc``; connection strings never appear in a messag
 
 from __future__ import annotations
 
-from streams.errors import RetrostitchError
+from streams.core.errors import RetrostitchError
 
 __all__ = [
     "BadSinkRecord",

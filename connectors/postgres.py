@@ -23,8 +23,8 @@ from psycopg import sql
 
 from connectors.errors import WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures, table_columns
-from connectors.sink import Rejected, layout_of, write_or_split
-from streams.rules import Status
+from connectors.runner import Rejected, layout_of, write_or_split
+from streams.core.rules import Status
 from streams.settings import Settings
 
 __all__ = ["PostgresWarehouse"]

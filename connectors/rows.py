@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 
 from connectors.errors import BadSinkRecord
-from streams.pointer import Pointer
-from streams.rules import Status
+from streams.core.pointer import Pointer
+from streams.core.rules import Status
 
-#: the status of a sink record that deletes many rows (``streams.rules.erase_rows``)
+#: the status of a sink record that deletes many rows (``streams.core.rules.erase_rows``)
 ERASE = Status.ERASE.value
 
 __all__ = [

@@ -17,10 +17,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams.errors import ConfigError, RetrostitchError
-from streams.logs import logging_config
+from streams.core.errors import ConfigError, RetrostitchError
+from streams.ops.logs import logging_config
+from streams.ops.status import Heartbeat, StatusServer
 from streams.settings import Settings, load_settings
-from streams.status import Heartbeat, StatusServer
 
 __all__ = ["build_parser", "main", "tune_gc_for_streaming"]
 
@@ -41,8 +41,8 @@ def tune_gc_for_streaming() -> None:
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
     import faust
 
-    from streams.kafka import ensure_topics
-    from streams.topology import WorkerMetrics, create_app, restored
+    from streams.ops.topics import ensure_topics
+    from streams.worker.app import WorkerMetrics, create_app, restored
 
     created = ensure_topics(settings)
     if created:
@@ -74,8 +74,8 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from streams.kafka import ensure_topics
-    from streams.replay import parse_start, set_start, start_progress
+    from streams.ops.replay import parse_start, set_start, start_progress
+    from streams.ops.topics import ensure_topics
 
     start = parse_start(args.from_offset, args.from_timestamp)
     if args.app_id == settings.app_id:
@@ -87,7 +87,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _broker(_: Settings, args: argparse.Namespace) -> int:
-    from streams.broker import LocalBroker
+    from streams.dev.broker import LocalBroker
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -103,7 +103,7 @@ def _broker(_: Settings, args: argparse.Namespace) -> int:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.kafka import produce_events
+    from streams.ops.topics import produce_events
 
     topic = args.topic or settings.topics.input
     with Path(args.file).open("rb") as lines:
@@ -115,8 +115,8 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.clickhouse import ClickHouseWarehouse
     from connectors.postgres import PostgresWarehouse
-    from connectors.sink import BatchingSink, Warehouse
-    from streams.kafka import ensure_topics
+    from connectors.runner import BatchingSink, Warehouse
+    from streams.ops.topics import ensure_topics
 
     ensure_topics(settings)
     warehouse: Warehouse = (
@@ -144,8 +144,8 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _command(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.control import Command, Verb
-    from streams.kafka import send_command
+    from streams.core.control import Command, Verb
+    from streams.ops.topics import send_command
 
     verb = Verb(args.command)
     command = Command(verb, args.anonymous_id, getattr(args, "identity", None))
@@ -167,7 +167,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     import time
     import urllib.request
 
-    from streams.status import parse_metrics, summary
+    from streams.ops.status import parse_metrics, summary
 
     urls = args.url or [f"http://127.0.0.1:{settings.status_port}"]
     failed = 0
@@ -185,7 +185,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from streams.dev.demo import run_demo
 
     return run_demo(settings, args.config)
 

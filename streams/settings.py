@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from streams.errors import ConfigError
-from streams.merges import MergeLimit
-from streams.pointer import Pointer, PointerError
-from streams.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
-from streams.state import Retention
+from streams.core.errors import ConfigError
+from streams.core.merges import MergeLimit
+from streams.core.pointer import Pointer, PointerError
+from streams.core.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
+from streams.state.partition import Retention
 
 __all__ = [
     "SETTINGS",
@@ -60,7 +60,7 @@ class TopicSettings:
     #: erase and un-merge commands (``retrostitch erase|unmerge``); ``topics.partitions``
     control: str = "events.control"
     #: identifications the merge limit refused: the event as it arrived, the reason in
-    #: the header retrostitch.reason (streams.merges)
+    #: the header retrostitch.reason (streams.core.merges)
     quarantine: str = "events.quarantine"
     #: partitions of the repartition topic and the state changelog: the most workers
     #: that can share the work. Changing it later needs a state rebuild (deploy/README.md).

@@ -27,10 +27,10 @@ from typing import Any
 
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
-from connectors.sink import Warehouse
-from streams.broker import configured_or_local
+from connectors.runner import Warehouse
 from streams.cli import tune_gc_for_streaming
-from streams.kafka import ensure_topics
+from streams.dev.broker import configured_or_local
+from streams.ops.topics import ensure_topics
 from streams.settings import WarehouseSettings, load_settings
 from tests.bench import connectors, latency, stitcher
 from tests.bench.state import state_size

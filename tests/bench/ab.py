@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from streams.broker import configured_or_local
+from streams.dev.broker import configured_or_local
 from tests.bench import stitcher
 from tests.bench.__main__ import KEYED, MIXES, PARTITIONS, _expected_sink_records
 

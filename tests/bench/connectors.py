@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 from confluent_kafka import Producer
 
-from connectors.sink import BatchingSink, Warehouse
-from streams.processor import InputRecord, stitch
-from streams.rules import RecognitionRules, SinkRecord
+from connectors.runner import BatchingSink, Warehouse
+from streams.core.rules import RecognitionRules, SinkRecord
 from streams.settings import Settings
-from streams.state import PartitionState
-from streams.store import MemoryStore
+from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, stitch
 from tests.bench.workload import MIXES, events
 
 __all__ = ["produce_sink_records", "sink_records", "throughput"]

@@ -27,9 +27,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from psycopg import sql
 
 from connectors.clickhouse import ClickHouseWarehouse
-from connectors.sink import BatchingSink
-from streams.kafka import ensure_topics
-from streams.local import WorkerProcess
+from connectors.runner import BatchingSink
+from streams.dev.local import WorkerProcess
+from streams.ops.topics import ensure_topics
 from streams.settings import Settings, load_settings
 from tests.bench.workload import Mix, events
 

@@ -25,7 +25,7 @@ from typing import Any
 from quixstreams import Application, State
 from quixstreams.models.topics import Topic, TopicAdmin, TopicManager
 
-from streams.rules import RecognitionRules, anonymous_id_of
+from streams.core.rules import RecognitionRules, anonymous_id_of
 from streams.settings import Settings, load_settings
 
 KAFKA_DEFAULT_RETENTION_MS = str(7 * 24 * 3600 * 1000)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from faust.stores.rocksdb import RocksDBOptions
 
-from streams.state import HELD_PREFIX
-from streams.tablestore import CompressedOptions
+from streams.state.partition import HELD_PREFIX
+from streams.worker.tablestore import CompressedOptions
 
 __all__ = ["StateSize", "state_size"]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from streams.kafka import ensure_topics
-from streams.local import WorkerProcess
+from streams.dev.local import WorkerProcess
+from streams.ops.topics import ensure_topics
 from streams.settings import Settings, load_settings
 from tests.bench.workload import Mix, events
 from tests.integration.harness import FAST_GROUP

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from streams.broker import configured_or_local
-from streams.kafka import ensure_topics
+from streams.dev.broker import configured_or_local
+from streams.ops.topics import ensure_topics
 from streams.settings import load_settings
 from tests.integration.harness import FAST_GROUP, Pipeline
 from tests.integration.postgres import postgres_server

@@ -19,9 +19,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from connectors.sink import BatchingSink, Warehouse
-from streams.kafka import TopicReader, produce_events
-from streams.local import WorkerProcess
+from connectors.runner import BatchingSink, Warehouse
+from streams.dev.local import WorkerProcess
+from streams.ops.topics import TopicReader, produce_events
 from streams.settings import Settings, WarehouseSettings
 
 # Tansu answers a group join after session.timeout/2: a short session keeps each join ~1.5 s.

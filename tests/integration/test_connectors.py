@@ -23,8 +23,8 @@ from psycopg.conninfo import make_conninfo
 
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
-from streams.control import Command, Verb
-from streams.kafka import TopicReader, ensure_topics, send_command
+from streams.core.control import Command, Verb
+from streams.ops.topics import TopicReader, ensure_topics, send_command
 from streams.settings import Settings
 from tests.integration.harness import (
     Pipeline,

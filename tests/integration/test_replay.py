@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.postgres import PostgresWarehouse
-from streams.errors import ConfigError
-from streams.replay import Start, parse_start
+from streams.core.errors import ConfigError
+from streams.ops.replay import Start, parse_start
 from streams.settings import Settings
 from tests.integration.harness import (
     Pipeline,

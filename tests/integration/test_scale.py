@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from connectors.postgres import PostgresWarehouse
-from streams.kafka import Message, TopicReader
-from streams.processor import InputRecord, stitch
-from streams.rules import RecognitionRules
+from streams.core.rules import RecognitionRules
+from streams.ops.topics import Message, TopicReader
 from streams.settings import Settings
-from streams.state import PartitionState
-from streams.store import MemoryStore
+from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, stitch
 from tests.integration.conftest import make_pipeline
 from tests.integration.harness import (
     Pipeline,

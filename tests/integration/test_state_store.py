@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.rules import Held, Identity, Outcome
-from streams.state import PartitionState
-from streams.store import KeyValueStore, MemoryStore, RocksStore
+from streams.core.rules import Held, Identity, Outcome
+from streams.state.partition import PartitionState
+from streams.state.store import KeyValueStore, MemoryStore, RocksStore
 
 
 @pytest.fixture(params=["rocksdb", "memory"])

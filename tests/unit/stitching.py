@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-from streams.processor import InputRecord, stitch
-from streams.rules import RecognitionRules
-from streams.state import PartitionState, Retention
-from streams.store import MemoryStore
+from streams.core.rules import RecognitionRules
+from streams.state.partition import PartitionState, Retention
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, stitch
 
 
 def event(

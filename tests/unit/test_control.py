@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.control import Command, Verb, encode, parse_command
-from streams.errors import BadRecord
-from streams.processor import InputRecord, control
-from streams.rules import ERASED_VERSION, Policy, RecognitionRules
-from streams.state import PartitionState
+from streams.core.control import Command, Verb, encode, parse_command
+from streams.core.errors import BadRecord
+from streams.core.rules import ERASED_VERSION, Policy, RecognitionRules
+from streams.state.partition import PartitionState
+from streams.worker.processor import InputRecord, control
 from tests.unit.stitching import Run, event
 
 

@@ -31,6 +31,6 @@ def test_pure_modules_import_nothing_impure(path: str) -> None:
 
 def test_importing_the_rules_loads_no_io_library() -> None:
     libraries = sorted(FORBIDDEN - {"os", "time", "pathlib"})  # loaded by Python itself
-    check = f"import sys, streams.rules; print([m for m in {libraries!r} if m in sys.modules])"
+    check = f"import sys, streams.core.rules; print([m for m in {libraries!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

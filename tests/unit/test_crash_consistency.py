@@ -2,7 +2,7 @@
 
 The worker emits a batch's sink records, then sends its state changes to the changelog;
 a crash in between may land any prefix of those changes, and the batch is then processed
-again over what landed (``streams.topology``). Whatever the prefix, the warehouse must end
+again over what landed (``streams.worker.app``). Whatever the prefix, the warehouse must end
 up as if nothing had crashed.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.processor import InputRecord, stitch
-from streams.rules import Policy, RecognitionRules
-from streams.state import PartitionState
-from streams.store import MemoryStore
+from streams.core.rules import Policy, RecognitionRules
+from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, stitch
 from tests.unit.stitching import event
 
 BEFORE = [

@@ -1,4 +1,4 @@
-"""How a feed hands fetched records to its agent (``streams.transport.Feed``; no Kafka)."""
+"""How a feed hands fetched records to its agent (``streams.worker.transport.Feed``; no Kafka)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from streams.processor import InputRecord
-from streams.transport import Batch, Feed
+from streams.worker.processor import InputRecord
+from streams.worker.transport import Batch, Feed
 
 A, B = ("events", 0), ("events", 1)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streams.pointer import Pointer, PointerError
+from streams.core.pointer import Pointer, PointerError
 
 
 @pytest.mark.parametrize("text", ["", "user/id", "/bad~2escape", "/trailing~"])

@@ -1,4 +1,4 @@
-"""The merge limit without I/O: claims, answers and the quarantine (streams.merges)."""
+"""The merge limit without I/O: claims, answers and the quarantine (streams.core.merges)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.control import Command, Verb
-from streams.control import encode as encode_command
-from streams.errors import BadRecord
-from streams.merges import (
+from streams.core.control import Command, Verb
+from streams.core.control import encode as encode_command
+from streams.core.errors import BadRecord
+from streams.core.merges import (
     DAY_MS,
     Answer,
     Claim,
@@ -23,10 +23,10 @@ from streams.merges import (
     parse_answer,
     parse_claims_record,
 )
-from streams.processor import InputRecord, Quarantined, answers, arbitrate, control, stitch
-from streams.rules import Policy, RecognitionRules
-from streams.state import PartitionState
-from streams.store import MemoryStore
+from streams.core.rules import Policy, RecognitionRules
+from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, Quarantined, answers, arbitrate, control, stitch
 from tests.unit.stitching import Run, event
 
 T0 = 1_700_000_000_000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.rules import Policy, RecognitionRules
-from streams.state import PartitionState, Retention
+from streams.core.rules import Policy, RecognitionRules
+from streams.state.partition import PartitionState, Retention
 from tests.unit.stitching import Run, event
 
 MINUTE = 60_000

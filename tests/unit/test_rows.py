@@ -21,8 +21,8 @@ from connectors.rows import (
     read_sink_record,
     to_row,
 )
-from connectors.sink import write_or_split
-from streams.pointer import Pointer
+from connectors.runner import write_or_split
+from streams.core.pointer import Pointer
 
 LAYOUT = Layout(
     identification=(Pointer.parse("/user/id"), Pointer.parse("/user/email")),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.errors import ConfigError
-from streams.pointer import Pointer
-from streams.rules import Policy
+from streams.core.errors import ConfigError
+from streams.core.pointer import Pointer
+from streams.core.rules import Policy
 from streams.settings import SETTINGS, Settings, load_settings
 
 JITSU_YAML = """

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.rules import Policy, RecognitionRules
+from streams.core.rules import Policy, RecognitionRules
 from tests.unit.stitching import Run, event
 
 ANONYMOUS_IDS = ["A", "B", "C"]

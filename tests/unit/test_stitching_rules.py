@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.errors import BadRecord
-from streams.pointer import Pointer
-from streams.processor import InputRecord, stitch
-from streams.rules import Policy, RecognitionRules, derived_event_id, parse
-from streams.state import PartitionState
-from streams.store import MemoryStore
+from streams.core.errors import BadRecord
+from streams.core.pointer import Pointer
+from streams.core.rules import Policy, RecognitionRules, derived_event_id, parse
+from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, stitch
 from tests.unit.stitching import Run, event
 
 SEED = [

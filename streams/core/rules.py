@@ -9,7 +9,7 @@ Each record goes through two steps:
 
 ``Memory`` is what the state held for the event's anonymous id before it: the current
 identity, whether this event id was seen, and, only when ``needs_held`` says so, the
-events waiting for an identity. The caller (``streams.processor``) reads that from the
+events waiting for an identity. The caller (``streams.worker.processor``) reads that from the
 state store and applies the outcome; this module never touches storage.
 
 The seed's example, anonymous id 1 and email a@b.com at event3 (policy ``retain``):
@@ -35,8 +35,8 @@ from typing import Any
 
 import orjson
 
-from streams.errors import BadRecord
-from streams.pointer import Pointer
+from streams.core.errors import BadRecord
+from streams.core.pointer import Pointer
 
 __all__ = [
     "DEFAULT_JUNK_IDS",
@@ -117,7 +117,7 @@ class RecognitionRules:
     #: markers, compared in lower case, passes through: never held, never stitched
     bot_user_agent: Pointer | None = Pointer.parse("/user_agent")
     bot_markers: tuple[str, ...] = ("bot", "crawl")
-    #: the merge limit is on (``streams.merges``): an identification that binds an
+    #: the merge limit is on (``streams.core.merges``): an identification that binds an
     #: anonymous id to an identity it was not bound to applies at once and claims its place
     #: (``Outcome.claim``); until the claim is confirmed, stitched events are kept too, so
     #: that a refusal can emit them again as they arrived

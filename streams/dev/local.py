@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from streams.processor import InputRecord, stitch
-from streams.rules import RecognitionRules
-from streams.state import PartitionState
-from streams.store import MemoryStore
+from streams.core.rules import RecognitionRules
+from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
+from streams.worker.processor import InputRecord, stitch
 
 __all__ = ["WorkerProcess", "expected_versions"]
 

@@ -40,7 +40,7 @@ Private attributes of Faust and aiokafka used here, and why:
                                                changelog offset themselves (``partition_db``)
 
 The transport is registered under the URL scheme ``retrostitch`` (an entry point of the
-``faust.transports`` group in ``pyproject.toml``); ``streams.topology`` uses it.
+``faust.transports`` group in ``pyproject.toml``); ``streams.worker.app`` uses it.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 from rocksdict import Rdict
 
-from streams.processor import InputRecord
-from streams.store import Change
+from streams.state.store import Change
+from streams.worker.processor import InputRecord
 
 __all__ = [
     "SCHEME",

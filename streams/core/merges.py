@@ -4,7 +4,7 @@ A shared test account, or a tracker that sends one placeholder user id for every
 would otherwise stitch thousands of visitors into one "mega-person". With the limit on
 (``users_recognition.max_anonymous_ids_per_identity``), the partition of an anonymous id
 cannot know how many others an identity took, so it asks the partition of the identity,
-which keeps that count (topics in streams.topology):
+which keeps that count (topics in streams.worker.app):
 
     stitch     --claim-->    <app_id>-claims, keyed by identity      --> arbitrate
     arbitrate  --answer-->   <app_id>-answers, the claim's partition --> stitch
@@ -26,7 +26,7 @@ the other records are one JSON line. An identity's state (the table ``identity-c
     b"c" L(K) K A        -> when A was granted K (ms, 8 bytes)
     b"t" ts(8) L(K) K A  -> b"": the same, by time: what expiry reads, oldest first
 
-``L(x)`` is ``streams.state.id_part``. Nothing here does I/O.
+``L(x)`` is ``streams.state.partition.id_part``. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from typing import Any
 
 import orjson
 
-from streams.errors import BadRecord
-from streams.state import id_part
-from streams.store import Change, KeyValueStore
+from streams.core.errors import BadRecord
+from streams.state.partition import id_part
+from streams.state.store import Change, KeyValueStore
 
 __all__ = [
     "Answer",

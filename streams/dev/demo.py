@@ -24,15 +24,15 @@ from psycopg import sql
 
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
-from connectors.sink import BatchingSink, Warehouse
-from streams.broker import LocalBroker
-from streams.kafka import TopicReader, ensure_topics, produce_events
-from streams.local import WorkerProcess, expected_versions
+from connectors.runner import BatchingSink, Warehouse
+from streams.dev.broker import LocalBroker
+from streams.dev.local import WorkerProcess, expected_versions
+from streams.ops.topics import TopicReader, ensure_topics, produce_events
 from streams.settings import Settings
 
 __all__ = ["run_demo"]
 
-_SAMPLES = resources.files("streams") / "samples"
+_SAMPLES = resources.files("streams.dev") / "samples"
 _SCHEMA = "retrostitch_demo"
 Reader = Callable[[str], list[tuple[Any, ...]]]
 

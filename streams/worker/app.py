@@ -8,9 +8,9 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
     dead letters topics.dead_letter         key, value: as received; headers
                                             retrostitch.reason, retrostitch.source
     control      topics.control             key: none           value: a command
-                                            (streams.control), on every partition
+                                            (streams.core.control), on every partition
     claims       <app_id>-claims            key: identity       value: claim, release,
-                                            forget (streams.merges; merge limit on)
+                                            forget (streams.core.merges; merge limit on)
     answers      <app_id>-answers           key: anonymous id   value: confirm or refuse,
                                             on the partition the claim came from
     quarantine   topics.quarantine          key: anonymous id   value: the identifying
@@ -24,14 +24,14 @@ Agents:
     route   input -> dead letters (undecodable), sink (no usable anonymous id: passed
             through), repartition (everything else, keyed by anonymous id so that all
             events of a visitor meet in one partition, with that partition's state)
-    stitch  repartition -> sink: the rules of ``streams.rules`` against the partition's
-            state in RocksDB (layout in ``streams.state``), restored from the changelog by
+    stitch  repartition -> sink: the rules of ``streams.core.rules`` against the partition's
+            state in RocksDB (layout in ``streams.state.partition``), restored from the changelog by
             whichever worker is given the partition; control -> sink: erasures and
-            un-merges of that state (``streams.control``); with the merge limit on,
+            un-merges of that state (``streams.core.control``); with the merge limit on,
             an identification that binds an anonymous id to a new identity also goes
             to claims, and a refusal on answers un-merges it
     arbitrate  claims -> answers, quarantine: how many anonymous ids each identity took
-            within the window (table "identity-claims", streams.merges)
+            within the window (table "identity-claims", streams.core.merges)
 
 With ``topics.input_keyed_by_anonymous_id`` the input already is what the repartition
 topic would be: there is no route agent, and stitch reads the input (its partitions are
@@ -40,9 +40,9 @@ the table's), dead-lettering an event whose key is not its anonymous id.
     e.g. {"eventn_ctx_event_id": "event3", "user": {"anonymous_id": "1", "email": "a@b.com"}}
     on input -> on sink: event3 v1 "identified", then event1 and event2 v2 "amended".
 
-The agents take their records a fetch at a time (``streams.transport``: feeds, around
+The agents take their records a fetch at a time (``streams.worker.transport``: feeds, around
 Faust's per-record stream machinery), write to Kafka through one librdkafka producer
-(``streams.outbox``), and checkpoint each batch in the order ``streams.checkpoint``
+(``streams.worker.outbox``), and checkpoint each batch in the order ``streams.worker.checkpoint``
 states: output, then changelog, then RocksDB, then the input offsets. An agent that raises
 stops the worker (its batch is not acknowledged, so the next worker reads it again):
 restarting the agent alone would go on past the batch it dropped.
@@ -60,8 +60,7 @@ from typing import Any
 import faust
 from mode import CrashingSupervisor
 
-from streams.checkpoint import Checkpoint
-from streams.merges import (
+from streams.core.merges import (
     Claim,
     ClaimState,
     Forget,
@@ -70,8 +69,13 @@ from streams.merges import (
     claims_topic,
     encode,
 )
-from streams.outbox import Headers, Outbox
-from streams.processor import (
+from streams.core.rules import SinkRecord
+from streams.ops.status import Heartbeat, Histogram, labelled
+from streams.settings import Settings
+from streams.state.partition import PartitionState
+from streams.worker.checkpoint import Checkpoint
+from streams.worker.outbox import Headers, Outbox
+from streams.worker.processor import (
     DeadLetter,
     InputRecord,
     answers,
@@ -80,11 +84,7 @@ from streams.processor import (
     route,
     stitch,
 )
-from streams.rules import SinkRecord
-from streams.settings import Settings
-from streams.state import PartitionState
-from streams.status import Heartbeat, Histogram, labelled
-from streams.transport import (
+from streams.worker.transport import (
     SCHEME,
     App,
     Batch,
@@ -136,7 +136,7 @@ def create_app(
         broker=";".join(
             f"{SCHEME}://{host}" for host in settings.kafka.bootstrap_servers.split(",")
         ),
-        store="retrostitch://",  # Faust's RocksDB store, compressed (streams.tablestore)
+        store="retrostitch://",  # Faust's RocksDB store, compressed (streams.worker.tablestore)
         datadir=str(settings.state_dir / settings.app_id),  # a replay's app id starts empty
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,
@@ -153,7 +153,7 @@ def create_app(
     )
 
     input_topic = app.topic(settings.topics.input, **_RAW)
-    # Keys and values are the raw bytes of streams.state; the agent writes them itself.
+    # Keys and values are the raw bytes of streams.state.partition; the agent writes them itself.
     table = app.Table("stitch-state", partitions=partitions, key_type=bytes, value_type=bytes)
     sink_topic, dead_letter_topic = settings.topics.sink, settings.topics.dead_letter
     outbox = Outbox(settings.kafka)
@@ -244,7 +244,7 @@ def create_app(
             metrics.gauges[LAST_IDENTIFICATION] = time.time()
 
     if limited:
-        # the merge limit (streams.merges): claims keyed by identity, answered in order
+        # the merge limit (streams.core.merges): claims keyed by identity, answered in order
         claims_table = app.Table(
             "identity-claims", partitions=partitions, key_type=bytes, value_type=bytes
         )

@@ -1,6 +1,6 @@
 """How every process logs: Faust's text lines, or one JSON object per line.
 
-    {"time": "2026-11-25T20:31:07.512Z", "level": "info", "logger": "streams.topology",
+    {"time": "2026-11-25T20:31:07.512Z", "level": "info", "logger": "streams.worker.app",
      "message": "retrostitch counts: {...}"}
 
 Nothing of an event's content is logged at info: counts, partitions, offsets and reasons

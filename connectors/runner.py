@@ -26,8 +26,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable, describe
 from connectors.rows import Erasure, Layout, Row, read_sink_record
+from streams.ops.status import Heartbeat, Histogram, labelled
 from streams.settings import Settings
-from streams.status import Heartbeat, Histogram, labelled
 
 __all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of", "write_or_split"]
 

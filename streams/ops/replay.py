@@ -22,8 +22,8 @@ from datetime import datetime
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.errors import ConfigError
-from streams.kafka import end_offsets
+from streams.core.errors import ConfigError
+from streams.ops.topics import end_offsets
 from streams.settings import Settings
 
 __all__ = ["Start", "parse_start", "set_start", "start_progress"]

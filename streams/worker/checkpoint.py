@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams.outbox import Outbox
-from streams.store import Change, KeyValueStore, RocksStore
-from streams.transport import Batch, offset_change, partition_db
+from streams.state.store import Change, KeyValueStore, RocksStore
+from streams.worker.outbox import Outbox
+from streams.worker.transport import Batch, offset_change, partition_db
 
 __all__ = ["Checkpoint", "PartitionChanges"]
 

@@ -7,10 +7,10 @@ The topology calls these two functions, one per agent:
   every other event is forwarded, keyed by its anonymous id, to the repartition topic.
 - ``stitch``: records of one partition of the repartition topic, in offset order, against
   that partition's ``PartitionState``. The caller emits ``sink`` and ``dead`` records,
-  then writes ``changes`` to the store and the changelog (order in ``streams.topology``).
+  then writes ``changes`` to the store and the changelog (order in ``streams.worker.app``).
   ``control`` and ``answers`` do the same for the partition's control and answers records.
 - ``arbitrate``: records of one partition of the claims topic against its ``ClaimState``
-  (the merge limit, ``streams.merges``): answers go back, refusals also to the quarantine.
+  (the merge limit, ``streams.core.merges``): answers go back, refusals also to the quarantine.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from streams.control import Verb, parse_command
-from streams.errors import BadRecord, StateError
-from streams.merges import (
+from streams.core.control import Verb, parse_command
+from streams.core.errors import BadRecord, StateError
+from streams.core.merges import (
     DAY_MS,
     Answer,
     Claim,
@@ -32,7 +32,7 @@ from streams.merges import (
     parse_answer,
     parse_claims_record,
 )
-from streams.rules import (
+from streams.core.rules import (
     Held,
     Identity,
     Memory,
@@ -48,8 +48,8 @@ from streams.rules import (
     stitchable,
     unmerged,
 )
-from streams.state import PartitionState
-from streams.store import Change
+from streams.state.partition import PartitionState
+from streams.state.store import Change
 
 __all__ = [
     "Arbitrated",
@@ -106,7 +106,7 @@ class Stitched:
     sink: list[SinkRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
-    #: to the claims topic, keyed by identity (the merge limit; ``streams.merges``)
+    #: to the claims topic, keyed by identity (the merge limit; ``streams.core.merges``)
     claims: list[Claim | Release | Forget] = field(default_factory=list)
 
 
@@ -194,7 +194,7 @@ def control(
     *,
     merge_limit: bool = False,
 ) -> Stitched:
-    """Commands of the control topic (``streams.control``) against one partition's state:
+    """Commands of the control topic (``streams.core.control``) against one partition's state:
     an erasure forgets the anonymous ids and emits a deletion for each of their events; an
     un-merge forgets the identity and emits the events it had amended as they arrived.
     With the ``merge_limit`` on, the identities' counts learn of both (``Stitched.claims``)."""

@@ -4,7 +4,7 @@ The agents hand a batch's records to ``Outbox.send_many`` (one C call for a topi
 partition's records, which only queues them) or, with headers or timestamps, to
 ``Outbox.send``, then ``await outbox.flush()``, which returns once the broker has
 acknowledged everything sent so far, or raises ``BrokerError`` if any record could not be
-delivered. A batch's checkpoint (``streams.checkpoint``) is a sequence of such flushes.
+delivered. A batch's checkpoint (``streams.worker.checkpoint``) is a sequence of such flushes.
 
 Faust's own (aiokafka) producer builds every batch in Python, record by record: a tenth of
 the worker's time when it wrote through it. Partitioning is murmur2, as Faust's and the
@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.errors import BrokerError
+from streams.core.errors import BrokerError
 from streams.settings import KafkaSettings
 
 __all__ = ["Headers", "Outbox"]

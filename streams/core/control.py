@@ -7,7 +7,7 @@
 
 Every command goes to every partition of the control topic (``commands_for``): each
 partition's worker applies it to the ids its own state holds, so a command needs no
-knowledge of how producers partitioned the events. Like ``streams.rules``, this module
+knowledge of how producers partitioned the events. Like ``streams.core.rules``, this module
 reads no clock, disk or network.
 """
 
@@ -18,7 +18,7 @@ from enum import StrEnum
 
 import orjson
 
-from streams.errors import BadRecord
+from streams.core.errors import BadRecord
 
 __all__ = ["Command", "Verb", "encode", "parse_command"]
 

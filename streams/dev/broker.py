@@ -18,7 +18,7 @@ from types import TracebackType
 
 from confluent_kafka.admin import AdminClient
 
-from streams.errors import BrokerError
+from streams.core.errors import BrokerError
 
 __all__ = ["LocalBroker", "configured_or_local"]
 

@@ -20,10 +20,10 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from streams.control import Command, encode
-from streams.errors import BadRecord, BrokerError, ConfigError
-from streams.merges import answers_topic, claims_topic
-from streams.rules import RecognitionRules, parse
+from streams.core.control import Command, encode
+from streams.core.errors import BadRecord, BrokerError, ConfigError
+from streams.core.merges import answers_topic, claims_topic
+from streams.core.rules import RecognitionRules, parse
 from streams.settings import Settings
 
 __all__ = ["Message", "TopicReader", "end_offsets", "ensure_topics", "produce_events"]

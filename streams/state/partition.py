@@ -11,7 +11,7 @@ whatever bytes an id contains):
     b"t" ts(8) L(A) A seq(8) event-id -> b"": when that event arrived (ms, the record's
                                 timestamp): what expiry reads, oldest first
     b"u" L(A) A              -> the identity (its claim key) the merge limit has not
-                                confirmed yet for A (streams.merges), absent otherwise
+                                confirmed yet for A (streams.core.merges), absent otherwise
     b"x" L(V) V L(A) A       -> b"": A's identity holds the value V (erasure by identity)
     b"q" L(A) A              -> when A's identity was last set (ms, 8 bytes); and
     b"i" ts(8) L(A) A        -> b"", the same by time: with an identity TTL only
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams.errors import StateError
-from streams.rules import Held, Identity, Outcome, claim_key
-from streams.store import Change, KeyValueStore
+from streams.core.errors import StateError
+from streams.core.rules import Held, Identity, Outcome, claim_key
+from streams.state.store import Change, KeyValueStore
 
 __all__ = ["HELD_PREFIX", "MAX_ID_BYTES", "PartitionState", "Retention", "StateError", "id_part"]
 
