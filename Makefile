@@ -26,10 +26,11 @@ unit: setup
 integration: setup
 	$(BIN)/python -m pytest -q tests/integration
 
-lint: setup  ## ruff and mypy --strict on the packages
+lint: setup  ## ruff, mypy --strict, and the dependency rule between packages (import-linter)
 	$(BIN)/ruff check streams connectors tests
 	$(BIN)/ruff format --check streams connectors tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff format streams connectors tests

@@ -17,7 +17,6 @@ serializes every call on one lock, and offers ``query`` to readers in the same p
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +28,10 @@ from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
+from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures
-from connectors.runner import Rejected, layout_of, write_or_split
-from streams.core.rules import Status
+from streams.core.record import Status
 from streams.settings import Settings
 
 __all__ = ["ClickHouseWarehouse", "client_dsn"]
@@ -59,17 +58,16 @@ JSON_INPUT = {
 #: ReplacingMergeTree's "is deleted" column: 1 on an erasure marker (the highest version),
 #: so that FINAL, and the ``_latest`` view, no longer show the row
 DELETED = "is_deleted"
-ERASED = Status.ERASED.value
 
 #: ClickHouse error codes that blame the data of a row (a value it cannot parse or hold),
 #: not the server or the table: the batch is split to find the row, which is dead-lettered
 ROW_ERRORS = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131})
-_CODE = re.compile(r"Code: (\d+)")
 
 
-def _error_code(exc: DatabaseError) -> int | None:
-    found = _CODE.search(str(exc))
-    return int(found.group(1)) if found else None
+def blames_a_row(exc: DatabaseError) -> bool:
+    """Whether the server's error code (the driver's ``code``, over HTTP and in chdb
+    alike) says the data of a row is at fault."""
+    return exc.code in ROW_ERRORS
 
 
 def client_dsn(url: str) -> str:
@@ -219,17 +217,19 @@ class ClickHouseWarehouse:
         self._create_view(client)  # a view's SELECT * is fixed when the view is made
 
     def _insert(self, client: Client, rows: Sequence[Row]) -> list[Rejected]:
+        erased = Status.ERASED.value
+
         def insert(part: Sequence[Row]) -> None:
             block = b"\n".join(
                 [
-                    orjson.dumps(row.values | {DELETED: int(row.values.get("status") == ERASED)})
+                    orjson.dumps(row.values | {DELETED: int(row.values.get("status") == erased)})
                     for row in part
                 ]
             )
             try:
                 client.raw_insert(self.table, None, block, settings=JSON_INPUT, fmt="JSONEachRow")
             except DatabaseError as exc:
-                if _error_code(exc) in ROW_ERRORS:
+                if blames_a_row(exc):
                     raise RecordRejected(describe(exc)) from exc
                 raise
 

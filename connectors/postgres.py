@@ -21,10 +21,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures, table_columns
-from connectors.runner import Rejected, layout_of, write_or_split
-from streams.core.rules import Status
+from streams.core.record import Status
 from streams.settings import Settings
 
 __all__ = ["PostgresWarehouse"]
@@ -182,18 +182,15 @@ class PostgresWarehouse:
                 " WHERE target.version < EXCLUDED.version"
             ).format(table=self.table, columns=columns, key=key, batch=batch, updates=updates)
         )
-        if any(row.values.get("status") == ERASED for row in rows):
+        if any(row.values.get("status") == Status.ERASED for row in rows):
             # an erasure marker won the upsert (its version is above any other): the row goes
             conn.execute(
                 sql.SQL(
                     "DELETE FROM {table} WHERE status = %s AND ({key}) IN"
                     " (SELECT {key} FROM {batch} WHERE status = %s)"
                 ).format(table=self.table, key=key, batch=batch),
-                (ERASED, ERASED),
+                (Status.ERASED.value, Status.ERASED.value),
             )
-
-
-ERASED = Status.ERASED.value
 
 
 def _with_key(fixed: dict[str, ColumnType], key: Sequence[str]) -> dict[str, ColumnType]:

@@ -27,13 +27,9 @@ import orjson
 
 from connectors.errors import BadSinkRecord
 from streams.core.pointer import Pointer
-from streams.core.rules import Status
-
-#: the status of a sink record that deletes many rows (``streams.core.rules.erase_rows``)
-ERASE = Status.ERASE.value
+from streams.core.record import Status
 
 __all__ = [
-    "ERASE",
     "ColumnType",
     "Erasure",
     "Layout",
@@ -132,7 +128,7 @@ def read_sink_record(raw: bytes, source: str, layout: Layout) -> Row | Erasure:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadSinkRecord(f"sink record is not JSON: {exc}") from exc
-    if isinstance(record, dict) and record.get("status") == ERASE:
+    if isinstance(record, dict) and record.get("status") == Status.ERASE:
         return _erasure(record, source)
     return _row(record, raw, source, layout)
 

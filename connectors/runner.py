@@ -1,4 +1,4 @@
-"""The batching sink both connectors share: a consumer group on the sink topic.
+"""The consumer loop every connector runs: a consumer group on the sink topic, in batches.
 
 Order of one flush (offsets are committed only once the batch is in the warehouse):
 
@@ -20,81 +20,47 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable, describe
-from connectors.rows import Erasure, Layout, Row, read_sink_record
+from connectors.base import Rejected, Warehouse, layout_of
+from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable
+from connectors.rows import Erasure, Row, read_sink_record
+from streams.core.record import HEADER_REASON, HEADER_SOURCE
+from streams.ops.counters import counter, values
 from streams.ops.status import Heartbeat, Histogram, labelled
+from streams.ops.summary import Shown
 from streams.settings import Settings
 
-__all__ = ["BatchingSink", "Rejected", "Warehouse", "layout_of", "write_or_split"]
+__all__ = ["SHOWN", "BatchingSink", "SinkCounters"]
 
 log = logging.getLogger(__name__)
 
-HEADER_REASON = "retrostitch.reason"
-HEADER_SOURCE = "retrostitch.source"
 MAX_BACKOFF = 30.0
 T = TypeVar("T")
 SAMPLE_SECONDS = 5.0  # how often the consumer lag is sampled for /metrics
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    raw: bytes
-    key: bytes | None
-    source: str
-    reason: str
+@dataclass(slots=True)
+class SinkCounters:
+    """What a connector did, since it started; served as ``retrostitch_sink_<field>_total``."""
+
+    records_read: int = counter("records")  # sink records consumed
+    rows_written: int = counter("records")  # rows the warehouse took
+    erasures: int = counter("records")  # erase records applied
+    dead_lettered: int = counter("trouble")  # records sent to the dead-letter topic
+    warehouse_unavailable: int = counter("trouble")  # writes retried: warehouse away
 
 
-class Warehouse(Protocol):
-    name: str
-
-    def write(self, rows: Sequence[Row]) -> list[Rejected]:
-        """Upsert the rows (highest version wins); return those the warehouse refused.
-
-        Raises WarehouseUnavailable when nothing could be written for now.
-        """
-        ...
-
-    def erase(self, erasures: Sequence[Erasure]) -> None:
-        """Delete every row each erasure names. Raises WarehouseUnavailable, like write."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def write_or_split(
-    rows: Sequence[Row],
-    write: Callable[[Sequence[Row]], None],
-    refused: tuple[type[BaseException], ...],
-    warehouse: str,
-) -> list[Rejected]:
-    """Write the rows; where the warehouse refuses a record, split the batch in halves until
-    the refused records stand alone (a few extra writes per bad record) and return them."""
-    if not rows:
-        return []
-    try:
-        write(rows)
-        return []
-    except refused as exc:
-        if len(rows) == 1:
-            row = rows[0]
-            reason = f"{warehouse} refused the row: {describe(exc)}"
-            return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
-    middle = len(rows) // 2
-    return write_or_split(rows[:middle], write, refused, warehouse) + write_or_split(
-        rows[middle:], write, refused, warehouse
-    )
-
-
-def layout_of(settings: Settings) -> Layout:
-    return Layout(
-        identification=settings.recognition.identification,
-        event_time=settings.warehouse.event_time_node,
-        key=settings.warehouse.primary_key_fields,
-    )
+#: what ``retrostitch status`` shows of a connector
+SHOWN = Shown(
+    "connector",
+    SinkCounters,
+    histogram=("writes", "sink_write_seconds"),
+    lag="sink_consumer_lag",
+    prefix="sink_",
+)
 
 
 class BatchingSink:
@@ -104,11 +70,7 @@ class BatchingSink:
         self.settings = settings
         self.warehouse = warehouse
         self.layout = layout_of(settings)
-        self.records_read = 0
-        self.erasures = 0
-        self.rows_written = 0
-        self.unavailable = 0  # how often the warehouse could not be reached
-        self.dead_lettered = 0
+        self.counts = SinkCounters()
         #: a flush's write to the warehouse, retries included
         self.write_seconds = Histogram("sink_write_seconds")
         #: consumer lag per partition, sampled every SAMPLE_SECONDS
@@ -167,7 +129,7 @@ class BatchingSink:
         source = f"{topic}[{partition}]@{offset}"
         self._offsets[(topic, partition)] = offset + 1
         self._next[(topic, partition)] = offset + 1
-        self.records_read += 1
+        self.counts.records_read += 1
         value = message.value()
         try:
             if value is None:
@@ -206,8 +168,8 @@ class BatchingSink:
             log.warning(
                 "commit failed (%s): the batch will be re-delivered; rows are idempotent", exc
             )
-        self.rows_written += len(self._rows) - len(rejected)
-        self.erasures += len(self._erasures)
+        self.counts.rows_written += len(self._rows) - len(rejected)
+        self.counts.erasures += len(self._erasures)
         self._rows, self._rejected, self._erasures, self._offsets = [], [], [], {}
 
     def _erase(self) -> bool:
@@ -224,7 +186,7 @@ class BatchingSink:
             try:
                 return write()
             except WarehouseUnavailable as exc:
-                self.unavailable += 1
+                self.counts.warehouse_unavailable += 1
                 log.warning(
                     "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
                     self.warehouse.name, exc, rows, delay,
@@ -249,17 +211,12 @@ class BatchingSink:
         self.gauges = gauges
 
     def counters(self) -> dict[str, float]:
-        return {
-            "sink_records_read": self.records_read,
-            "sink_rows_written": self.rows_written,
-            "sink_erasures": self.erasures,
-            "sink_warehouse_unavailable": self.unavailable,
-            "sink_dead_lettered": self.dead_lettered,
-        }
+        """Every counter, by its name on /metrics."""
+        return {f"sink_{name}": value for name, value in values(self.counts).items()}
 
     def _dead_letter(self, rejected: Sequence[Rejected]) -> None:
         topic = self.settings.warehouse.dead_letter_topic
-        self.dead_lettered += len(rejected)
+        self.counts.dead_lettered += len(rejected)
         for item in rejected:
             log.warning("dead letter %s: %s", item.source, item.reason)
             self._producer.produce(

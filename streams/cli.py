@@ -41,8 +41,10 @@ def tune_gc_for_streaming() -> None:
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
     import faust
 
+    from streams.ops.counters import values
     from streams.ops.topics import ensure_topics
-    from streams.worker.app import WorkerMetrics, create_app, restored
+    from streams.worker.app import create_app, restored
+    from streams.worker.metrics import WorkerMetrics
 
     created = ensure_topics(settings)
     if created:
@@ -56,7 +58,7 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
             settings.status_port,
             live=heartbeat.fresh,
             ready=lambda: heartbeat.fresh() and restored(app),
-            counters=lambda: dict(metrics.counts),
+            counters=lambda: values(metrics.counters),
             gauges=lambda: metrics.gauges,
             histograms=lambda: [metrics.batch_seconds],
         ).start()
@@ -113,9 +115,10 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.base import Warehouse
     from connectors.clickhouse import ClickHouseWarehouse
     from connectors.postgres import PostgresWarehouse
-    from connectors.runner import BatchingSink, Warehouse
+    from connectors.runner import BatchingSink
     from streams.ops.topics import ensure_topics
 
     ensure_topics(settings)
@@ -167,7 +170,9 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     import time
     import urllib.request
 
-    from streams.ops.status import parse_metrics, summary
+    from connectors.runner import SHOWN as CONNECTOR
+    from streams.ops.summary import parse_metrics, summary
+    from streams.worker.metrics import SHOWN as WORKER
 
     urls = args.url or [f"http://127.0.0.1:{settings.status_port}"]
     failed = 0
@@ -180,7 +185,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{url}: no answer from {endpoint} ({exc})", file=sys.stderr)
             failed += 1
             continue
-        print(summary(url, parse_metrics(text), time.time()))
+        print(summary(url, parse_metrics(text), time.time(), (WORKER, CONNECTOR)))
     return 1 if failed else 0
 
 

@@ -26,7 +26,7 @@ from streams.core.errors import ConfigError
 from streams.core.merges import MergeLimit
 from streams.core.pointer import Pointer, PointerError
 from streams.core.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
-from streams.state.partition import Retention
+from streams.state.retention import Retention
 
 __all__ = [
     "SETTINGS",

@@ -21,31 +21,23 @@ to the quarantine topic. A duplicate claim (a batch processed again) gets the sa
 answer; an answer for an identity the anonymous id no longer has changes nothing.
 
 A claim record is one JSON line, a newline, and the identifying event byte for byte;
-the other records are one JSON line. An identity's state (the table ``identity-claims``):
-
-    b"c" L(K) K A        -> when A was granted K (ms, 8 bytes)
-    b"t" ts(8) L(K) K A  -> b"": the same, by time: what expiry reads, oldest first
-
-``L(x)`` is ``streams.state.partition.id_part``. Nothing here does I/O.
+the other records are one JSON line. This module holds the messages and their codec;
+an identity's count is ``streams.state.claims.ClaimState``. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import struct
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from streams.core.clock import DAY_MS
 from streams.core.errors import BadRecord
-from streams.state.partition import id_part
-from streams.state.store import Change, KeyValueStore
 
 __all__ = [
     "Answer",
     "Claim",
-    "ClaimState",
     "Forget",
     "MergeLimit",
     "Release",
@@ -54,11 +46,8 @@ __all__ = [
     "encode",
     "parse_answer",
     "parse_claims_record",
+    "refusal",
 ]
-
-_ENTRY, _ARRIVED = b"c", b"t"
-_TS = struct.Struct(">Q")
-DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,103 +192,10 @@ def _event(event: bytes | None) -> bytes:
     return event
 
 
-class ClaimState:
-    """One partition's identities, as seen by one batch: store reads plus pending changes."""
-
-    def __init__(self, store: KeyValueStore, limit: MergeLimit) -> None:
-        self._store = store
-        self._limit = limit
-        self._pending: dict[bytes, bytes | None] = {}
-        self._pending_entries: dict[bytes, dict[bytes, bytes | None]] = {}  # per identity
-        #: "claims_expired": grants that left with the window
-        self.dropped: Counter[str] = Counter()
-
-    def claim(self, claim: Claim, now_ms: int) -> bool:
-        """Whether ``claim.identity`` may take ``claim.anonymous_id`` at ``now_ms``; a grant
-        is recorded. An anonymous id granted within the window is granted again."""
-        prefix = _ENTRY + id_part(claim.identity)
-        cutoff = now_ms - self._limit.window_ms
-        anon = id_part(claim.anonymous_id)
-        current = 0
-        for key, value in self._entries(prefix).items():
-            (granted_at,) = _TS.unpack(value)
-            if granted_at <= cutoff:
-                continue  # out of the window: expiry removes it
-            if key == prefix + anon:
-                return True
-            current += 1
-        maximum = self._limit.max_anonymous_ids
-        if maximum is not None and current >= maximum:
-            return False
-        self._remove(prefix + anon)  # an old grant, out of the window
-        self._set_entry(prefix + anon, _TS.pack(now_ms))
-        self._pending[_ARRIVED + _TS.pack(now_ms) + prefix[1:] + anon] = b""
-        return True
-
-    def release(self, identity: str, anonymous_id: str) -> None:
-        self._remove(_ENTRY + id_part(identity) + id_part(anonymous_id))
-
-    def forget(self, identity: str) -> None:
-        for key in self._entries(_ENTRY + id_part(identity)):
-            self._remove(key)
-
-    def count(self, identity: str) -> int:
-        """How many anonymous ids ``identity`` holds (in or out of the window)."""
-        return len(self._entries(_ENTRY + id_part(identity)))
-
-    def expire(self, now_ms: int) -> None:
-        """Drop grants older than the window at ``now_ms``, oldest first, a bounded number."""
-        cutoff = now_ms - self._limit.window_ms
-        budget = self._limit.expire_per_batch
-        for key, _ in self._store.scan(_ARRIVED):
-            (granted_at,) = _TS.unpack_from(key, 1)
-            if granted_at > cutoff or budget <= 0:
-                return
-            budget -= 1
-            self._pending[key] = None
-            entry = _ENTRY + key[1 + _TS.size :]
-            value = self._get(entry)
-            if value is not None and _TS.unpack(value)[0] == granted_at:
-                self._set_entry(entry, None)
-                self.dropped["claims_expired"] += 1
-
-    def changes(self) -> list[Change]:
-        """Every buffered change, in an order any prefix of which is safe (a crash may land
-        a prefix in the changelog): a grant's time index before the grant, a grant's
-        removal before its index's, so that no grant is ever left without the index
-        that expires it."""
-
-        def rank(change: Change) -> int:
-            key, value = change
-            if key[:1] == _ARRIVED:
-                return 0 if value is not None else 2
-            return 1
-
-        return sorted(self._pending.items(), key=rank)
-
-    def _remove(self, entry: bytes) -> None:
-        value = self._get(entry)
-        if value is None:
-            return
-        self._set_entry(entry, None)
-        self._pending[_ARRIVED + value + entry[1:]] = None
-
-    def _set_entry(self, entry: bytes, value: bytes | None) -> None:
-        self._pending[entry] = value
-        identity_end = 3 + int.from_bytes(entry[1:3], "big")
-        self._pending_entries.setdefault(entry[:identity_end], {})[entry] = value
-
-    def _entries(self, prefix: bytes) -> dict[bytes, bytes]:
-        """The grants of one identity (``prefix``: its entry prefix): stored, then pending."""
-        found = dict(self._store.scan(prefix))
-        for key, value in self._pending_entries.get(prefix, {}).items():
-            if value is None:
-                found.pop(key, None)
-            else:
-                found[key] = value
-        return found
-
-    def _get(self, key: bytes) -> bytes | None:
-        if key in self._pending:
-            return self._pending[key]
-        return self._store.get(key)
+def refusal(limit: MergeLimit) -> str:
+    """Why the merge limit refused an identification: the quarantined record's reason."""
+    days = limit.window_ms / DAY_MS
+    return (
+        f"its identity already took {limit.max_anonymous_ids} other anonymous ids within "
+        f"{days:g} days (users_recognition.max_anonymous_ids_per_identity): not applied"
+    )

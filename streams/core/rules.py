@@ -37,11 +37,11 @@ import orjson
 
 from streams.core.errors import BadRecord
 from streams.core.pointer import Pointer
+from streams.core.record import Scalar, SinkRecord, Status, sink_record
 
 __all__ = [
     "DEFAULT_JUNK_IDS",
     "DEFAULT_JUNK_PATTERN",
-    "ERASED_VERSION",
     "BadRecord",
     "Held",
     "Identity",
@@ -50,21 +50,15 @@ __all__ = [
     "Parsed",
     "Policy",
     "RecognitionRules",
-    "SinkRecord",
-    "Status",
     "anonymous_id_of",
     "claim_key",
     "decide",
     "derived_event_id",
-    "erase_rows",
-    "erased",
     "needs_held",
     "parse",
     "stitchable",
     "unmerged",
 ]
-
-Scalar = str | int | float
 
 #: Anonymous (and identification) values that mean "nobody": trackers send these when
 #: a cookie is missing or a variable was never set. Compared stripped and lowercased.
@@ -80,24 +74,6 @@ class Policy(StrEnum):
 
     RETAIN = "retain"  # earlier events keep the identity they were given (the default)
     LATEST = "latest"  # Snowplow's "latest user id wins": earlier events get the newest one
-
-
-class Status(StrEnum):
-    """Why a sink record was emitted; carried in the record as ``status``."""
-
-    PASSTHROUGH = "passthrough"  # no usable anonymous id: emitted untouched, nothing stored
-    ANONYMOUS = "anonymous"  # anonymous id with no identity yet: emitted as is, held
-    IDENTIFIED = "identified"  # carries identification values itself: emitted as is
-    STITCHED = "stitched"  # anonymous, identity already known: emitted stitched at once
-    AMENDED = "amended"  # re-emission of an earlier event with an identity written in
-    UNMERGED = "unmerged"  # re-emission of an amended event as it arrived (an un-merge)
-    ERASED = "erased"  # the event was erased: the warehouse deletes its row
-    ERASE = "erase"  # not an event: delete every row of an anonymous id, or of an identity
-
-
-#: The version of an erasure marker: above any version the rules give, so that nothing
-#: emitted for the event before it (or again, from a replay of older records) wins over it
-ERASED_VERSION = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +176,6 @@ class Memory:
     seen: bool = False
     held: Sequence[Held] = ()  # only filled when needs_held() asked for it
     unconfirmed: bool = False  # the identity's claim (merge limit) is not confirmed yet
-
-
-@dataclass(frozen=True, slots=True)
-class SinkRecord:
-    key: bytes  # the event id
-    value: bytes  # the JSON envelope documented in the README
-    status: Status
-    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +341,7 @@ def _amended_event(
     for pointer, value in zip(rules.identification, identity.values, strict=True):
         if value is not None:
             pointer.set(event, value)
-    return _record(event_id, anonymous_id, identity.user_id, version, status, event)
+    return sink_record(event_id, anonymous_id, identity.user_id, version, status, event)
 
 
 def _as_is(parsed: Parsed, status: Status) -> SinkRecord:
@@ -381,7 +349,7 @@ def _as_is(parsed: Parsed, status: Status) -> SinkRecord:
         stitched_user_id: Scalar | None = parsed.identity.user_id
     else:
         stitched_user_id = parsed.anonymous_id
-    return _record(
+    return sink_record(
         parsed.event_id,
         parsed.anonymous_id,
         stitched_user_id,
@@ -391,45 +359,9 @@ def _as_is(parsed: Parsed, status: Status) -> SinkRecord:
     )
 
 
-def _record(
-    event_id: str,
-    anonymous_id: str | None,
-    stitched_user_id: Scalar | None,
-    version: int,
-    status: Status,
-    event: dict[str, Any] | orjson.Fragment,
-) -> SinkRecord:
-    value = orjson.dumps(
-        {
-            "event_id": event_id,
-            "anonymous_id": anonymous_id,
-            "stitched_user_id": stitched_user_id,
-            "version": version,
-            "status": status.value,
-            "event": event,
-        }
-    )
-    return SinkRecord(event_id.encode(), value, status, version)
-
-
-def erased(event_id: str, anonymous_id: str) -> SinkRecord:
-    """The sink record that tells the warehouses to delete an event's row."""
-    return _record(event_id, anonymous_id, None, ERASED_VERSION, Status.ERASED, {})
-
-
-def erase_rows(anonymous_id: str | None = None, identity: str | None = None) -> SinkRecord:
-    """The sink record that tells the warehouses to delete every row of ``anonymous_id``
-    (its ``anonymous_id`` column), or of ``identity`` (its ``stitched_user_id`` or an
-    identification column): also rows of events the stitcher no longer remembers."""
-    target = {"anonymous_id": anonymous_id} if anonymous_id is not None else {"identity": identity}
-    key = f"erase:{anonymous_id if anonymous_id is not None else identity}"
-    value = orjson.dumps({"status": Status.ERASE.value, **target, "version": ERASED_VERSION})
-    return SinkRecord(key.encode(), value, Status.ERASE, ERASED_VERSION)
-
-
 def unmerged(held: Held, anonymous_id: str) -> SinkRecord:
     """A held event emitted again as it arrived, one version up (its identity undone)."""
-    return _record(
+    return sink_record(
         held.event_id,
         anonymous_id,
         anonymous_id,

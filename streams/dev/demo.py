@@ -22,9 +22,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from connectors.base import Warehouse
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
-from connectors.runner import BatchingSink, Warehouse
+from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
 from streams.dev.local import WorkerProcess, expected_versions
 from streams.ops.topics import TopicReader, ensure_topics, produce_events

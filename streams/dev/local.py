@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +17,7 @@ from types import TracebackType
 from streams.core.rules import RecognitionRules
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 
 __all__ = ["WorkerProcess", "expected_versions"]
@@ -121,7 +121,7 @@ def expected_versions(lines: Iterable[bytes], rules: RecognitionRules) -> dict[s
             records.append(InputRecord("expected", 0, offset, None, value))
     latest: dict[str, int] = {}
     state = PartitionState(MemoryStore())
-    for record in stitch(records, state, rules, Counter()).sink:
+    for record in stitch(records, state, rules, Counters()).sink:
         event_id = record.key.decode()
         latest[event_id] = max(latest.get(event_id, 0), record.version)
     return latest

@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streams.state.store import Change, KeyValueStore, RocksStore
+from streams.state.rocks import RocksStore
+from streams.state.store import Change, KeyValueStore
 from streams.worker.outbox import Outbox
 from streams.worker.transport import Batch, offset_change, partition_db
 

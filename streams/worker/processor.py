@@ -11,45 +11,46 @@ The topology calls these two functions, one per agent:
   ``control`` and ``answers`` do the same for the partition's control and answers records.
 - ``arbitrate``: records of one partition of the claims topic against its ``ClaimState``
   (the merge limit, ``streams.core.merges``): answers go back, refusals also to the quarantine.
+
+Each takes the worker's ``Counters`` and calls its hooks as records go through.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from streams.core.clock import capped
 from streams.core.control import Verb, parse_command
 from streams.core.errors import BadRecord, StateError
 from streams.core.merges import (
-    DAY_MS,
     Answer,
     Claim,
-    ClaimState,
     Forget,
     MergeLimit,
     Release,
     parse_answer,
     parse_claims_record,
+    refusal,
 )
+from streams.core.record import SinkRecord, erase_rows, erased
 from streams.core.rules import (
     Held,
     Identity,
     Memory,
     Outcome,
     RecognitionRules,
-    SinkRecord,
     claim_key,
     decide,
-    erase_rows,
-    erased,
     needs_held,
     parse,
     stitchable,
     unmerged,
 )
+from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
 from streams.state.store import Change
+from streams.worker.metrics import Counters
 
 __all__ = [
     "Arbitrated",
@@ -126,10 +127,10 @@ class Arbitrated:
     changes: list[Change] = field(default_factory=list)
 
 
-def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Counter[str]) -> Routed:
+def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Counters) -> Routed:
     routed = Routed()
     for record in records:
-        counts["received"] += 1
+        counts.on_received()
         try:
             parsed = parse(_value(record), rules)
         except BadRecord as exc:
@@ -141,8 +142,7 @@ def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Count
             )
         else:
             routed.sink.extend(decide(parsed, Memory(), record.offset, rules).records)
-            counts["passthrough"] += 1
-            counts["bots"] += parsed.bot
+            counts.on_passthrough(parsed.bot)
     return routed
 
 
@@ -150,7 +150,7 @@ def stitch(
     records: Iterable[InputRecord],
     state: PartitionState,
     rules: RecognitionRules,
-    counts: Counter[str],
+    counts: Counters,
     *,
     keyed: bool = False,
     clock_ms: int | None = None,
@@ -167,8 +167,9 @@ def stitch(
     stitched = Stitched()
     latest = 0
     for record in records:
-        counts["received"] += keyed  # else ``route`` counted it
-        timestamp = _capped(record.timestamp, clock_ms)
+        if keyed:  # else ``route`` counted it
+            counts.on_received()
+        timestamp = capped(record.timestamp, clock_ms)
         latest = max(latest, timestamp)
         try:
             outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, counts)
@@ -176,13 +177,13 @@ def stitch(
             stitched.dead.append(_dead_letter(record, exc, counts))
             continue
         stitched.sink.extend(outcome.records)
-        _count(outcome, counts)
+        counts.on_outcome(outcome)
         if outcome.claim is not None and anonymous_id is not None:
             stitched.claims.append(_claim(record, anonymous_id, outcome.claim, timestamp))
-            counts["claimed"] += 1
+            counts.on_claimed()
     if latest > 0:
         state.expire(latest)
-    counts.update(state.dropped)
+    counts.on_dropped(state.dropped)
     stitched.changes = state.changes()
     return stitched
 
@@ -190,7 +191,7 @@ def stitch(
 def control(
     records: Iterable[InputRecord],
     state: PartitionState,
-    counts: Counter[str],
+    counts: Counters,
     *,
     merge_limit: bool = False,
 ) -> Stitched:
@@ -218,8 +219,7 @@ def control(
                     done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
                     if command.identity is not None:
                         done.sink.append(erase_rows(anonymous_id))  # its rows of any age
-                    counts["erased_events"] += len(event_ids)
-                    counts["erased_anonymous_ids"] += bool(event_ids)
+                    counts.on_erased(len(event_ids))
             elif command.anonymous_id is not None:
                 done.claims += _released(command.anonymous_id, state, merge_limit)
                 done.sink += _unmerge(command.anonymous_id, state, counts)
@@ -235,10 +235,10 @@ def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> li
 
 
 def _unmerge(
-    anonymous_id: str, state: PartitionState, counts: Counter[str], why: str = "unmerged"
+    anonymous_id: str, state: PartitionState, counts: Counters, *, refused: bool = False
 ) -> list[SinkRecord]:
-    """Forget the anonymous id's identity; emit its held events again as they arrived.
-    Counted as ``<why>_anonymous_ids`` and ``<why>_events``."""
+    """Forget the anonymous id's identity; emit its held events again as they arrived
+    (``refused``: the merge limit's refusal, else a command)."""
     if state.identity(anonymous_id) is None:
         return []  # nothing merged (or not in this partition)
     state.forget_identity(anonymous_id)
@@ -246,14 +246,11 @@ def _unmerge(
     for held in state.held(anonymous_id):
         records.append(unmerged(held, anonymous_id))
         state.rehold(anonymous_id, Held(held.seq, held.event_id, held.raw, held.version + 1))
-    counts[f"{why}_anonymous_ids"] += 1
-    counts[f"{why}_events"] += len(records)
+    counts.on_unmerged(len(records), refused=refused)
     return records
 
 
-def answers(
-    records: Iterable[InputRecord], state: PartitionState, counts: Counter[str]
-) -> Stitched:
+def answers(records: Iterable[InputRecord], state: PartitionState, counts: Counters) -> Stitched:
     """The merge limit's answers against one partition's state. A confirmation ends the
     keeping of the anonymous id's stitched events; a refusal of the identity it still has
     un-merges it (its amended and stitched events go out again as they arrived)."""
@@ -265,7 +262,7 @@ def answers(
             state.confirmed(answer.anonymous_id, answer.identity)
             if answer.granted or identity is None or claim_key(identity) != answer.identity:
                 continue  # confirmed, or about an identity the anonymous id no longer has
-            done.sink += _unmerge(answer.anonymous_id, state, counts, "refused")
+            done.sink += _unmerge(answer.anonymous_id, state, counts, refused=True)
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))
     done.changes = state.changes()
@@ -276,7 +273,7 @@ def arbitrate(
     records: Iterable[InputRecord],
     state: ClaimState,
     limit: MergeLimit,
-    counts: Counter[str],
+    counts: Counters,
     *,
     clock_ms: int,
 ) -> Arbitrated:
@@ -288,14 +285,14 @@ def arbitrate(
         try:
             message = parse_claims_record(record.value)
             if isinstance(message, Claim):
-                now = _capped(message.timestamp, clock_ms)
+                now = capped(message.timestamp, clock_ms)
                 latest = max(latest, now)
                 granted = state.claim(message, now)
                 answer = Answer(message.anonymous_id, message.identity, granted)
                 done.answers.append((message.partition, answer))
                 if not granted:
-                    done.quarantine.append(Quarantined(message, _refused(limit)))
-                    counts["quarantined"] += 1
+                    done.quarantine.append(Quarantined(message, refusal(limit)))
+                    counts.on_quarantined()
             elif isinstance(message, Release):
                 state.release(message.identity, message.anonymous_id)
             else:
@@ -304,17 +301,9 @@ def arbitrate(
             done.dead.append(_dead_letter(record, exc, counts))
     if latest > 0:
         state.expire(latest)
-    counts.update(state.dropped)
+    counts.on_dropped(state.dropped)
     done.changes = state.changes()
     return done
-
-
-def _refused(limit: MergeLimit) -> str:
-    days = limit.window_ms / DAY_MS
-    return (
-        f"its identity already took {limit.max_anonymous_ids} other anonymous ids within "
-        f"{days:g} days (users_recognition.max_anonymous_ids_per_identity): not applied"
-    )
 
 
 def _claim(record: InputRecord, anonymous_id: str, identity: Identity, timestamp: int) -> Claim:
@@ -329,18 +318,9 @@ def _claim(record: InputRecord, anonymous_id: str, identity: Identity, timestamp
     )
 
 
-def _dead_letter(
-    record: InputRecord, exc: BadRecord | StateError, counts: Counter[str]
-) -> DeadLetter:
-    counts["dead_lettered"] += 1
+def _dead_letter(record: InputRecord, exc: BadRecord | StateError, counts: Counters) -> DeadLetter:
+    counts.on_dead_letter()
     return DeadLetter(record, exc.reason if isinstance(exc, BadRecord) else str(exc))
-
-
-def _capped(timestamp: int, clock_ms: int | None) -> int:
-    """A record's time (ms), never later than the clock; the clock's when it has none."""
-    if timestamp <= 0:
-        return clock_ms or 0
-    return timestamp if clock_ms is None else min(timestamp, clock_ms)
 
 
 def _stitch_one(
@@ -349,13 +329,14 @@ def _stitch_one(
     state: PartitionState,
     rules: RecognitionRules,
     keyed: bool,
-    counts: Counter[str],
+    counts: Counters,
 ) -> tuple[Outcome, str | None]:
     """The outcome of one event (applied to ``state``), and its anonymous id."""
     parsed = parse(_value(record), rules)
     anonymous_id = parsed.anonymous_id
     if not stitchable(parsed, rules) or anonymous_id is None:
-        counts["bots"] += parsed.bot
+        if parsed.bot:
+            counts.on_bot()
         return decide(parsed, Memory(), record.offset, rules), None
     if keyed and record.key != anonymous_id.encode():
         raise BadRecord(
@@ -385,11 +366,3 @@ def _value(record: InputRecord) -> bytes:
     if record.value is None:
         raise BadRecord("record has no value (a tombstone on the event topic)")
     return record.value
-
-
-def _count(outcome: Outcome, counts: Counter[str]) -> None:
-    for sink_record in outcome.records:
-        counts[sink_record.status.value] += 1
-    counts["held"] += outcome.hold is not None
-    counts["duplicates"] += outcome.duplicate
-    counts["conflicts"] += outcome.conflict

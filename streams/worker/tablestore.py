@@ -2,7 +2,7 @@
 
 Faust's store builds its rocksdict options itself and takes no compression setting, so its
 tables get RocksDB's default (Snappy). This store is Faust's with one change: every
-database it opens is ``streams.state.store.compressed`` (LZ4, ZSTD for the last level). It is
+database it opens is ``streams.state.rocks.compressed`` (LZ4, ZSTD for the last level). It is
 registered under the URL scheme ``retrostitch`` (an entry point of the ``faust.stores``
 group in ``pyproject.toml``); ``streams.worker.app`` uses it.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from faust.stores import rocksdb
 from rocksdict import Options
 
-from streams.state.store import compressed
+from streams.state.rocks import compressed
 
 __all__ = ["CompressedOptions", "Store"]
 

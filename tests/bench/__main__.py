@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from connectors.base import Warehouse
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
-from connectors.runner import Warehouse
 from streams.cli import tune_gc_for_streaming
 from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 
 from confluent_kafka import Producer
 
-from connectors.runner import BatchingSink, Warehouse
-from streams.core.rules import RecognitionRules, SinkRecord
+from connectors.base import Warehouse
+from connectors.runner import BatchingSink
+from streams.core.record import SinkRecord
+from streams.core.rules import RecognitionRules
 from streams.settings import Settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
@@ -72,18 +74,20 @@ def throughput(settings: Settings, warehouse: Warehouse, expected: int) -> float
     first: tuple[float, int] | None = None
     deadline = time.monotonic() + 300
     try:
-        while sink.rows_written < expected:
+        while sink.counts.rows_written < expected:
             if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"{warehouse.name}: {sink.rows_written} of {expected} rows")
-            if first is None and sink.rows_written:
-                first = (time.monotonic(), sink.rows_written)
+                raise RuntimeError(
+                    f"{warehouse.name}: {sink.counts.rows_written} of {expected} rows"
+                )
+            if first is None and sink.counts.rows_written:
+                first = (time.monotonic(), sink.counts.rows_written)
             time.sleep(0.02)
         end = time.monotonic()
     finally:
         stop.set()
         thread.join(60)
     assert first is not None
-    return (sink.rows_written - first[1]) / (end - first[0])
+    return (sink.counts.rows_written - first[1]) / (end - first[0])
 
 
 def _chunks(items: Iterator[InputRecord], size: int) -> Iterator[list[InputRecord]]:

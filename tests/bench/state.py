@@ -12,7 +12,7 @@ from pathlib import Path
 
 from faust.stores.rocksdb import RocksDBOptions
 
-from streams.state.partition import HELD_PREFIX
+from streams.state.keys import HELD
 from streams.worker.tablestore import CompressedOptions
 
 __all__ = ["StateSize", "state_size"]
@@ -44,7 +44,7 @@ def state_size(state_dir: Path, options: RocksDBOptions | None = None) -> StateS
             db.flush()
             for key in db.keys():  # noqa: SIM118 (an Rdict is not iterable by key)
                 keys += 1
-                waiting += key.startswith(HELD_PREFIX)
+                waiting += key.startswith(HELD)
         finally:
             db.close()
         sst += sum(f.stat().st_size for f in path.glob("*.sst"))

@@ -19,7 +19,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from connectors.runner import BatchingSink, Warehouse
+from connectors.base import Warehouse
+from connectors.runner import BatchingSink
 from streams.dev.local import WorkerProcess
 from streams.ops.topics import TopicReader, produce_events
 from streams.settings import Settings, WarehouseSettings

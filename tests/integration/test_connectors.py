@@ -193,7 +193,9 @@ def test_older_versions_never_win_and_a_replay_changes_no_row(warehouse_settings
         running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg-replay") as pg,
         running_sink(warehouse_settings, clickhouse, "ch-replay") as ch,
     ):
-        eventually(lambda: pg.rows_written == 5 and ch.rows_written == 5, 60, "replay read")
+        eventually(
+            lambda: pg.counts.rows_written == 5 and ch.counts.rows_written == 5, 60, "replay read"
+        )
     assert table_rows(warehouse_settings, "*") == pg_before
     clickhouse = ClickHouseWarehouse(warehouse_settings)
     assert _ch_rows(clickhouse, "*") == ch_before
@@ -300,8 +302,12 @@ def test_postgres_going_away_mid_stream_loses_nothing_and_duplicates_nothing(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
             _send(settings, *(_record(f"e{i:03}", 2, "a@b.com") for i in range(25, 100)))
-            eventually(lambda: sink.unavailable >= 3, 30, "the sink retrying while refused")
-            assert sink.rows_written == 50  # nothing written, nothing committed meanwhile
+            eventually(
+                lambda: sink.counts.warehouse_unavailable >= 3,
+                30,
+                "the sink retrying while refused",
+            )
+            assert sink.counts.rows_written == 50  # nothing written, nothing committed meanwhile
             admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database))
         expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
         eventually(

@@ -40,7 +40,9 @@ def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
         pipeline.worker()
         pipeline.produce(*lines)
         eventually(lambda: len(table_rows(replay_settings)) == len(expected), 120, "live rows")
-        live_records = len(sink_topic.wait_for(lambda m: connector.rows_written >= len(m) > 0, 60))
+        live_records = len(
+            sink_topic.wait_for(lambda m: connector.counts.rows_written >= len(m) > 0, 60)
+        )
         assert {row[0]: row for row in table_rows(replay_settings)}.keys() == expected.keys()
         live = table_rows(replay_settings)
 
@@ -64,7 +66,9 @@ def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
         ):
             try:
                 sink_topic.wait_for(lambda m: len(m) >= 2 * live_records, timeout=180)
-                eventually(lambda: connector.rows_written >= 2 * live_records, 60, "replayed rows")
+                eventually(
+                    lambda: connector.counts.rows_written >= 2 * live_records, 60, "replayed rows"
+                )
                 eventually(lambda: "caught up" in log.read_text(), 30, "progress says caught up")
             finally:
                 replay.send_signal(signal.SIGTERM)

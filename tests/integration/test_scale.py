@@ -19,6 +19,7 @@ from streams.ops.topics import Message, TopicReader
 from streams.settings import Settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 from tests.integration.conftest import make_pipeline
 from tests.integration.harness import (
@@ -62,7 +63,7 @@ def _workload(visitors: int = 150, events: int = 1200) -> list[bytes]:
 
 def _single_worker_result(lines: list[bytes]) -> dict[str, dict[str, Any]]:
     records = [InputRecord("in", 0, i, None, line) for i, line in enumerate(lines)]
-    result = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), Counter())
+    result = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), Counters())
     return _latest(r.value for r in result.sink)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from streams.core.rules import Held, Identity, Outcome
 from streams.state.partition import PartitionState
-from streams.state.store import KeyValueStore, MemoryStore, RocksStore
+from streams.state.rocks import RocksStore
+from streams.state.store import KeyValueStore, MemoryStore
 
 
 @pytest.fixture(params=["rocksdb", "memory"])

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from streams.core.rules import RecognitionRules
-from streams.state.partition import PartitionState, Retention
+from streams.state.partition import PartitionState
+from streams.state.retention import Retention
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 
 
@@ -42,7 +43,7 @@ class Run:
         self.rules = rules or RecognitionRules()
         self.retention = retention or Retention()
         self.store = MemoryStore()
-        self.counts: Counter[str] = Counter()
+        self.counts: Counters = Counters()
         self.records: list[dict[str, Any]] = []
         self.dead: list[str] = []
         self._offset = 0

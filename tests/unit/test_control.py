@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -10,8 +9,10 @@ import pytest
 
 from streams.core.control import Command, Verb, encode, parse_command
 from streams.core.errors import BadRecord
-from streams.core.rules import ERASED_VERSION, Policy, RecognitionRules
+from streams.core.record import ERASED_VERSION
+from streams.core.rules import Policy, RecognitionRules
 from streams.state.partition import PartitionState
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, control
 from tests.unit.stitching import Run, event
 
@@ -44,7 +45,7 @@ def test_erase_by_anonymous_id_forgets_it_and_deletes_every_event() -> None:
         b"n\x00\x012",
         b"s\x00\x012",
     ]  # of "1" nothing but its arrival times (which expire on their own)
-    assert run.counts["erased_anonymous_ids"] == 1
+    assert run.counts.erased_anonymous_ids == 1
     # the id starts afresh: a new event of it waits, with no identity
     assert [r["status"] for r in run.feed(event("e5"))] == ["anonymous"]
 
@@ -125,7 +126,7 @@ def test_bad_commands_are_dead_letters_with_the_reason(raw: bytes, reason: str) 
         parse_command(raw)
     run = Run()
     result = control(
-        [InputRecord("control", 0, 0, None, raw)], PartitionState(run.store), Counter()
+        [InputRecord("control", 0, 0, None, raw)], PartitionState(run.store), Counters()
     )
     assert reason in result.dead[0].reason
 

@@ -8,7 +8,6 @@ up as if nothing had crashed.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -17,6 +16,7 @@ import pytest
 from streams.core.rules import Policy, RecognitionRules
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 from tests.unit.stitching import event
 
@@ -53,7 +53,7 @@ def _latest(values: list[bytes]) -> dict[str, tuple[int, Any]]:
 
 
 def _batch(store: MemoryStore, values: list[bytes], offset: int, rules: RecognitionRules) -> Any:
-    return stitch(_records(values, offset), PartitionState(store), rules, Counter())
+    return stitch(_records(values, offset), PartitionState(store), rules, Counters())
 
 
 @pytest.mark.parametrize("claims", [False, True], ids=["", "merge-limit"])

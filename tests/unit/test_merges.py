@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import orjson
 import pytest
 
+from streams.core.clock import DAY_MS
 from streams.core.control import Command, Verb
 from streams.core.control import encode as encode_command
 from streams.core.errors import BadRecord
 from streams.core.merges import (
-    DAY_MS,
     Answer,
     Claim,
-    ClaimState,
     Forget,
     MergeLimit,
     Release,
@@ -24,8 +22,10 @@ from streams.core.merges import (
     parse_claims_record,
 )
 from streams.core.rules import Policy, RecognitionRules
+from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, Quarantined, answers, arbitrate, control, stitch
 from tests.unit.stitching import Run, event
 
@@ -69,7 +69,7 @@ class Limited:
             return
         records = [self._record("claims", value, at) for value in claims]
         done = arbitrate(
-            records, ClaimState(self.claims, self.limit), self.limit, Counter(), clock_ms=at
+            records, ClaimState(self.claims, self.limit), self.limit, Counters(), clock_ms=at
         )
         self.claims.write(done.changes)
         self.quarantine += done.quarantine
@@ -107,7 +107,7 @@ def test_an_identity_takes_up_to_the_limit_and_the_next_anonymous_id_is_quaranti
     assert "3 other anonymous ids within 30 days" in refused.reason
     assert "shared@example.com" not in refused.reason
     assert limited.count("shared@example.com") == 3
-    assert limited.run.counts["refused_anonymous_ids"] == 1
+    assert limited.run.counts.refused_anonymous_ids == 1
 
 
 def test_a_refused_anonymous_id_stays_anonymous_and_later_events_are_not_stitched() -> None:
@@ -130,9 +130,9 @@ def test_events_stitched_before_the_answer_are_undone_by_a_refusal_and_not_kept_
     ]
     assert limited.run.latest()["b"]["stitched_user_id"] == "anon1"
     # a confirmed anonymous id keeps no stitched event (policy retain)
-    held = limited.run.counts["held"]
+    held = limited.run.counts.held
     limited.feed(event("c", "anon0"))
-    assert limited.run.counts["held"] == held
+    assert limited.run.counts.held == held
 
 
 def test_below_the_limit_the_sink_is_what_it_is_without_the_limit() -> None:
@@ -160,7 +160,7 @@ def test_a_claim_granted_again_is_not_counted_twice_and_a_stale_answer_changes_n
     assert limited.count("p@x") == 1
     assert not limited.quarantine
     stale = InputRecord("answers", 0, 9, None, encode(Answer("anon0", "other@x", False)))
-    done = answers([stale], PartitionState(limited.run.store), Counter())
+    done = answers([stale], PartitionState(limited.run.store), Counters())
     assert done.sink == []
 
 
@@ -222,7 +222,7 @@ def test_bad_claims_records_are_dead_letters_with_the_reason(raw: bytes, reason:
         parse_claims_record(raw)
     record = InputRecord("claims", 0, 0, None, raw)
     limit = MergeLimit()
-    done = arbitrate([record], ClaimState(MemoryStore(), limit), limit, Counter(), clock_ms=T0)
+    done = arbitrate([record], ClaimState(MemoryStore(), limit), limit, Counters(), clock_ms=T0)
     assert [reason in letter.reason for letter in done.dead] == [True]
 
 

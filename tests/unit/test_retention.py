@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from streams.core.rules import Policy, RecognitionRules
-from streams.state.partition import PartitionState, Retention
+from streams.state.partition import PartitionState
+from streams.state.retention import Retention
 from tests.unit.stitching import Run, event
 
 MINUTE = 60_000
@@ -22,8 +23,8 @@ def test_events_older_than_the_ttl_leave_state_and_are_not_amended() -> None:
     emitted = run.feed(event("who", "1", email="a@b.com"), at=T0 + 62 * MINUTE)
     assert _statuses(emitted) == [("who", "identified", 1), ("young", "amended", 2)]
     assert run.latest()["old1"]["status"] == "anonymous"  # stays as it was emitted
-    assert run.counts["expired"] == 2
-    assert run.counts["forgotten"] == 2
+    assert run.counts.expired == 2
+    assert run.counts.forgotten == 2
 
 
 def test_an_event_within_the_ttl_is_amended() -> None:
@@ -32,7 +33,7 @@ def test_an_event_within_the_ttl_is_amended() -> None:
     run.feed(event("e2", "2"), at=T0 + 60 * MINUTE - 1)
     emitted = run.feed(event("e3", email="a@b.com"), at=T0 + 60 * MINUTE - 1)
     assert ("e1", "amended", 2) in _statuses(emitted)
-    assert run.counts["expired"] == 0
+    assert run.counts.expired == 0
 
 
 def test_expiry_leaves_nothing_of_an_anonymous_id_but_its_identity() -> None:
@@ -53,8 +54,8 @@ def test_expiry_leaves_nothing_of_an_anonymous_id_but_its_identity() -> None:
     assert state.seen("3", "x2")
     assert not state.seen("1", "e1")
     assert not state.seen("2", "x1")
-    assert run.counts["forgotten"] == 5
-    assert run.counts["expired"] == 3  # x1, and e1 and e2, kept since e3 amended them
+    assert run.counts.forgotten == 5
+    assert run.counts.expired == 3  # x1, and e1 and e2, kept since e3 amended them
 
 
 def test_a_redelivery_after_the_ttl_is_emitted_again() -> None:
@@ -69,7 +70,7 @@ def test_each_batch_expires_at_most_its_budget_oldest_first() -> None:
     run.feed(*(event(f"e{i}") for i in range(5)), at=T0)
     for _ in range(3):
         run.feed(event("x", "2"), at=T0 + 2 * MINUTE)
-    assert run.counts["expired"] == 5
+    assert run.counts.expired == 5
     assert PartitionState(run.store).held("1") == []
 
 
@@ -101,7 +102,7 @@ def test_an_anonymous_id_holds_at_most_the_cap_dropping_its_oldest() -> None:
         ("e3", "amended", 2),
         ("e4", "amended", 2),
     ]
-    assert run.counts["capped"] == 2
+    assert run.counts.capped == 2
     assert [v for _, v in run.store.scan(b"n\x00\x011")] == [b"\x00\x00\x00\x03"]  # kept
 
 
@@ -110,7 +111,7 @@ def test_the_cap_within_one_batch_and_across_many() -> None:
     run.feed(*(event(f"e{i}") for i in range(50)))
     run.feed(*(event(f"f{i}") for i in range(3)))
     assert [h.event_id for h in PartitionState(run.store).held("1")] == ["f1", "f2"]
-    assert run.counts["capped"] == 51
+    assert run.counts.capped == 51
 
 
 def test_under_latest_stitched_events_expire_too() -> None:
@@ -134,7 +135,7 @@ def test_an_identity_expires_after_its_ttl_and_later_events_wait_again() -> None
     assert (waiting["status"], waiting["stitched_user_id"]) == ("anonymous", "1")
     emitted = run.feed(event("e4", email="a@b.com"), at=T0 + 63 * MINUTE)
     assert ("e3", "amended", 2) in _statuses(emitted)
-    assert run.counts["identities_expired"] == 1
+    assert run.counts.identities_expired == 1
 
 
 def test_a_new_identification_keeps_the_identity_for_another_ttl_and_erase_leaves_no_key() -> None:
@@ -144,7 +145,7 @@ def test_a_new_identification_keeps_the_identity_for_another_ttl_and_erase_leave
     run.feed(event("x", "2"), at=T0 + 70 * MINUTE)
     [stitched] = run.feed(event("e3"), at=T0 + 71 * MINUTE)
     assert stitched["status"] == "stitched"
-    assert run.counts["identities_expired"] == 0
+    assert run.counts.identities_expired == 0
     state = PartitionState(run.store, run.retention)
     state.forget("1")
     run.store.write(state.changes())

@@ -49,7 +49,7 @@ def test_redelivery_changes_nothing(
     once.feed(*stream)
     again.feed(*redelivered)
     assert again.records == once.records
-    assert again.counts["duplicates"] == len(redelivered) - len(stream)
+    assert again.counts.duplicates == len(redelivered) - len(stream)
 
 
 @PROPERTY

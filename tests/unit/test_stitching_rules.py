@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Any
 
 import orjson
@@ -14,6 +13,7 @@ from streams.core.pointer import Pointer
 from streams.core.rules import Policy, RecognitionRules, derived_event_id, parse
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 from tests.unit.stitching import Run, event
 
@@ -83,7 +83,7 @@ def test_bad_records_are_dead_lettered_with_a_reason(raw: bytes, reason: str) ->
     assert [r["event_id"] for r in run.records] == ["before", "after"]
     assert len(run.dead) == 1
     assert run.dead[0].startswith(reason)
-    assert run.counts["dead_lettered"] == 1
+    assert run.counts.dead_lettered == 1
 
 
 def test_a_tombstone_is_dead_lettered() -> None:
@@ -91,7 +91,7 @@ def test_a_tombstone_is_dead_lettered() -> None:
         [InputRecord("t", 0, 0, b"k", None)],
         PartitionState(MemoryStore()),
         RecognitionRules(),
-        Counter(),
+        Counters(),
     )
     assert [d.reason for d in result.dead] == [
         "record has no value (a tombstone on the event topic)"
@@ -107,7 +107,7 @@ def test_an_input_keyed_by_anonymous_id_must_carry_it_as_the_key() -> None:
         InputRecord("t", 0, 2, None, event("unkeyed")),
         InputRecord("t", 0, 3, b"whatever", event("no-anonymous-id", anonymous_id=None)),
     ]
-    counts: Counter[str] = Counter()
+    counts: Counters = Counters()
     result = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), counts, keyed=True)
 
     assert [orjson.loads(r.value)["event_id"] for r in result.sink] == ["keyed", "no-anonymous-id"]
@@ -117,7 +117,7 @@ def test_an_input_keyed_by_anonymous_id_must_carry_it_as_the_key() -> None:
         (2, "key (none) is not the event's anonymous id '1', and "
             "topics.input_keyed_by_anonymous_id says the input is keyed by it"),
     ]  # fmt: skip
-    assert counts["received"] == 4
+    assert counts.received == 4
 
 
 # -- rule 2: no usable anonymous id ----------------------------------------------------
@@ -184,13 +184,13 @@ def test_identification_writes_every_identification_value_into_held_events() -> 
         "eventn_ctx_event_id": "e2",
     }
     assert amended["e1"]["stitched_user_id"] == 42  # the first identification node: /user/id
-    assert run.counts["amended"] == 2
+    assert run.counts.amended == 2
 
 
 def test_amended_events_stay_in_state_for_an_unmerge_and_are_amended_once() -> None:
     run = Run()
     run.feed(event("e1"), event("e2"))
-    assert run.counts["held"] == 2
+    assert run.counts.held == 2
     run.feed(event("e3", email="a@b.com"))
     held = PartitionState(run.store).held("1")
     assert [(h.event_id, h.version) for h in held] == [("e1", 2), ("e2", 2)]
@@ -243,7 +243,7 @@ def test_a_non_conflicting_newer_identity_completes_the_current_one() -> None:
     run.feed(event("e2", user_id="u-1", email="a@b.com"))
     (stitched,) = run.feed(event("e3"))
     assert stitched["event"]["user"] == {"anonymous_id": "1", "id": "u-1", "email": "a@b.com"}
-    assert run.counts["conflicts"] == 0
+    assert run.counts.conflicts == 0
 
 
 # -- rule 6: a new identity on an identified anonymous id -------------------------------
@@ -265,7 +265,7 @@ def test_retain_keeps_earlier_identities_and_counts_the_conflict() -> None:
         "e1": "ann@x.com", "e2": "ann@x.com", "e3": "ann@x.com",
         "e4": "bob@x.com", "e5": "bob@x.com",
     }  # fmt: skip
-    assert run.counts["conflicts"] == 1
+    assert run.counts.conflicts == 1
     assert [r["event_id"] for r in run.records].count("e3") == 1  # never re-emitted
 
 
@@ -284,7 +284,7 @@ def test_latest_re_emits_every_anonymous_event_with_the_newest_identity() -> Non
         "e4": 1,
         "e5": 1,
     }
-    assert run.counts["conflicts"] == 1
+    assert run.counts.conflicts == 1
 
 
 def test_latest_does_not_re_emit_when_the_identity_is_unchanged() -> None:
@@ -307,7 +307,7 @@ def test_a_redelivered_event_emits_nothing_whatever_the_order(policy: Policy) ->
     assert sorted((r["event_id"], r["version"]) for r in run.records) == [
         ("event1", 1), ("event1", 2), ("event3", 1),
     ]  # fmt: skip
-    assert run.counts["duplicates"] == 4
+    assert run.counts.duplicates == 4
 
 
 # -- rule 8: derived event ids -------------------------------------------------------------
@@ -402,7 +402,7 @@ def test_a_bots_events_pass_through_never_held_never_stitched() -> None:
         ("h2", "identified", 1),
         ("h1", "amended", 2),
     ]
-    assert run.counts["bots"] == 2
+    assert run.counts.bots == 2
     state = PartitionState(run.store)
     assert state.held("bot-visitor") == []
     assert not state.seen("bot-visitor", "b1")

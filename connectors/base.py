@@ -1,0 +1,81 @@
+"""What every warehouse connector shares: the warehouse seam, rejected rows, batch splitting.
+
+``Warehouse`` is all the consumer loop (``connectors.runner``) needs of a warehouse: one
+method writes a batch of rows, version-guarded, and returns the rows it refused; one
+deletes what a batch's erase records name. ``write_or_split`` finds the refused records
+of a batch by halving it, so that one bad record costs a few writes, not the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from connectors.errors import describe
+from connectors.rows import Erasure, Layout, Row
+from streams.settings import Settings
+
+__all__ = ["Rejected", "Warehouse", "layout_of", "write_or_split"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record a warehouse refused (or that is no row), for the dead-letter topic."""
+
+    raw: bytes
+    key: bytes | None
+    source: str
+    reason: str
+
+
+class Warehouse(Protocol):
+    """One warehouse's writes; every call may raise ``WarehouseUnavailable`` (retried)."""
+
+    name: str
+
+    def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        """Upsert the rows (highest version wins); return those the warehouse refused.
+
+        Raises WarehouseUnavailable when nothing could be written for now.
+        """
+        ...
+
+    def erase(self, erasures: Sequence[Erasure]) -> None:
+        """Delete every row each erasure names. Raises WarehouseUnavailable, like write."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def write_or_split(
+    rows: Sequence[Row],
+    write: Callable[[Sequence[Row]], None],
+    refused: tuple[type[BaseException], ...],
+    warehouse: str,
+) -> list[Rejected]:
+    """Write the rows; where the warehouse refuses a record, split the batch in halves until
+    the refused records stand alone (a few extra writes per bad record) and return them."""
+    if not rows:
+        return []
+    try:
+        write(rows)
+        return []
+    except refused as exc:
+        if len(rows) == 1:
+            row = rows[0]
+            reason = f"{warehouse} refused the row: {describe(exc)}"
+            return [Rejected(row.raw, str(row.key[0]).encode(), row.source, reason)]
+    middle = len(rows) // 2
+    return write_or_split(rows[:middle], write, refused, warehouse) + write_or_split(
+        rows[middle:], write, refused, warehouse
+    )
+
+
+def layout_of(settings: Settings) -> Layout:
+    """How the settings turn sink records into rows (``connectors.rows``)."""
+    return Layout(
+        identification=settings.recognition.identification,
+        event_time=settings.warehouse.event_time_node,
+        key=settings.warehouse.primary_key_fields,
+    )

@@ -1,0 +1,106 @@
+"""The sink record: what the stitcher emits and every connector reads (README: sink record).
+
+One JSON object per record, keyed by event id:
+
+    {"event_id": "event1", "anonymous_id": "1", "stitched_user_id": "a@b.com",
+     "version": 2, "status": "amended", "event": {...the event, identity written in...}}
+
+For one event id the record with the highest ``version`` is the one a warehouse keeps,
+whatever order records arrive in. Two records are not events: an ``erased`` record (its
+event's row goes) carries ``ERASED_VERSION``, above any version the rules give, so that
+nothing emitted for the event before it, or again by a replay, wins over it; an ``erase``
+record (key ``erase:<id>``) deletes every row of an anonymous id or of an identity.
+
+Records that the stitcher or a connector cannot take go to a dead-letter topic as they
+arrived, with two headers: ``HEADER_REASON`` (why) and ``HEADER_SOURCE``
+(``topic[partition]@offset`` of the record). Refused identifications go to the quarantine
+topic with the same two headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ERASED_VERSION",
+    "HEADER_REASON",
+    "HEADER_SOURCE",
+    "Scalar",
+    "SinkRecord",
+    "Status",
+    "erase_rows",
+    "erased",
+    "sink_record",
+]
+
+#: A value an identification node may hold.
+Scalar = str | int | float
+
+HEADER_REASON = "retrostitch.reason"
+HEADER_SOURCE = "retrostitch.source"
+
+
+class Status(StrEnum):
+    """Why a sink record was emitted; carried in the record as ``status``."""
+
+    PASSTHROUGH = "passthrough"  # no usable anonymous id: emitted untouched, nothing stored
+    ANONYMOUS = "anonymous"  # anonymous id with no identity yet: emitted as is, held
+    IDENTIFIED = "identified"  # carries identification values itself: emitted as is
+    STITCHED = "stitched"  # anonymous, identity already known: emitted stitched at once
+    AMENDED = "amended"  # re-emission of an earlier event with an identity written in
+    UNMERGED = "unmerged"  # re-emission of an amended event as it arrived (an un-merge)
+    ERASED = "erased"  # the event was erased: the warehouse deletes its row
+    ERASE = "erase"  # not an event: delete every row of an anonymous id, or of an identity
+
+
+#: The version of an erasure marker: above any version the rules give
+ERASED_VERSION = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    key: bytes  # the event id
+    value: bytes  # the JSON object above
+    status: Status
+    version: int
+
+
+def sink_record(
+    event_id: str,
+    anonymous_id: str | None,
+    stitched_user_id: Scalar | None,
+    version: int,
+    status: Status,
+    event: dict[str, Any] | orjson.Fragment,
+) -> SinkRecord:
+    """The sink record of one event (``event``: the event as emitted, or its raw bytes)."""
+    value = orjson.dumps(
+        {
+            "event_id": event_id,
+            "anonymous_id": anonymous_id,
+            "stitched_user_id": stitched_user_id,
+            "version": version,
+            "status": status.value,
+            "event": event,
+        }
+    )
+    return SinkRecord(event_id.encode(), value, status, version)
+
+
+def erased(event_id: str, anonymous_id: str) -> SinkRecord:
+    """The sink record that tells the warehouses to delete an event's row."""
+    return sink_record(event_id, anonymous_id, None, ERASED_VERSION, Status.ERASED, {})
+
+
+def erase_rows(anonymous_id: str | None = None, identity: str | None = None) -> SinkRecord:
+    """The sink record that tells the warehouses to delete every row of ``anonymous_id``
+    (its ``anonymous_id`` column), or of ``identity`` (its ``stitched_user_id`` or an
+    identification column): also rows of events the stitcher no longer remembers."""
+    target = {"anonymous_id": anonymous_id} if anonymous_id is not None else {"identity": identity}
+    key = f"erase:{anonymous_id if anonymous_id is not None else identity}"
+    value = orjson.dumps({"status": Status.ERASE.value, **target, "version": ERASED_VERSION})
+    return SinkRecord(key.encode(), value, Status.ERASE, ERASED_VERSION)

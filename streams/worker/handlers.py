@@ -1,0 +1,155 @@
+"""What each agent does with one batch: the processor's functions, emitted, checkpointed.
+
+``Handlers`` holds what the three agents share (the settings, the outbox, the counters)
+and has one method per agent. Each takes one ``Batch`` of its feed, runs it through the
+processor (``streams.worker.processor``) against the partitions' state, sends what that
+gives to its topics, and checkpoints (``streams.worker.checkpoint``); the batch is
+acknowledged only by its checkpoint, so an exception leaves it to be read again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from streams.core.merges import Claim, Forget, MergeLimit, Release, encode
+from streams.core.record import HEADER_REASON, HEADER_SOURCE, SinkRecord
+from streams.settings import Settings
+from streams.state.claims import ClaimState
+from streams.state.partition import PartitionState
+from streams.worker.checkpoint import Checkpoint
+from streams.worker.metrics import WorkerMetrics
+from streams.worker.outbox import Headers, Outbox
+from streams.worker.processor import (
+    DeadLetter,
+    InputRecord,
+    answers,
+    arbitrate,
+    control,
+    route,
+    stitch,
+)
+from streams.worker.transport import Batch
+
+__all__ = ["Handlers", "TopicNames"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Where the handlers send and what they read beside the events."""
+
+    sink: str
+    dead_letter: str
+    control: str
+    quarantine: str
+    repartition: str  # the route agent's output (by anonymous id)
+    claims: str  # the merge limit's (streams.core.merges)
+    answers: str
+
+
+class Handlers:
+    """The route, stitch and arbitrate agents' work on a batch."""
+
+    def __init__(
+        self, settings: Settings, topics: TopicNames, outbox: Outbox, metrics: WorkerMetrics
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._outbox = outbox
+        self._metrics = metrics
+        self._counts = metrics.counters
+        self._limit: MergeLimit = settings.merges
+        self.limited = self._limit.max_anonymous_ids is not None
+        self._rules = replace(settings.recognition, claims=self.limited)
+        self._keyed = settings.topics.input_keyed_by_anonymous_id
+
+    async def route(self, batch: Batch, checkpoint: Checkpoint) -> None:
+        """Input -> repartition (keyed by anonymous id), sink (passed through), dead letters."""
+        records = [record for records in batch.records.values() for record in records]
+        routed = route(records, self._rules, self._counts)
+        for forward in routed.forward:
+            self._outbox.send(
+                self._topics.repartition, forward.key, forward.value, timestamp=forward.timestamp
+            )
+        self._emit(routed.sink, routed.dead)
+        await checkpoint(batch)
+
+    async def stitch(self, batch: Batch, checkpoint: Checkpoint) -> None:
+        """Per partition: the events against its state, then answers, then commands."""
+        started = time.perf_counter()
+        counts, topics = self._counts, self._topics
+        identified = counts.identified
+        done = []
+        clock_ms = int(time.time() * 1000)
+        for partition, records in batch.by_partition().items():
+            store = checkpoint.store(partition)
+            state = PartitionState(store, self._settings.retention)
+            by_topic = _by_topic(records, topics.control, topics.answers)
+            result = stitch(
+                by_topic[""], state, self._rules, counts, keyed=self._keyed, clock_ms=clock_ms
+            )
+            # after the events (their changes are pending in `state`): answers, commands
+            for more in (
+                answers(by_topic[topics.answers], state, counts),
+                control(by_topic[topics.control], state, counts, merge_limit=self.limited),
+            ):
+                result.sink += more.sink
+                result.dead += more.dead
+                result.claims += more.claims
+                result.changes = more.changes
+            done.append((partition, store, result))
+        for _, _, result in done:
+            self._emit(result.sink, result.dead)
+            self._claim(result.claims)
+        await checkpoint(batch, [(p, store, result.changes) for p, store, result in done])
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        counts.on_emitted(sum(len(result.sink) for _, _, result in done))
+        if counts.identified != identified:
+            self._metrics.identified_now()
+
+    async def arbitrate(self, batch: Batch, checkpoint: Checkpoint) -> None:
+        """Claims -> answers to the claims' partitions, refusals to the quarantine."""
+        limit, outbox, topics = self._limit, self._outbox, self._topics
+        done = []
+        clock_ms = int(time.time() * 1000)
+        for partition, records in batch.by_partition().items():
+            store = checkpoint.store(partition)
+            state = ClaimState(store, limit)
+            result = arbitrate(records, state, limit, self._counts, clock_ms=clock_ms)
+            done.append((partition, store, result))
+        for _, _, result in done:
+            for to, answer in result.answers:
+                outbox.send(topics.answers, answer.anonymous_id.encode(), encode(answer), to)
+            for refused in result.quarantine:
+                headers = _why(refused.reason, refused.claim.source)
+                key = refused.claim.anonymous_id.encode()
+                outbox.send(topics.quarantine, key, refused.claim.event, None, headers)
+            self._emit((), result.dead)
+        await checkpoint(batch, [(p, s, r.changes) for p, s, r in done])
+
+    def _emit(self, sink: Iterable[SinkRecord], dead: Iterable[DeadLetter]) -> None:
+        outbox, topics = self._outbox, self._topics
+        outbox.send_many(topics.sink, [(record.key, record.value) for record in sink])
+        for letter in dead:
+            headers = _why(letter.reason, letter.record.source)
+            outbox.send(topics.dead_letter, letter.record.key, letter.record.value, None, headers)
+
+    def _claim(self, messages: Iterable[Claim | Release | Forget]) -> None:
+        for message in messages:
+            stamp = message.timestamp if isinstance(message, Claim) else 0
+            key = message.identity.encode()
+            self._outbox.send(self._topics.claims, key, encode(message), timestamp=stamp)
+
+
+def _why(reason: str, source: str) -> Headers:
+    """The headers of a dead letter or a quarantined record: why, and where it came from."""
+    return [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, source.encode())]
+
+
+def _by_topic(records: Iterable[InputRecord], *topics: str) -> dict[str, list[InputRecord]]:
+    """Records of ``topics`` under their names, the others under ""; each in order."""
+    groups: dict[str, list[InputRecord]] = {name: [] for name in ("", *topics)}
+    for record in records:
+        groups[record.topic if record.topic in groups else ""].append(record)
+    return groups
