@@ -29,9 +29,9 @@ def tune_gc_for_streaming() -> None:
     """Garbage collection for a process that moves millions of short-lived objects.
 
     With CPython's defaults a full collection walks every live object (Faust's, the
-    clients', the caches) again and again; it cost a worker and a connector a fifth of
-    their time. The objects made while starting are frozen out of collection, and young
-    ones are collected in larger, rarer rounds.
+    clients', the caches) again and again, a fifth of a busy worker's or connector's time.
+    Here the objects made while starting are frozen out of collection, and young ones are
+    collected in larger, rarer rounds.
     """
     gc.collect()
     gc.freeze()

@@ -28,7 +28,8 @@ from connectors.postgres import PostgresWarehouse
 from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
 from streams.dev.local import WorkerProcess, expected_versions
-from streams.ops.topics import TopicReader, ensure_topics, produce_events
+from streams.dev.reader import TopicReader
+from streams.ops.topics import ensure_topics, produce_events
 from streams.settings import Settings
 
 __all__ = ["run_demo"]

@@ -63,11 +63,12 @@ from streams.ops.counters import values
 from streams.ops.status import Heartbeat
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
+from streams.worker.feed import Batch
 from streams.worker.gauges import sample
 from streams.worker.handlers import Handlers, TopicNames
 from streams.worker.metrics import LAST_IDENTIFICATION, WorkerMetrics
 from streams.worker.outbox import Outbox
-from streams.worker.transport import SCHEME, App, Batch
+from streams.worker.transport import SCHEME, App
 
 __all__ = ["create_app", "restored"]
 

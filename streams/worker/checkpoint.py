@@ -25,8 +25,9 @@ from typing import Any
 
 from streams.state.rocks import RocksStore
 from streams.state.store import Change, KeyValueStore
+from streams.worker.feed import Batch
 from streams.worker.outbox import Outbox
-from streams.worker.transport import Batch, offset_change, partition_db
+from streams.worker.transport import offset_change, partition_db
 
 __all__ = ["Checkpoint", "PartitionChanges"]
 

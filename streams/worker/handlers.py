@@ -19,6 +19,7 @@ from streams.settings import Settings
 from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
 from streams.worker.checkpoint import Checkpoint
+from streams.worker.feed import Batch
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.outbox import Headers, Outbox
 from streams.worker.processor import (
@@ -30,7 +31,6 @@ from streams.worker.processor import (
     route,
     stitch,
 )
-from streams.worker.transport import Batch
 
 __all__ = ["Handlers", "TopicNames"]
 

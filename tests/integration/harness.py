@@ -22,7 +22,8 @@ from psycopg import sql
 from connectors.base import Warehouse
 from connectors.runner import BatchingSink
 from streams.dev.local import WorkerProcess
-from streams.ops.topics import TopicReader, produce_events
+from streams.dev.reader import TopicReader
+from streams.ops.topics import produce_events
 from streams.settings import Settings, WarehouseSettings
 
 # Tansu answers a group join after session.timeout/2: a short session keeps each join ~1.5 s.

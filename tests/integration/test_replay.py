@@ -21,7 +21,7 @@ from tests.integration.harness import (
     running_sink,
     table_rows,
 )
-from tests.integration.test_scale import _single_worker_result, _workload
+from tests.integration.worker.test_scale import _single_worker_result, _workload
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from psycopg.conninfo import make_conninfo
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
 from streams.core.control import Command, Verb
-from streams.ops.topics import TopicReader, ensure_topics, send_command
+from streams.dev.reader import TopicReader
+from streams.ops.topics import ensure_topics, send_command
 from streams.settings import Settings
 from tests.integration.harness import (
     Pipeline,
@@ -33,7 +34,7 @@ from tests.integration.harness import (
     running_sink,
     table_rows,
 )
-from tests.integration.test_stitcher import SEED
+from tests.integration.worker.test_stitcher import SEED
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from streams.ops.topics import Message
+from streams.dev.reader import Message
 from tests.integration.harness import Pipeline, eventually, free_port, http_get
 
 SHARED = "shared@example.com"

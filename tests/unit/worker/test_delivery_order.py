@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.worker.transport import DeliveryOrder, Verdict
+from streams.worker.feed import DeliveryOrder, Verdict
 
 TP = tuple[str, int]
 A, B = ("events", 0), ("events", 1)

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from streams.worker.feed import Batch, Feed
 from streams.worker.processor import InputRecord
-from streams.worker.transport import Batch, Feed
 
 A, B = ("events", 0), ("events", 1)
 

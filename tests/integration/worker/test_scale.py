@@ -15,7 +15,7 @@ import pytest
 
 from connectors.postgres import PostgresWarehouse
 from streams.core.rules import RecognitionRules
-from streams.ops.topics import Message, TopicReader
+from streams.dev.reader import Message, TopicReader
 from streams.settings import Settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore

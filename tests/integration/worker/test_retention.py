@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from streams.ops.topics import Message
+from streams.dev.reader import Message
 from tests.integration.harness import Pipeline, eventually, free_port, http_get
 
 HOUR_MS = 3600 * 1000

@@ -9,7 +9,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.ops.topics import Message
+from streams.dev.reader import Message
 from tests.integration.harness import Pipeline
 
 
