@@ -7,8 +7,9 @@ acknowledged everything sent so far, or raises ``BrokerError`` if any record cou
 delivered. A batch's checkpoint (``streams.worker.checkpoint``) is a sequence of such flushes.
 
 Faust's own (aiokafka) producer builds every batch in Python, record by record, a tenth
-of a worker's time at full speed; librdkafka builds them in C. Partitioning is murmur2, as Faust's and the
-Java client's, so a key lands in the same partition whichever of them wrote it.
+of a worker's time at full speed; librdkafka builds them in C. Partitioning is murmur2,
+as Faust's and the Java client's, so a key lands in the same partition whichever of them
+wrote it.
 """
 
 from __future__ import annotations
