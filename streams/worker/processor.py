@@ -1,14 +1,14 @@
 """Batches of records through the rules, against a partition's state; no Kafka here.
 
-The topology calls these two functions, one per agent:
+``streams.worker.handlers`` calls one of these per batch and agent:
 
 - ``route``: records of the input topic, in any partitioning. A bad record becomes a
   dead letter; an event without a usable anonymous id is passed to the sink at once;
   every other event is forwarded, keyed by its anonymous id, to the repartition topic.
 - ``stitch``: records of one partition of the repartition topic, in offset order, against
   that partition's ``PartitionState``. The caller emits ``sink`` and ``dead`` records,
-  then writes ``changes`` to the store and the changelog (order in ``streams.worker.app``).
-  ``control`` and ``answers`` do the same for the partition's control and answers records.
+  then checkpoints ``changes`` (``streams.worker.checkpoint``). ``control`` and
+  ``answers`` do the same for the partition's control and answers records.
 - ``arbitrate``: records of one partition of the claims topic against its ``ClaimState``
   (the merge limit, ``streams.core.merges``): answers go back, refusals also to the quarantine.
 

@@ -2,10 +2,14 @@
 
     python -m tests.bench.ab --mix b --runs 2 --b USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY=0
     git worktree add /tmp/old 15c4145 && python -m tests.bench.ab --mix a --b PYTHONPATH=/tmp/old
+    python -m tests.bench.ab --mix a --b PYTHON=/tmp/oldvenv/bin/python
 
 Each side is a list of ``NAME=VALUE`` settings for the worker's environment (``PYTHONPATH``
 runs another checkout's code: the worker runs with ``python -P``, so the working directory
-does not come first). Input keyed by anonymous id, a fresh local broker per run,
+does not come first), except ``PYTHON``: the interpreter the worker runs with. A checkout
+whose modules sit elsewhere needs its own (a copy of ``.venv`` with that checkout installed
+by ``pip install --no-deps -e``), as Faust finds the worker's transport by the installed
+entry points, not by ``PYTHONPATH``. Input keyed by anonymous id, a fresh local broker per run,
 events/s measured as ``make bench`` does; A and B take turns, so a machine that slows down
 over the minutes slows both.
 """
@@ -45,10 +49,14 @@ def main() -> None:
             for side, extra in sides.items():
                 workdir = Path(tmp) / f"{side}-{run}"
                 workdir.mkdir()
+                settings = dict(extra)
+                command = stitcher.ours()
+                if "PYTHON" in settings:
+                    command = [settings.pop("PYTHON"), *command[1:]]
                 with configured_or_local() as bootstrap:
-                    env = stitcher.environment(bootstrap, PARTITIONS, **KEYED, **extra)
+                    env = stitcher.environment(bootstrap, PARTITIONS, **KEYED, **settings)
                     result = stitcher.run_worker(
-                        env, mix, stitcher.ours(), _expected_sink_records(mix), workdir
+                        env, mix, command, _expected_sink_records(mix), workdir
                     )
                 rates[side].append(result.rate)
                 cpu[side].append(result.cpu_us_per_event)
