@@ -80,6 +80,9 @@ def client_dsn(url: str) -> str:
 
 
 class ClickHouseWarehouse:
+    """The sink topic into a ClickHouse ReplacingMergeTree table (``version`` its version
+    column), over HTTP or in-process chdb through one clickhouse-connect ``Client``."""
+
     name = "clickhouse"
 
     def __init__(self, settings: Settings) -> None:
@@ -98,6 +101,8 @@ class ClickHouseWarehouse:
         self.schema: Schema | None = None
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        """Insert the rows (adding or widening columns first); a row ClickHouse blames
+        (``blames_a_row``) comes back rejected, the rest land. Raises WarehouseUnavailable."""
         with self._lock:
             try:
                 client = self._connect()

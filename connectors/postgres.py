@@ -45,6 +45,9 @@ PERMANENT = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
 
 
 class PostgresWarehouse:
+    """The sink topic into a PostgreSQL table keyed on ``primary_key_fields``, upserted
+    with a version guard: an older version never overwrites a newer one."""
+
     name = "postgres"
 
     def __init__(self, settings: Settings) -> None:
@@ -57,6 +60,8 @@ class PostgresWarehouse:
         self.schema: Schema | None = None
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        """Upsert the rows (adding or widening columns first), version-guarded; rows
+        Postgres refuses come back rejected, the rest land. Raises WarehouseUnavailable."""
         try:
             conn = self._connect()
             self._evolve(conn, rows)

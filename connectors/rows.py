@@ -50,6 +50,8 @@ MAX_COLUMN_NAME = 63  # PostgreSQL's identifier limit; ClickHouse has none lower
 
 
 class ColumnType(StrEnum):
+    """A column's type, as both warehouses name it in their own terms."""
+
     BOOL = "bool"
     INT = "int"
     FLOAT = "float"
@@ -115,6 +117,8 @@ class Erasure:
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    """One sink record as a warehouse row: its key, its cells by column, where it came from."""
+
     values: dict[str, Any]
     version: int
     key: tuple[Any, ...]
@@ -219,6 +223,7 @@ def _timestamp(value: Any) -> datetime | None:
 
 
 def value_type(value: Any) -> ColumnType:
+    """The narrowest column type that holds ``value``."""
     if isinstance(value, bool):
         return ColumnType.BOOL
     if isinstance(value, int):

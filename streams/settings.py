@@ -40,6 +40,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class KafkaSettings:
+    """How every process reaches Kafka (``kafka.*``)."""
+
     bootstrap_servers: str = "127.0.0.1:9092"
     # A short session makes a group join (and a takeover after a crash) quick; heartbeats
     # run on their own thread, so a slow batch does not count against it.
@@ -54,6 +56,8 @@ class KafkaSettings:
 
 @dataclass(frozen=True, slots=True)
 class TopicSettings:
+    """The topics' names and partitioning (``topics.*``)."""
+
     input: str = "events"
     sink: str = "events.stitched"
     dead_letter: str = "events.dlq"
@@ -91,6 +95,8 @@ class WarehouseSettings:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Everything one process is configured with; built once by ``load_settings``."""
+
     recognition: RecognitionRules = field(default_factory=RecognitionRules)
     retention: Retention = field(default_factory=Retention)
     merges: MergeLimit = field(default_factory=MergeLimit)
@@ -236,6 +242,8 @@ def _log_level(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Setting:
+    """One row of ``SETTINGS``: a YAML key, its environment variable, how to read it."""
+
     key: str  # dotted YAML path
     env: str | None
     parse: Callable[[Any], Any]

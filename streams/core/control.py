@@ -24,12 +24,16 @@ __all__ = ["Command", "Verb", "encode", "parse_command"]
 
 
 class Verb(StrEnum):
+    """What a command does."""
+
     ERASE = "erase"
     UNMERGE = "unmerge"
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
+    """One command: a verb and its target (an anonymous id, or an identity for erase)."""
+
     verb: Verb
     anonymous_id: str | None = None  # exactly one of the two is set
     identity: str | None = None
@@ -42,6 +46,7 @@ class Command:
 
 
 def encode(command: Command) -> bytes:
+    """A command's record value (``parse_command`` reads it back)."""
     target = (
         {"anonymous_id": command.anonymous_id}
         if command.anonymous_id is not None

@@ -100,10 +100,12 @@ class Answer:
 
 
 def claims_topic(app_id: str) -> str:
+    """The internal topic of claims, keyed by identity."""
     return f"{app_id}-claims"
 
 
 def answers_topic(app_id: str) -> str:
+    """The internal topic of answers, on the partition each claim came from."""
     return f"{app_id}-answers"
 
 
@@ -152,6 +154,7 @@ def parse_claims_record(raw: bytes | None) -> Claim | Release | Forget:
 
 
 def parse_answer(raw: bytes | None) -> Answer:
+    """A record of the answers topic; BadRecord says what is wrong with it."""
     verb, fields, _ = _split(raw)
     if verb not in ("confirm", "refuse"):
         raise BadRecord(f"an answers record is confirm or refuse, not {verb!r}")

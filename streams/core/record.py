@@ -63,6 +63,8 @@ ERASED_VERSION = 2**62
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
+    """One record for the sink topic: key, value, and what the counters read of it."""
+
     key: bytes  # the event id
     value: bytes  # the JSON object above
     status: Status

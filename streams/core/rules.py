@@ -100,6 +100,7 @@ class RecognitionRules:
     claims: bool = False
 
     def is_bot(self, event: dict[str, Any]) -> bool:
+        """Whether the event's user agent holds one of the bot markers."""
         if self.bot_user_agent is None or not self.bot_markers:
             return False
         agent = self.bot_user_agent.get(event)
@@ -109,6 +110,7 @@ class RecognitionRules:
         return any(marker in folded for marker in self.bot_markers)
 
     def is_junk(self, text: str) -> bool:
+        """Whether an id means nobody (``junk_ids``, ``junk_pattern``)."""
         folded = text.strip().lower()
         if folded in self.junk_ids:
             return True

@@ -40,6 +40,8 @@ Reader = Callable[[str], list[tuple[Any, ...]]]
 
 
 def run_demo(settings: Settings, config: Path | None = None) -> int:
+    """``retrostitch demo``: the local broker, a worker and both connectors on the
+    embedded defaults; the sample stream before and after its identification, as rows."""
     logging.getLogger("connectors").setLevel(logging.ERROR)
     before = (_SAMPLES / "before.jsonl").read_bytes().splitlines()
     identify = (_SAMPLES / "identify.jsonl").read_bytes().splitlines()

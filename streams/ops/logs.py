@@ -21,6 +21,8 @@ __all__ = ["JsonFormatter", "logging_config"]
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message (and exception)."""
+
     def format(self, record: logging.LogRecord) -> str:
         document: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

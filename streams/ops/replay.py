@@ -38,6 +38,8 @@ class Start:
 
 
 def parse_start(offset: int | None, timestamp: str | None) -> Start:
+    """Where a replay starts: an offset, an ISO 8601 time with a time zone, or neither;
+    ConfigError for both, a negative offset or a time it cannot read."""
     if offset is not None and timestamp is not None:
         raise ConfigError("replay: give --from-offset or --from-timestamp, not both")
     if offset is not None and offset < 0:

@@ -104,6 +104,9 @@ def _name(name: str) -> str:
 
 
 class StatusServer:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``port``, from a thread of its own;
+    each answer is computed from the callables when asked."""
+
     def __init__(
         self,
         port: int,

@@ -70,6 +70,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class InputRecord:
+    """One record as a feed delivers it (``streams.worker.feed``)."""
+
     topic: str
     partition: int
     offset: int
@@ -84,12 +86,16 @@ class InputRecord:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """A record that can never be processed, and why."""
+
     record: InputRecord
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
+    """An event for the repartition topic, keyed by its anonymous id."""
+
     key: bytes  # the anonymous id
     value: bytes  # the event, byte for byte as it arrived
     timestamp: int  # the input record's (ms), kept: expiry goes by it
@@ -97,6 +103,8 @@ class Forward:
 
 @dataclass(slots=True)
 class Routed:
+    """What ``route`` made of a batch."""
+
     sink: list[SinkRecord] = field(default_factory=list)
     forward: list[Forward] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
@@ -104,6 +112,8 @@ class Routed:
 
 @dataclass(slots=True)
 class Stitched:
+    """What ``stitch``, ``control`` or ``answers`` made of a partition's records."""
+
     sink: list[SinkRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
@@ -121,6 +131,8 @@ class Quarantined:
 
 @dataclass(slots=True)
 class Arbitrated:
+    """What ``arbitrate`` made of a partition's claims."""
+
     answers: list[tuple[int, Answer]] = field(default_factory=list)  # (partition, answer)
     quarantine: list[Quarantined] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
@@ -128,6 +140,7 @@ class Arbitrated:
 
 
 def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Counters) -> Routed:
+    """Each record of the input topic: dead letter, passed through, or forwarded."""
     routed = Routed()
     for record in records:
         counts.on_received()

@@ -27,6 +27,8 @@ class CompressedOptions(rocksdb.RocksDBOptions):
 
 
 class Store(rocksdb.Store):
+    """Faust's RocksDB store, whose databases open compressed (URL scheme ``retrostitch``)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # what Faust's __init__ built, with our options (read_only and driver are popped)

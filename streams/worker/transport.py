@@ -177,6 +177,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         # the new owner reads what is queued again; Faust's wait_empty, called in here,
         # waits for the batches in the agents' hands and commits their offsets
+        """Clear the feeds (the next owner reads their records again), then Faust's own."""
         for feed in self._feeds.values():
             feed.clear()
         await super().on_partitions_revoked(revoked)
@@ -338,4 +339,6 @@ def _input_record(record: Any) -> InputRecord:
 
 
 class Transport(aiokafka.Transport):
+    """Faust's aiokafka transport with ``BatchDeliveringConsumer`` (URL scheme ``retrostitch``)."""
+
     Consumer: ClassVar[type[Any]] = BatchDeliveringConsumer
