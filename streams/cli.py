@@ -19,7 +19,7 @@ from pathlib import Path
 
 from streams.core.errors import ConfigError, RetrostitchError
 from streams.ops.logs import logging_config
-from streams.ops.status import Heartbeat, StatusServer
+from streams.ops.status import DEFAULT_PORTS, Heartbeat, StatusServer, port_of
 from streams.settings import Settings, load_settings
 
 __all__ = ["build_parser", "main", "tune_gc_for_streaming"]
@@ -38,7 +38,17 @@ def tune_gc_for_streaming() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _status_server(kind: str, settings: Settings) -> StatusServer | None:
+    """The process's status port, taken first: a port in use stops it before anything."""
+    port = port_of(kind, settings.status_port)
+    return StatusServer(port) if port else None
+
+
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
+    return _run_worker(settings, _status_server("worker", settings))
+
+
+def _run_worker(settings: Settings, status: StatusServer | None) -> int:
     import faust
 
     from streams.ops.counters import values
@@ -53,15 +63,14 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
     metrics = WorkerMetrics()
     heartbeat = Heartbeat()
     app = create_app(settings, metrics, heartbeat)
-    if settings.status_port:
-        StatusServer(
-            settings.status_port,
+    if status is not None:
+        status.start(
             live=heartbeat.fresh,
             ready=lambda: heartbeat.fresh() and restored(app),
             counters=lambda: values(metrics.counters),
             gauges=lambda: metrics.gauges,
             histograms=lambda: [metrics.batch_seconds],
-        ).start()
+        )
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),
@@ -83,9 +92,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.app_id == settings.app_id:
         raise ConfigError(f"replay needs a new app id, not the live one ({settings.app_id!r})")
     settings = replace(settings, app_id=args.app_id)
+    status = _status_server("replay", settings)
     ensure_topics(settings)
     start_progress(settings, set_start(settings, start))
-    return _worker(settings, args)
+    return _run_worker(settings, status)
 
 
 def _broker(_: Settings, args: argparse.Namespace) -> int:
@@ -121,6 +131,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.runner import BatchingSink
     from streams.ops.topics import ensure_topics
 
+    status = _status_server(f"sink {args.warehouse}", settings)
     ensure_topics(settings)
     warehouse: Warehouse = (
         PostgresWarehouse(settings)
@@ -132,15 +143,14 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     group = f"{settings.app_id}-sink-{args.warehouse}"
     sink = BatchingSink(settings, warehouse, group)
-    if settings.status_port:
-        StatusServer(
-            settings.status_port,
+    if status is not None:
+        status.start(
             live=sink.heartbeat.fresh,
             ready=lambda: sink.heartbeat.fresh() and sink.assigned,
             counters=sink.counters,
             gauges=lambda: sink.gauges,
             histograms=lambda: [sink.write_seconds],
-        ).start()
+        )
     tune_gc_for_streaming()
     sink.run(stop)
     return 0
@@ -174,7 +184,9 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from streams.ops.summary import parse_metrics, summary
     from streams.worker.metrics import SHOWN as WORKER
 
-    urls = args.url or [f"http://127.0.0.1:{settings.status_port}"]
+    # without URLs: the configured port, else every kind's default port that answers
+    ports = [settings.status_port] if settings.status_port else sorted(DEFAULT_PORTS.values())
+    urls = args.url or [f"http://127.0.0.1:{port}" for port in ports]
     failed = 0
     for url in urls:
         endpoint = url.rstrip("/") + "/metrics"
@@ -182,11 +194,16 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
             with urllib.request.urlopen(endpoint, timeout=10) as response:
                 text = response.read().decode()
         except OSError as exc:
-            print(f"{url}: no answer from {endpoint} ({exc})", file=sys.stderr)
+            if args.url or len(urls) == 1:
+                print(f"{url}: no answer from {endpoint} ({exc})", file=sys.stderr)
             failed += 1
             continue
         print(summary(url, parse_metrics(text), time.time(), (WORKER, CONNECTOR)))
-    return 1 if failed else 0
+    if failed == len(urls) > 1:
+        print(
+            f"no answer on {', '.join(urls)}: is a worker or a connector running?", file=sys.stderr
+        )
+    return 1 if failed == len(urls) or (args.url and failed) else 0
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -243,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="running workers' and connectors' counts and lag, for a person"
     )
     status.add_argument(
-        "url", nargs="*", help="status endpoints (default: http://127.0.0.1:<status_port>)"
+        "url",
+        nargs="*",
+        help="status endpoints (default: stitcher.status_port, else each kind's default port)",
     )
     status.set_defaults(run=_status)
     commands.add_parser(

@@ -112,8 +112,10 @@ class Settings:
     log_level: str = "info"
     #: text, or json: one JSON object per line (streams/logs.py)
     log_format: str = "text"
-    #: /healthz, /readyz and /metrics of every process (worker and connectors); 0 turns it off
-    status_port: int = 8080
+    #: /healthz, /readyz and /metrics of this process; 0 turns it off. None: the default
+    #: of its kind (``streams.ops.status.DEFAULT_PORTS``), so that a worker, a replay and
+    #: each connector start side by side on one host
+    status_port: int | None = None
 
 
 # -- parsing of one value; each raises ValueError saying what was expected ------------

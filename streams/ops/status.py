@@ -11,13 +11,32 @@ therefore judged from a heartbeat the worker's loop (or the connector's) keeps f
 
 from __future__ import annotations
 
+import errno
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["Heartbeat", "Histogram", "StatusServer", "labelled", "prometheus_text"]
+from streams.core.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "Heartbeat",
+    "Histogram",
+    "StatusServer",
+    "labelled",
+    "port_of",
+    "prometheus_text",
+]
+
+#: each kind of process's status port where ``stitcher.status_port`` is not set
+DEFAULT_PORTS = {"worker": 8080, "sink clickhouse": 8081, "sink postgres": 8082, "replay": 8083}
+
+
+def port_of(kind: str, configured: int | None) -> int:
+    """The status port of a process of ``kind``: the configured one, else its kind's."""
+    return DEFAULT_PORTS[kind] if configured is None else configured
 
 
 class Heartbeat:
@@ -104,25 +123,16 @@ def _name(name: str) -> str:
 
 
 class StatusServer:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``port``, from a thread of its own;
-    each answer is computed from the callables when asked."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``port``, from a thread of its own.
 
-    def __init__(
-        self,
-        port: int,
-        *,
-        live: Callable[[], bool],
-        ready: Callable[[], bool],
-        counters: Callable[[], Mapping[str, float]],
-        gauges: Callable[[], Mapping[str, float]] = dict,
-        histograms: Callable[[], Iterable[Histogram]] = tuple,
-        host: str = "0.0.0.0",  # probes and scrapes come from outside the pod
-    ) -> None:
-        routes: dict[str, Callable[[], tuple[int, str]]] = {
-            "/healthz": lambda: (200, "ok\n") if live() else (503, "stalled\n"),
-            "/readyz": lambda: (200, "ready\n") if ready() else (503, "not ready\n"),
-            "/metrics": lambda: (200, prometheus_text(counters(), gauges(), histograms())),
-        }
+    The port is taken when the server is made, before the process does anything else, so
+    that a port in use fails at once, with a ``ConfigError`` naming the setting; ``start``
+    then serves answers computed from its callables whenever they are asked for.
+    """
+
+    def __init__(self, port: int, host: str = "0.0.0.0") -> None:  # probes come from outside
+        routes: dict[str, Callable[[], tuple[int, str]]] = {}
+        self._routes = routes
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -138,7 +148,15 @@ class StatusServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # probes every few seconds would drown the logs
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                f"status port {port} is in use (another process on this host?): set "
+                "stitcher.status_port (RETROSTITCH_STATUS_PORT) to a free port, or 0 for none"
+            ) from exc
         self._server.daemon_threads = True
 
     @property
@@ -146,7 +164,23 @@ class StatusServer:
         port: int = self._server.server_address[1]
         return port
 
-    def start(self) -> StatusServer:
+    def start(
+        self,
+        *,
+        live: Callable[[], bool],
+        ready: Callable[[], bool],
+        counters: Callable[[], Mapping[str, float]],
+        gauges: Callable[[], Mapping[str, float]] = dict,
+        histograms: Callable[[], Iterable[Histogram]] = tuple,
+    ) -> StatusServer:
+        """Serve: liveness, readiness and the metrics, each read when asked for."""
+        self._routes.update(
+            {
+                "/healthz": lambda: (200, "ok\n") if live() else (503, "stalled\n"),
+                "/readyz": lambda: (200, "ready\n") if ready() else (503, "not ready\n"),
+                "/metrics": lambda: (200, prometheus_text(counters(), gauges(), histograms())),
+            }
+        )
         threading.Thread(target=self._server.serve_forever, name="status", daemon=True).start()
         return self
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -216,3 +217,29 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
     nobody = subprocess.run([*CLI, "status", "http://127.0.0.1:9"], env=env, capture_output=True)
     assert nobody.returncode == 1
     assert "no answer from http://127.0.0.1:9/metrics" in nobody.stderr.decode()
+
+
+def test_each_kind_of_process_has_its_own_status_port_and_a_taken_one_is_one_line(
+    tmp_path: Path,
+) -> None:
+    from streams.ops.status import DEFAULT_PORTS
+
+    assert len(set(DEFAULT_PORTS.values())) == len(DEFAULT_PORTS)  # side by side on one host
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", port))
+        taken.listen()
+        env = {
+            **os.environ,
+            "RETROSTITCH_STATUS_PORT": str(port),
+            "RETROSTITCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}",
+        }
+        done = subprocess.run(
+            [*CLI, "sink", "clickhouse"], env=env, capture_output=True, timeout=60
+        )
+    assert done.returncode == 2
+    said = done.stderr.decode().strip().splitlines()
+    assert said == [
+        f"retrostitch: status port {port} is in use (another process on this host?): set "
+        "stitcher.status_port (RETROSTITCH_STATUS_PORT) to a free port, or 0 for none"
+    ]
