@@ -51,6 +51,7 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
 def _run_worker(settings: Settings, status: StatusServer | None) -> int:
     import faust
 
+    from streams.dev.broker import local_defaults
     from streams.ops.counters import values
     from streams.ops.topics import ensure_topics
     from streams.worker.app import create_app, restored
@@ -59,6 +60,11 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
     created = ensure_topics(settings)
     if created:
         logging.getLogger("retrostitch").info("created topics %s", ", ".join(created))
+    settings = local_defaults(settings)
+    if settings.kafka.inexact_end_offsets:
+        logging.getLogger("retrostitch").info(
+            "kafka.inexact_end_offsets: each changelog write ends with a batch of one record"
+        )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     metrics = WorkerMetrics()
     heartbeat = Heartbeat()

@@ -52,6 +52,11 @@ class KafkaSettings:
     #: requests); 1 sends every record alone (only for brokers whose end offsets stop at the
     #: start of the last batch, like the local one: see the tests)
     producer_max_batch_bytes: int = 1_000_000
+    #: the broker answers ListOffsets(latest) with the start of a partition's last batch
+    #: + 1, not its end (the local broker does): the worker then ends each changelog write
+    #: with a batch of one record, so that a restore reads to the true end
+    #: (``streams.worker.checkpoint``). None: on for the project's local broker only
+    inexact_end_offsets: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +291,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
     Setting("kafka.replication_factor", "KAFKA_REPLICATION_FACTOR", _positive(int), "kafka.replication_factor", _K.replication_factor),
     Setting("kafka.producer_max_batch_bytes", "KAFKA_PRODUCER_MAX_BATCH_BYTES", _positive(int), "kafka.producer_max_batch_bytes", _K.producer_max_batch_bytes),
+    Setting("kafka.inexact_end_offsets", "KAFKA_INEXACT_END_OFFSETS", _bool, "kafka.inexact_end_offsets", _K.inexact_end_offsets),
     Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", _text, "topics.input", _T.input),
     Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", _text, "topics.sink", _T.sink),
     Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", _text, "topics.dead_letter", _T.dead_letter),

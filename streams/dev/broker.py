@@ -2,6 +2,11 @@
 
 For local runs and tests only. It listens on a free loopback port, keeps everything in
 memory, and is reached like any Kafka cluster: through its bootstrap address.
+
+Its cluster id is ``LOCAL_CLUSTER_ID``, by which a worker knows it: this broker answers
+ListOffsets(latest) with the start of a partition's last batch + 1, so a worker on it turns
+``kafka.inexact_end_offsets`` on unless the settings say otherwise (``local_defaults``),
+and a restart restores all of its state.
 """
 
 from __future__ import annotations
@@ -13,14 +18,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streams.core.errors import BrokerError
+from streams.settings import Settings
 
-__all__ = ["LocalBroker", "configured_or_local"]
+__all__ = ["LOCAL_CLUSTER_ID", "LocalBroker", "configured_or_local", "local_defaults"]
+
+LOCAL_CLUSTER_ID = "retrostitch-local"
 
 
 def _free_port(host: str) -> int:
@@ -66,7 +76,7 @@ class LocalBroker:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 [_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/", "--cluster-id", "retrostitch-local"],
+                 "--storage-engine", "memory://tansu/", "--cluster-id", LOCAL_CLUSTER_ID],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         self._wait_ready(timeout)
@@ -119,3 +129,18 @@ def configured_or_local() -> Iterator[str]:
         return
     with LocalBroker() as broker:
         yield broker.bootstrap_servers
+
+
+def local_defaults(settings: Settings) -> Settings:
+    """``settings`` as a worker on the local broker needs them: ``inexact_end_offsets``
+    on where it is not set and the broker at ``kafka.bootstrap_servers`` is this one."""
+    kafka = settings.kafka
+    if kafka.inexact_end_offsets is not None:
+        return settings
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    try:
+        cluster = admin.list_topics(timeout=30).cluster_id
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach the broker at {kafka.bootstrap_servers}: {exc}") from exc
+    local = cluster == LOCAL_CLUSTER_ID
+    return replace(settings, kafka=replace(kafka, inexact_end_offsets=local))

@@ -120,7 +120,9 @@ def create_app(
         )
         _agent(app, app.topic(settings.topics.input, **_RAW), "route", settings,
                handlers.route, Checkpoint(outbox))  # fmt: skip
-    _agent(app, stitch_source, "stitch", settings, handlers.stitch, Checkpoint(outbox, table))
+    alone = bool(settings.kafka.inexact_end_offsets)  # the checkpoint says why
+    _agent(app, stitch_source, "stitch", settings, handlers.stitch,
+           Checkpoint(outbox, table, alone))  # fmt: skip
     tables: dict[str, Any] = {"stitch-state": table}
     read = {settings.topics.input, *stitch_source.topics}
     if limited:
@@ -130,7 +132,7 @@ def create_app(
         )
         claims_source = app.topic(names.claims, partitions=partitions, internal=True, **_RAW)
         _agent(app, claims_source, "arbitrate", settings, handlers.arbitrate,
-               Checkpoint(outbox, claims_table))  # fmt: skip
+               Checkpoint(outbox, claims_table, alone))  # fmt: skip
         tables["identity-claims"] = claims_table
         read.add(names.claims)
     _timers(app, metrics, heartbeat, tables, frozenset(read))

@@ -16,6 +16,12 @@ the changelog: ``PartitionState.changes()`` orders them so that every prefix is 
 A Faust table write needs a current event, which a batch does not have; so the agents
 write the table's RocksDB and changelog themselves, in the format Faust restores from
 (raw bytes keys and values, the changelog offset under Faust's key).
+
+A restore reads a changelog partition up to its end offset. For a broker that answers
+ListOffsets(latest) with the start of a partition's last batch + 1 (the local one does;
+``kafka.inexact_end_offsets``), step 2 sends each partition's last change on its own,
+after the others are acknowledged: the last batch is then one record long, and the end
+offset it gives is exact.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ class Checkpoint:
     """Steps 1 to 4 for one agent; ``table`` is the Faust table whose state the agent
     keeps (None: an agent without state, for which 1 and 4 are all)."""
 
-    def __init__(self, outbox: Outbox, table: Any = None) -> None:
+    def __init__(self, outbox: Outbox, table: Any = None, last_alone: bool = False) -> None:
         self._outbox = outbox
         self._table = table
+        self._last_alone = last_alone  # each partition's last change in a batch of its own
 
     def store(self, partition: int) -> RocksStore:
         """The state of one partition of the table: the RocksDB that Faust keeps for it."""
@@ -52,10 +59,17 @@ class Checkpoint:
         await outbox.flush()  # 1: state never runs ahead of what was emitted
         if self._table is not None and any(changes for _, _, changes in changed):
             changelog = self._table.changelog_topic.get_topic_name()
+            alone = self._last_alone
             for partition, _, changes in changed:  # 2: so any worker can restore it
                 if changes:
-                    outbox.send_many(changelog, changes, partition, track=True)
+                    outbox.send_many(changelog, changes[:-1] if alone else changes, partition,
+                                     track=True)  # fmt: skip
             await outbox.flush()
+            if alone:
+                for partition, _, changes in changed:
+                    if changes:
+                        outbox.send_many(changelog, changes[-1:], partition, track=True)
+                await outbox.flush()
             for partition, store, changes in changed:  # 3
                 if changes:
                     offset = outbox.acked[changelog, partition]

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from connectors.base import Warehouse
@@ -63,23 +61,6 @@ class Pipeline:
         """The changelogs of the worker's tables: stitch state, and the merge limit's."""
         app_id = self.settings.app_id
         return [f"{app_id}-stitch-state-changelog", f"{app_id}-identity-claims-changelog"]
-
-    def fence_changelog(self) -> None:
-        """Work around a broker quirk before another worker restores state.
-
-        Tansu answers ListOffsets(latest) with the start of a partition's last batch + 1,
-        not its true end, so a restore that trusts end offsets would stop short of a batch
-        of several records. A one-record batch at the end makes the answer exact: a
-        tombstone for a key that no state layout uses, so restoring it changes nothing.
-        """
-        producer = Producer({"bootstrap.servers": self.bootstrap_servers})
-        existing = AdminClient({"bootstrap.servers": self.bootstrap_servers}).list_topics(
-            timeout=10
-        )
-        for topic in (name for name in self.changelog_topics if name in existing.topics):
-            for partition in range(self.settings.topics.partitions):
-                producer.produce(topic, key=b"\xfftest-fence", value=None, partition=partition)
-                producer.flush(10)
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(60)}" for w in self.workers)

@@ -58,7 +58,6 @@ def test_the_101st_anonymous_id_of_an_identity_is_quarantined_after_a_takeover(
     assert first.stop() == 0, pipeline.logs()
 
     # A worker with no local state restores the identity's count from the changelog.
-    pipeline.fence_changelog()
     port = free_port()
     pipeline.env["RETROSTITCH_STATUS_PORT"] = str(port)
     pipeline.worker("state-2")

@@ -55,7 +55,6 @@ def test_ttl_and_cap_hold_across_a_takeover_and_are_counted(pipeline: Pipeline) 
     # Another worker, with no local state (and room for more events, so that only time
     # drops them now): it restores old2 and old3 from the changelog, with their arrival
     # times, and the next batch of their partition expires them.
-    pipeline.fence_changelog()
     second_port = free_port()
     pipeline.env["RETROSTITCH_STATUS_PORT"] = str(second_port)
     pipeline.env["USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID"] = "10"

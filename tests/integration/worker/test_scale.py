@@ -30,15 +30,10 @@ from tests.integration.harness import (
     table_rows,
 )
 
-# Tansu's end offsets stop at the start of a partition's last batch: one record per batch
-# makes them exact, so a worker taking over a partition restores all of its changelog.
-EXACT_END_OFFSETS = {"KAFKA_PRODUCER_MAX_BATCH_BYTES": "1"}
-
 
 @pytest.fixture
 def pipeline8(bootstrap_servers: str, tmp_path: Path) -> Iterator[Pipeline]:
     built = make_pipeline(bootstrap_servers, tmp_path, partitions=8)
-    built.env |= EXACT_END_OFFSETS
     yield built
     for worker in built.workers:
         worker.stop()

@@ -115,7 +115,6 @@ def _restart_amends_earlier_events(pipeline: Pipeline, second_state_dir: str) ->
     sink.wait_for(_has({"event1": 1, "event2": 1}), timeout=90)
     assert first.stop() == 0, pipeline.logs()
 
-    pipeline.fence_changelog()
     pipeline.worker(second_state_dir)
     pipeline.produce(SEED[2])
 
