@@ -92,6 +92,7 @@ def create_app(
     """
     metrics = WorkerMetrics() if metrics is None else metrics
     app = _app(settings)
+    app.on_state_set_aside = metrics.counters.on_state_set_aside
     partitions = settings.topics.partitions
     app_id = settings.app_id
     names = TopicNames(
@@ -159,6 +160,8 @@ def _app(settings: Settings) -> App:
         autodiscover=False,
         # an agent that raises stops the worker (the module's docstring says why)
         agent_supervisor=CrashingSupervisor,
+        # local state ahead of its changelog, or unreadable, is set aside and restored
+        TableManager="streams.worker.recovery:TableManager",
     )
 
 

@@ -45,6 +45,7 @@ class Counters:
     forgotten: int = counter("bounds")  # seen markers past the TTL
     identities_expired: int = counter("bounds")  # identities past the identity TTL
     claims_expired: int = counter()  # merge-limit grants that left with the window
+    state_set_aside: int = counter("bounds")  # local partitions ahead or unreadable: restored
     claimed: int = counter("merge limit")  # identifications sent to the merge limit
     quarantined: int = counter("merge limit")  # identifications the limit refused
     refused_anonymous_ids: int = counter("merge limit")  # anonymous ids un-merged by it
@@ -93,6 +94,10 @@ class Counters:
         self.forgotten += dropped.forgotten
         self.identities_expired += dropped.identities_expired
         self.claims_expired += dropped.claims_expired
+
+    def on_state_set_aside(self) -> None:
+        """A table partition's local state was set aside, to be restored (recovery)."""
+        self.state_set_aside += 1
 
     def on_claimed(self) -> None:
         self.claimed += 1

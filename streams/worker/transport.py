@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import faust
@@ -81,6 +81,8 @@ class App(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.feeds: list[Feed] = []
+        #: called when a table partition's local state is set aside (streams.worker.recovery)
+        self.on_state_set_aside: Callable[[], None] = lambda: None
 
     def feed(self, topics: Iterable[str], max_events: int) -> Feed:
         """A feed for the records of ``topics``; the consumer fills it once it starts."""
