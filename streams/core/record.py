@@ -13,8 +13,11 @@ record (key ``erase:<id>``) deletes every row of an anonymous id or of an identi
 
 Records that the stitcher or a connector cannot take go to a dead-letter topic as they
 arrived, with two headers: ``HEADER_REASON`` (why) and ``HEADER_SOURCE``
-(``topic[partition]@offset`` of the record). Refused identifications go to the quarantine
-topic with the same two headers.
+(``topic[partition]@offset`` of the record). A record whose key or value is larger than
+``stitcher.max_event_bytes`` is sent cut to that size, with a third header,
+``HEADER_TRUNCATED``: the size of the value as it arrived (the whole record stays on its
+topic, at its source, for the topic's retention). Refused identifications go to the
+quarantine topic with the same headers.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "ERASED_VERSION",
     "HEADER_REASON",
     "HEADER_SOURCE",
+    "HEADER_TRUNCATED",
     "Scalar",
     "SinkRecord",
     "Status",
@@ -42,6 +46,7 @@ Scalar = str | int | float
 
 HEADER_REASON = "retrostitch.reason"
 HEADER_SOURCE = "retrostitch.source"
+HEADER_TRUNCATED = "retrostitch.truncated"
 
 
 class Status(StrEnum):

@@ -98,6 +98,10 @@ class RecognitionRules:
     #: (``Outcome.claim``); until the claim is confirmed, stitched events are kept too, so
     #: that a refusal can emit them again as they arrived
     claims: bool = False
+    #: the largest event taken (bytes): a larger one is a dead letter, so that whatever the
+    #: worker writes of it (sink record, held copy, changelog record, with ids of up to
+    #: 64 KiB each added) stays below Kafka's default record limit of 1 MB. None: no limit
+    max_event_bytes: int | None = 600_000
 
     def is_bot(self, event: dict[str, Any]) -> bool:
         """Whether the event's user agent holds one of the bot markers."""
@@ -198,6 +202,11 @@ class Outcome:
 
 def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
     """Decode one record and find its ids; raise BadRecord saying what is wrong."""
+    if rules.max_event_bytes is not None and len(raw) > rules.max_event_bytes:
+        raise BadRecord(
+            f"event of {len(raw):,} bytes is larger than stitcher.max_event_bytes "
+            f"({rules.max_event_bytes:,})"
+        )
     try:
         event = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

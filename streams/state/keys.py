@@ -52,6 +52,7 @@ __all__ = [
     "UNCONFIRMED",
     "decode_held",
     "encode_held",
+    "event_id_bytes",
     "id_part",
 ]
 
@@ -74,6 +75,18 @@ def id_part(text: str) -> bytes:
     if len(data) > MAX_ID_BYTES:
         raise StateError(f"id of {len(data)} bytes is longer than {MAX_ID_BYTES}: {text[:40]!r}…")
     return len(data).to_bytes(2, "big") + data
+
+
+def event_id_bytes(event_id: str) -> bytes:
+    """An event id as it ends a key (seen markers, arrivals) and heads a held event's
+    value. Raises StateError for one longer than ``MAX_ID_BYTES`` in UTF-8, as ``id_part``
+    does: the held event's value records its length in 2 bytes."""
+    data = event_id.encode()
+    if len(data) > MAX_ID_BYTES:
+        raise StateError(
+            f"event id of {len(data)} bytes is longer than {MAX_ID_BYTES}: {event_id[:40]!r}…"
+        )
+    return data
 
 
 def encode_held(held: Held) -> bytes:

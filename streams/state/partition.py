@@ -27,6 +27,7 @@ from streams.state.keys import (
     UNCONFIRMED,
     decode_held,
     encode_held,
+    event_id_bytes,
     id_part,
 )
 from streams.state.pending import Pending
@@ -70,7 +71,10 @@ class PartitionState:
             self._pending.set(key, None)
 
     def seen(self, anonymous_id: str, event_id: str) -> bool:
-        return self._pending.get(SEEN + id_part(anonymous_id) + event_id.encode()) is not None
+        """Whether the event id was processed for A. Raises StateError for an id too long
+        to store, before the event changes anything."""
+        key = SEEN + id_part(anonymous_id) + event_id_bytes(event_id)
+        return self._pending.get(key) is not None
 
     def forget(self, anonymous_id: str) -> list[str]:
         """Remove everything state holds of ``anonymous_id`` (an erasure); return the ids

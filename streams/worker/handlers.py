@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from streams.core.merges import Claim, Forget, MergeLimit, Release, encode
-from streams.core.record import HEADER_REASON, HEADER_SOURCE, SinkRecord
+from streams.core.record import HEADER_REASON, HEADER_SOURCE, HEADER_TRUNCATED, SinkRecord
 from streams.settings import Settings
 from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
@@ -131,9 +131,14 @@ class Handlers:
     def _emit(self, sink: Iterable[SinkRecord], dead: Iterable[DeadLetter]) -> None:
         outbox, topics = self._outbox, self._topics
         outbox.send_many(topics.sink, [(record.key, record.value) for record in sink])
+        limit = self._rules.max_event_bytes
         for letter in dead:
+            key, value = letter.record.key, letter.record.value
             headers = _why(letter.reason, letter.record.source)
-            outbox.send(topics.dead_letter, letter.record.key, letter.record.value, None, headers)
+            if limit is not None and max(len(value or b""), len(key or b"")) > limit:
+                headers.append((HEADER_TRUNCATED, str(len(value or b"")).encode()))
+                key, value = _cut(key, limit), _cut(value, limit)
+            outbox.send(topics.dead_letter, key, value, None, headers)
 
     def _claim(self, messages: Iterable[Claim | Release | Forget]) -> None:
         for message in messages:
@@ -145,6 +150,10 @@ class Handlers:
 def _why(reason: str, source: str) -> Headers:
     """The headers of a dead letter or a quarantined record: why, and where it came from."""
     return [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, source.encode())]
+
+
+def _cut(data: bytes | None, limit: int | None) -> bytes | None:
+    return data if data is None or limit is None else data[:limit]
 
 
 def _by_topic(records: Iterable[InputRecord], *topics: str) -> dict[str, list[InputRecord]]:
