@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -171,6 +173,7 @@ class PostgresWarehouse:
         conn.execute(
             sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(batch, self.table)
         )
+        rows = [_without_nul(row) for row in rows]
         with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(batch, columns)) as copy:
             for values in zip(*table_columns(rows, names, types), strict=True):
                 copy.write_row(values)
@@ -204,3 +207,24 @@ def _with_key(fixed: dict[str, ColumnType], key: Sequence[str]) -> dict[str, Col
     for name in key:
         columns.setdefault(name, ColumnType.TEXT)
     return columns
+
+
+def _without_nul(row: Row) -> Row:
+    """The row as Postgres can hold it: text and jsonb cannot hold U+0000, which becomes
+    U+FFFD in every cell and in the payload (the sink topic keeps the record as it was).
+    A row without one (no ``\\u0000`` in its sink record) is returned as it is."""
+    if b"\\u0000" not in row.raw:
+        return row
+    values = {name: _clean(value) for name, value in row.values.items()}
+    values["payload"] = orjson.dumps(_clean(orjson.loads(row.values["payload"]))).decode()
+    return replace(row, values=values, key=tuple(_clean(part) for part in row.key))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value

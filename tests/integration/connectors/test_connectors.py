@@ -23,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
+from connectors.rows import column_name
 from streams.core.control import Command, Verb
 from streams.dev.reader import TopicReader
 from streams.ops.topics import ensure_topics, send_command
@@ -315,3 +316,47 @@ def test_postgres_going_away_mid_stream_loses_nothing_and_duplicates_nothing(
             lambda: table_rows(settings, "event_id, version") == expected, 90, "after recovery"
         )
     assert table_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
+
+
+def test_hostile_field_names_get_columns_of_their_own_and_stay_data(
+    warehouse_settings: Settings,
+) -> None:
+    settings = warehouse_settings
+    twin_a, twin_b = "p" * 63 + "A", "p" * 63 + "B"  # Postgres would cut both to 63 bytes
+    hostile = {
+        "a.b": "dotted",
+        "nul\x00name": "nul",
+        "`tick` \"quote\" 'apos'": "quoted",
+        "x" * 10_000: "long",
+        twin_a: "first",
+        twin_b: "second",
+    }
+    _send(settings, _record("hostile", 1, **hostile), _record("nul-value", 1, v="a\x00b"))
+    clickhouse = ClickHouseWarehouse(settings)
+    with (
+        running_sink(settings, PostgresWarehouse(settings), "pg"),
+        running_sink(settings, clickhouse, "ch"),
+    ):
+        eventually(lambda: len(table_rows(settings, "event_id")) == 2, 60, "postgres")
+        eventually(lambda: len(_ch_rows(clickhouse, "event_id")) == 2, 30, "clickhouse")
+    # a NUL: ClickHouse keeps it; Postgres text and jsonb cannot hold one, U+FFFD stands in
+    assert _ch_rows(clickhouse, "event_id, v") == [("hostile", None), ("nul-value", "a\x00b")]
+    assert table_rows(settings, "event_id, v") == [("hostile", None), ("nul-value", "a\ufffdb")]
+    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+        columns = {
+            name
+            for (name,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s",
+                (settings.warehouse.postgres_schema, settings.warehouse.table),
+            )
+        }
+    assert len(columns) == len(set(columns))
+    assert all(len(name) <= 63 for name in columns)
+    made = {column_name((field,)) for field in hostile}
+    assert len(made) == len(hostile)  # six fields, six columns: none shares one silently
+    assert made <= columns
+    values = table_rows(settings, ", ".join(f'"{name}"' for name in sorted(made)))
+    assert sorted(values[0]) == sorted(hostile.values())
+    ch_values = _ch_rows(clickhouse, ", ".join(f"`{name}`" for name in sorted(made)))
+    assert sorted(v for v in ch_values[0]) == sorted(hostile.values())

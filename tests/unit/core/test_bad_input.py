@@ -16,15 +16,20 @@ from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, route, stitch
 from tests.badinput import oracle, stream
 
-JSON: Any = st.recursive(
+SCALARS = (
     st.none()
     | st.booleans()
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    | st.text(max_size=12)
+)
+JSON: Any = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
-)  # fmt: skip
+)
 USER = st.fixed_dictionaries({}, optional={"anonymous_id": JSON, "id": JSON, "email": JSON})
 EVENTS = st.fixed_dictionaries(
     {}, optional={"eventn_ctx_event_id": JSON, "user": USER | JSON, "user_agent": JSON}
