@@ -11,6 +11,13 @@ Order of one flush (offsets are committed only once the batch is in the warehous
 
 A crash anywhere re-delivers the batch, and writing a row again changes nothing: for each
 key the highest version wins in both warehouses, whatever the order of arrival.
+
+While the warehouse is away the connector keeps its place in the group: it pauses its
+partitions and goes on polling between retries (the group measures
+``max.poll.interval.ms`` between polls), so no rebalance moves its partitions and nothing
+new is read; once the batch lands it resumes them where it had read to. Should the group
+take partitions away all the same, the batch is dropped uncommitted: their next owner
+reads it again.
 """
 
 from __future__ import annotations
@@ -85,6 +92,10 @@ class BatchingSink:
         self._offsets: dict[tuple[str, int], int] = {}
         self._started = time.monotonic()
         self._stop = threading.Event()
+        self._paused: list[TopicPartition] = []  # paused while the warehouse is away
+        self._in_rebalance = False  # librdkafka forbids polling from its callbacks
+        self._dropped = False  # partitions revoked while a batch waited: drop it
+        self.assignments = 0  # times the group gave this member partitions
         kafka = settings.kafka
         self._consumer = Consumer(
             {
@@ -94,6 +105,7 @@ class BatchingSink:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": int(kafka.session_timeout * 1000),
                 "heartbeat.interval.ms": int(kafka.heartbeat_interval * 1000),
+                "max.poll.interval.ms": int(kafka.max_poll_interval * 1000),
                 # how long a broker may hold a fetch with nothing new: it bounds how late a
                 # record can start its batch (librdkafka's 500 ms default is felt as latency)
                 "fetch.wait.max.ms": 100,
@@ -158,8 +170,11 @@ class BatchingSink:
         if rejected is not None and self._erasures and self._until_it_lands(self._erase, 0) is None:
             rejected = None
         self.write_seconds.observe(time.perf_counter() - started)
-        if rejected is None:
-            return  # stopped while the warehouse was away: nothing committed, nothing lost
+        if rejected is None:  # stopped, or revoked, while the warehouse was away
+            if self._dropped:
+                self._dropped = False
+                self._rows, self._rejected, self._erasures, self._offsets = [], [], [], {}
+            return  # nothing committed, nothing lost: the batch is read again
         self._dead_letter([*self._rejected, *rejected])
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         try:
@@ -182,19 +197,55 @@ class BatchingSink:
     def _until_it_lands(self, write: Callable[[], T], rows: int) -> T | None:
         """``write()``'s result once the warehouse takes it; None if stopped meanwhile."""
         delay = 0.2
-        while True:
+        try:
+            while True:
+                try:
+                    return write()
+                except WarehouseUnavailable as exc:
+                    self.counts.warehouse_unavailable += 1
+                    log.warning(
+                        "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
+                        self.warehouse.name, exc, rows, delay,
+                    )  # fmt: skip
+                    self.heartbeat.beat()  # waiting on the warehouse is not being stuck
+                    if not self._wait_in_group(delay) or self._dropped:
+                        return None
+                    delay = min(delay * 2, MAX_BACKOFF)
+        finally:
+            if self._paused:
+                self._resume()
+
+    def _wait_in_group(self, seconds: float) -> bool:
+        """Wait ``seconds``, polling with every partition paused, so that the group keeps
+        this member and nothing new is read; False if stopped meanwhile."""
+        if self._in_rebalance:
+            return not self._stop.wait(seconds)
+        if not self._paused:
+            self._paused = list(self._consumer.assignment())
+            self._consumer.pause(self._paused)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            # serves the group's callbacks; anything fetched before the pause is not part
+            # of the waiting batch and is read again after the resume's seek
+            self._consumer.consume(100, timeout=min(left, 0.5))
+            self.heartbeat.beat()
+        return not self._stop.is_set()
+
+    def _resume(self) -> None:
+        """Resume the paused partitions from where this member had read to (the batch's
+        records are in hand; a partition with none read goes on from its committed offset)."""
+        paused, self._paused = self._paused, []
+        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        mine = [tp for tp in paused if (tp.topic, tp.partition) in owned]
+        self._consumer.resume(mine)
+        for tp in mine:
+            offset = self._next.get((tp.topic, tp.partition))
+            if offset is None:
+                continue
             try:
-                return write()
-            except WarehouseUnavailable as exc:
-                self.counts.warehouse_unavailable += 1
-                log.warning(
-                    "%s unavailable (%s): %d rows kept, nothing committed; retrying in %.1fs",
-                    self.warehouse.name, exc, rows, delay,
-                )  # fmt: skip
-                self.heartbeat.beat()  # waiting on the warehouse is not being stuck
-                if self._stop.wait(delay):
-                    return None
-                delay = min(delay * 2, MAX_BACKOFF)
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException as exc:  # not fetching yet: it starts from there anyway
+                log.debug("seek of %s[%d] to %d: %s", tp.topic, tp.partition, offset, exc)
 
     def _sample(self) -> None:
         """Lag per assigned partition: the high watermark of the last fetch (librdkafka's
@@ -233,7 +284,17 @@ class BatchingSink:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned = bool(partitions)
+        self.assignments += 1
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.assigned = False
-        self._flush()  # what this member read is written and committed before it goes
+        if self._paused:  # a batch waits for the warehouse: its next owner reads it again
+            log.warning("partitions revoked while the warehouse is away: the batch is dropped")
+            self._dropped = True
+            self._paused = []
+            return
+        self._in_rebalance = True
+        try:
+            self._flush()  # what this member read is written and committed before it goes
+        finally:
+            self._in_rebalance = False

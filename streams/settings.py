@@ -47,6 +47,9 @@ class KafkaSettings:
     # run on their own thread, so a slow batch does not count against it.
     session_timeout: float = 10.0
     heartbeat_interval: float = 3.0
+    #: the longest a consumer may go without polling before the group drops it; the
+    #: connectors poll on while a warehouse is away, so an outage never reaches it
+    max_poll_interval: float = 300.0
     replication_factor: int = 1
     #: the producer's batch limit (librdkafka's default: a batch's changelog goes out in few
     #: requests); 1 sends every record alone (only for brokers whose end offsets stop at the
@@ -289,6 +292,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, "kafka.bootstrap_servers", _K.bootstrap_servers),
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
     Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
+    Setting("kafka.max_poll_interval_seconds", "KAFKA_MAX_POLL_INTERVAL_SECONDS", _positive(float), "kafka.max_poll_interval", _K.max_poll_interval),
     Setting("kafka.replication_factor", "KAFKA_REPLICATION_FACTOR", _positive(int), "kafka.replication_factor", _K.replication_factor),
     Setting("kafka.producer_max_batch_bytes", "KAFKA_PRODUCER_MAX_BATCH_BYTES", _positive(int), "kafka.producer_max_batch_bytes", _K.producer_max_batch_bytes),
     Setting("kafka.inexact_end_offsets", "KAFKA_INEXACT_END_OFFSETS", _bool, "kafka.inexact_end_offsets", _K.inexact_end_offsets),

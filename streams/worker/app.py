@@ -152,6 +152,7 @@ def _app(settings: Settings) -> App:
         topic_replication_factor=settings.kafka.replication_factor,
         broker_session_timeout=settings.kafka.session_timeout,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval,
+        broker_max_poll_interval=settings.kafka.max_poll_interval,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=settings.standby_replicas,
         producer_acks=-1,

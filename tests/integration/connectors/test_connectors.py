@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -315,6 +316,43 @@ def test_postgres_going_away_mid_stream_loses_nothing_and_duplicates_nothing(
         eventually(
             lambda: table_rows(settings, "event_id, version") == expected, 90, "after recovery"
         )
+    assert table_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
+
+
+def test_an_outage_longer_than_the_poll_interval_keeps_the_connector_in_its_group(
+    warehouse_settings: Settings, postgres_dsn: str, outage_database: tuple[str, str]
+) -> None:
+    name, dsn = outage_database
+    settings = replace(
+        warehouse_settings,
+        warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn),
+        kafka=replace(warehouse_settings.kafka, max_poll_interval=4.0),
+    )
+    database = sql.Identifier(name)
+    _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
+    with running_sink(settings, PostgresWarehouse(settings), "pg") as sink:
+        eventually(lambda: len(table_rows(settings, "event_id")) == 50, 60, "first half")
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the outage
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database)
+            )
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            _send(settings, *(_record(f"e{i:03}", 2, "a@b.com") for i in range(25, 100)))
+            outage = time.monotonic()
+            eventually(lambda: sink.counts.warehouse_unavailable >= 1, 30, "the outage seen")
+            # three poll intervals without the warehouse: a consumer that stopped polling
+            # would have left the group by now
+            eventually(lambda: time.monotonic() - outage > 12, 20, "a long outage")
+            assert sink.assigned
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database))
+        expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
+        eventually(
+            lambda: table_rows(settings, "event_id, version") == expected, 90, "after recovery"
+        )
+        assert sink.assignments == 1  # no rebalance: it kept its place in the group
+        assert sink.counts.records_read == 125  # nothing read twice
     assert table_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
 
 
