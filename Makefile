@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test unit integration lint format bench clean
+.PHONY: setup run test unit integration lint format bench chaos clean
 
 setup: $(STAMP)  ## virtualenv with retrostitch and its dev tools (idempotent)
 
@@ -46,3 +46,10 @@ bench: $(BENCH_STAMP)  ## throughput (with the Quix Streams peer), latency, conn
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis state
+
+EVENTS ?= 20000
+KILLS ?= 12
+OUTAGE ?= 20
+SEED ?= 1
+chaos: setup  ## random SIGKILLs of 2 workers and a connector, a Postgres crash; the warehouse vs an oracle
+	$(BIN)/python -m tests.chaos --events $(EVENTS) --kills $(KILLS) --outage $(OUTAGE) --seed $(SEED)

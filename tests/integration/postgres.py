@@ -8,6 +8,7 @@ binaries either, the run stops with a message that says how to get them. Never a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -50,33 +51,60 @@ def postgres_server() -> Iterator[str]:
     if _answers(dsn):
         yield dsn
         return
-    binaries = _binaries()
-    if binaries is None:
-        raise RuntimeError(HOW_TO_GET_ONE.format(dsn=dsn))
-    with _throwaway_cluster(binaries) as throwaway:
-        yield throwaway
+    with throwaway_cluster() as cluster:
+        yield cluster.dsn
+
+
+class Cluster:
+    """A PostgreSQL cluster of its own, made by ``initdb`` in a temporary directory, on a
+    free loopback port; it can be stopped (as a crash: ``-m immediate``) and started."""
+
+    def __init__(self, binaries: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port: int = sock.getsockname()[1]
+        self._binaries = binaries
+        self._data = Path(tempfile.mkdtemp(prefix="retrostitch-pg-"))
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self._data, "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self._data / "db"), "-U", "postgres", "--auth=trust")
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/test"
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [*self._as_user, str(self._binaries / tool), *args]
+        subprocess.run(command, check=True, capture_output=True)
+
+    def start(self) -> Cluster:
+        options = f"-p {self.port} -k {self._data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self._data / "server.log")  # the server must not hold our pipes open
+        self._run("pg_ctl", "-D", str(self._data / "db"), "-l", log, "-o", options, "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self._data / "db"), "-m", "immediate", "stop")
+
+    def remove(self) -> None:
+        shutil.rmtree(self._data, ignore_errors=True)
 
 
 @contextmanager
-def _throwaway_cluster(binaries: Path) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    data = Path(tempfile.mkdtemp(prefix="retrostitch-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True)  # noqa: E731
-    run(str(binaries / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust")
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-    log = str(data / "server.log")  # the server must not hold our pipes open
-    run(str(binaries / "pg_ctl"), "-D", str(data / "db"), "-l", log, "-o", options, "-w", "start")
+def throwaway_cluster() -> Iterator[Cluster]:
+    """A started ``Cluster`` with a database ``test``; stopped and removed afterwards.
+    RuntimeError, saying how to get them, where there are no PostgreSQL binaries."""
+    binaries = _binaries()
+    if binaries is None:
+        raise RuntimeError(
+            HOW_TO_GET_ONE.format(dsn=os.environ.get("RETROSTITCH_POSTGRES_DSN", DEFAULT_DSN))
+        )
+    cluster = Cluster(binaries).start()
     try:
-        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        admin = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("CREATE DATABASE test")
-        yield f"postgresql://postgres@127.0.0.1:{port}/test"
+        yield cluster
     finally:
-        run(str(binaries / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop")
-        shutil.rmtree(data, ignore_errors=True)
+        with contextlib.suppress(subprocess.CalledProcessError):  # stopped already
+            cluster.stop()
+        cluster.remove()
