@@ -132,6 +132,8 @@ class BatchingSink:
             self._flush()
         finally:
             self._consumer.close()
+            self._producer.flush(30)
+            self._producer.close()  # its connections end now, not when the broker goes
             self.warehouse.close()
 
     def _add(self, message: Any) -> None:

@@ -75,7 +75,7 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
             ready=lambda: heartbeat.fresh() and restored(app),
             counters=lambda: values(metrics.counters),
             gauges=lambda: metrics.gauges,
-            histograms=lambda: [metrics.batch_seconds],
+            histograms=lambda: [metrics.batch_seconds, metrics.amend_seconds],
         )
     worker = faust.Worker(
         app,

@@ -104,6 +104,10 @@ class Handlers:
             self._claim(result.claims)
         await checkpoint(batch, [(p, store, result.changes) for p, store, result in done])
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        now_ms = time.time() * 1000
+        for _, _, result in done:
+            for at in result.amended_at:
+                self._metrics.amend_seconds.observe(max(now_ms - at, 0.0) / 1000)
         counts.on_emitted(sum(len(result.sink) for _, _, result in done))
         if counts.identified != identified:
             self._metrics.identified_now()

@@ -132,6 +132,9 @@ class WorkerMetrics:
     gauges: dict[str, float] = field(default_factory=dict)
     #: seconds from a stitch batch's first record in hand to its state written
     batch_seconds: Histogram = field(default_factory=lambda: Histogram("batch_seconds"))
+    #: seconds from an identifying event's timestamp to its amendments acknowledged on the
+    #: sink topic (its batch's checkpoint): what an analyst waits for a recognition
+    amend_seconds: Histogram = field(default_factory=lambda: Histogram("amend_latency_seconds"))
 
     def identified_now(self) -> None:
         self.gauges[LAST_IDENTIFICATION] = time.time()

@@ -33,7 +33,7 @@ from streams.core.merges import (
     parse_claims_record,
     refusal,
 )
-from streams.core.record import SinkRecord, erase_rows, erased
+from streams.core.record import SinkRecord, Status, erase_rows, erased
 from streams.core.rules import (
     Held,
     Identity,
@@ -119,6 +119,9 @@ class Stitched:
     changes: list[Change] = field(default_factory=list)
     #: to the claims topic, keyed by identity (the merge limit; ``streams.core.merges``)
     claims: list[Claim | Release | Forget] = field(default_factory=list)
+    #: the times (ms, capped at the clock) of the events whose identification amended
+    #: earlier ones: the worker's amend latency starts there
+    amended_at: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,8 @@ def stitch(
             continue
         stitched.sink.extend(outcome.records)
         counts.on_outcome(outcome)
+        if outcome.rehold and any(r.status is Status.AMENDED for r in outcome.records):
+            stitched.amended_at.append(timestamp)
         if outcome.claim is not None and anonymous_id is not None:
             stitched.claims.append(_claim(record, anonymous_id, outcome.claim, timestamp))
             counts.on_claimed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,16 @@ from psycopg import sql
 from tests.integration.harness import Pipeline, eventually, free_port, http_get
 
 CLI = [sys.executable, "-m", "streams.cli"]
+DASHBOARD = Path(__file__).parents[2] / "deploy/k8s/base/dashboards/retrostitch.json"
+
+
+def _dashboard_metrics(prefix: str) -> set[str]:
+    """The metric names the Grafana dashboard's queries read that start with ``prefix``."""
+    dashboard = orjson.loads(DASHBOARD.read_bytes())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    names = {name for query in queries for name in re.findall(r"retrostitch_[a-z_]+", query)}
+    assert len(names) > 15
+    return {name for name in names if name.startswith(prefix)}
 
 
 def test_broker_command_prints_its_address_and_stops_on_sigterm() -> None:
@@ -124,6 +135,8 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
             ):
                 assert line in lines
             assert any(line.startswith("retrostitch_sink_write_seconds_count ") for line in lines)
+            served = {line.split("{")[0].split()[0] for line in lines if not line.startswith("#")}
+            assert _dashboard_metrics("retrostitch_sink_") <= served
             status = subprocess.run(
                 [*CLI, "status", f"http://127.0.0.1:{port}"], env=env, capture_output=True
             )
@@ -135,6 +148,7 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
             sink.send_signal(signal.SIGTERM)
         assert sink.wait(timeout=30) == 0, log.read_text()
     assert postgres_dsn not in log.read_text()  # no connection string in the logs
+    assert "Disconnected" not in log.read_text()  # a clean stop closes its connections
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
@@ -195,6 +209,10 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
         )
 
     eventually(sampled, 30, "lag and state gauges")
+    lines = http_get(port, "/metrics")[1].splitlines()
+    served = {line.split("{")[0].split()[0] for line in lines if not line.startswith("#")}
+    worker_metrics = _dashboard_metrics("retrostitch_") - _dashboard_metrics("retrostitch_sink_")
+    assert worker_metrics <= served, worker_metrics - served
     env = {**os.environ, **pipeline.env}
     done = subprocess.run(
         [*CLI, "status", f"http://127.0.0.1:{port}"], env=env, capture_output=True, timeout=60

@@ -3,6 +3,7 @@ schemas, and every command, variable, probe and port in them is one the product 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -99,3 +100,14 @@ def test_the_image_runs_the_cli_as_a_non_root_user() -> None:
     assert 'ENTRYPOINT ["retrostitch"]' in dockerfile
     assert "USER 10001" in dockerfile
     assert "FROM python:3.11-slim" in dockerfile
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_grafana_dashboard_is_a_configmap_its_sidecar_picks_up(overlay: str) -> None:
+    maps = [o for o in _render(overlay) if o["kind"] == "ConfigMap"]
+    (dashboard,) = [m for m in maps if m["metadata"].get("labels", {}).get("grafana_dashboard")]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    document = json.loads(dashboard["data"]["retrostitch.json"])
+    titles = " ".join(panel["title"].lower() for panel in document["panels"])
+    for shown in ("throughput", "latency", "lag", "state", "recognition", "dead letters", "outage"):
+        assert shown in titles
