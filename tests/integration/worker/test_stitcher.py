@@ -181,6 +181,7 @@ def test_a_batch_the_worker_cannot_emit_stops_it_without_committing_past_the_bat
     """An agent that fails on a batch stops the worker loudly; the offsets of that batch are
     not committed, so whoever reads the partition next reads it again (an agent restarted
     in place would go on with later batches and commit past it)."""
+    pipeline.env["RETROSTITCH_MAX_EVENT_BYTES"] = "0"  # no limit: the huge event gets through
     worker = pipeline.worker()
     sink = pipeline.reader(pipeline.settings.topics.sink)
     pipeline.produce(_event("before", anonymous_id="2"))
