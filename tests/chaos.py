@@ -25,9 +25,8 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,9 @@ from psycopg import sql
 
 from streams.dev.broker import configured_or_local
 from streams.dev.local import WorkerProcess
-from streams.ops.topics import ensure_topics, produce_events
+from streams.ops.topics import produce_events
 from streams.settings import Settings, load_settings
-from tests.integration.harness import FAST_GROUP
+from tests.integration.conftest import make_pipeline
 from tests.integration.postgres import Cluster, throwaway_cluster
 
 SINK = [sys.executable, "-m", "streams.cli", "sink", "postgres"]
@@ -140,26 +139,11 @@ class Processes:
                 process.stop(timeout=30)
 
 
-@contextmanager
-def _pipeline(plan: Plan, bootstrap: str, dsn: str) -> Iterator[tuple[Settings, dict[str, str]]]:
-    name = f"chaos{uuid.uuid4().hex[:8]}"
-    env = {
-        **FAST_GROUP,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "RETROSTITCH_APP_ID": name,
-        "RETROSTITCH_INPUT_TOPIC": f"{name}.events",
-        "RETROSTITCH_SINK_TOPIC": f"{name}.events.stitched",
-        "RETROSTITCH_DEAD_LETTER_TOPIC": f"{name}.events.dlq",
-        "RETROSTITCH_CONTROL_TOPIC": f"{name}.events.control",
-        "RETROSTITCH_QUARANTINE_TOPIC": f"{name}.events.quarantine",
-        "RETROSTITCH_PARTITIONS": str(plan.partitions),
-        "RETROSTITCH_STATUS_PORT": "0",
-        "RETROSTITCH_POSTGRES_DSN": dsn,
-        "RETROSTITCH_POSTGRES_SCHEMA": "public",
-    }
-    settings = load_settings(environ=env)
-    ensure_topics(settings)
-    yield settings, env
+def _pipeline(plan: Plan, bootstrap: str, dsn: str, tmp: Path) -> tuple[Settings, dict[str, str]]:
+    """An isolated deployment (the integration tests' own), writing Postgres at ``dsn``."""
+    pipeline = make_pipeline(bootstrap, tmp, partitions=plan.partitions)
+    env = pipeline.env | {"RETROSTITCH_POSTGRES_DSN": dsn, "RETROSTITCH_POSTGRES_SCHEMA": "public"}
+    return load_settings(environ=env), env
 
 
 def _rows(settings: Settings) -> dict[str, Any]:
@@ -184,7 +168,7 @@ def run(
     kill_at = sorted(rng.sample(range(1, plan.chunks), min(plan.kills, plan.chunks - 1)))
     outage_at = plan.chunks // 2
     with ExitStack() as stack:
-        settings, env = stack.enter_context(_pipeline(plan, bootstrap, cluster.dsn))
+        settings, env = _pipeline(plan, bootstrap, cluster.dsn, tmp)
         processes = Processes(env, tmp)
         stack.callback(processes.stop)
         processes.start()

@@ -111,6 +111,14 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
+def counter(port: int, name: str) -> float | None:
+    """The counter ``retrostitch_<name>_total`` on the /metrics of ``port``, if served."""
+    for line in http_get(port, "/metrics")[1].splitlines():
+        if line.startswith(f"retrostitch_{name}_total "):
+            return float(line.split()[1])
+    return None
+
+
 def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Wait until ``check()`` holds; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from streams.state.rocks import RocksStore
-from tests.integration.harness import Pipeline, eventually, free_port, http_get
+from tests.integration.harness import Pipeline, counter, eventually, free_port
 
 OFFSET_KEY = b"__faust\x00offset__"  # where Faust keeps a partition's applied changelog offset
 VISITORS = [f"visitor-{n}" for n in range(12)]
@@ -26,13 +26,6 @@ def _partition_dbs(state: Path) -> dict[int, Path]:
     for path in state.rglob("*stitch-state-*.db"):
         found[int(path.name.removesuffix(".db").rpartition("-")[2])] = path
     return found
-
-
-def _metric(port: int, name: str) -> float | None:
-    for line in http_get(port, "/metrics")[1].splitlines():
-        if line.startswith(f"retrostitch_{name}_total "):
-            return float(line.split()[1])
-    return None
 
 
 def test_state_ahead_of_its_changelog_or_unreadable_is_set_aside_and_restored(
@@ -69,7 +62,7 @@ def test_state_ahead_of_its_changelog_or_unreadable_is_set_aside_and_restored(
 
     sink.wait_for(all_amended, timeout=120)
     assert second.running, pipeline.logs()
-    eventually(lambda: _metric(port, "state_set_aside") == 4, 30, "4 partitions set aside")
+    eventually(lambda: counter(port, "state_set_aside") == 4, 30, "4 partitions set aside")
     log = second.log_path.read_text()
     for partition in range(4):
         assert f"state of table stitch-state partition {partition} set aside" in log

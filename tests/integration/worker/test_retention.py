@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from streams.dev.reader import Message
-from tests.integration.harness import Pipeline, eventually, free_port, http_get
+from tests.integration.harness import Pipeline, counter, eventually, free_port
 
 HOUR_MS = 3600 * 1000
 
@@ -30,13 +30,6 @@ def _latest(messages: Sequence[Message]) -> dict[str, tuple[int, str]]:
     return latest
 
 
-def _metric(port: int, name: str) -> float | None:
-    for line in http_get(port, "/metrics")[1].splitlines():
-        if line.startswith(f"retrostitch_{name}_total "):
-            return float(line.split()[1])
-    return None
-
-
 def test_ttl_and_cap_hold_across_a_takeover_and_are_counted(pipeline: Pipeline) -> None:
     pipeline.env |= {
         "USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS": "60",
@@ -49,7 +42,7 @@ def test_ttl_and_cap_hold_across_a_takeover_and_are_counted(pipeline: Pipeline) 
     three_hours_ago = int(time.time() * 1000) - 3 * HOUR_MS
     pipeline.produce(_event("old1"), _event("old2"), _event("old3"), timestamp_ms=three_hours_ago)
     sink.wait_for(lambda m: {"old1", "old2", "old3"} <= _latest(m).keys(), timeout=90)
-    eventually(lambda: _metric(first_port, "capped") == 1, 30, "old1 dropped by the cap of 2")
+    eventually(lambda: counter(first_port, "capped") == 1, 30, "old1 dropped by the cap of 2")
     assert first.stop() == 0, pipeline.logs()
 
     # Another worker, with no local state (and room for more events, so that only time
@@ -72,5 +65,5 @@ def test_ttl_and_cap_hold_across_a_takeover_and_are_counted(pipeline: Pipeline) 
         "new1": (2, "amended"),
         "who": (1, "identified"),
     }
-    eventually(lambda: _metric(second_port, "expired") == 2, 30, "expired counted on /metrics")
-    assert _metric(second_port, "capped") == 0  # served from the start, never raised here
+    eventually(lambda: counter(second_port, "expired") == 2, 30, "expired counted on /metrics")
+    assert counter(second_port, "capped") == 0  # served from the start, never raised here
