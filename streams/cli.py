@@ -14,7 +14,7 @@ import logging.config
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from streams.core.errors import ConfigError, RetrostitchError
@@ -133,17 +133,19 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.base import Warehouse
     from connectors.clickhouse import ClickHouseWarehouse
+    from connectors.mysql import MySQLWarehouse
     from connectors.postgres import PostgresWarehouse
     from connectors.runner import BatchingSink
     from streams.ops.topics import ensure_topics
 
+    kinds: dict[str, Callable[[Settings], Warehouse]] = {
+        "clickhouse": ClickHouseWarehouse,
+        "postgres": PostgresWarehouse,
+        "mysql": MySQLWarehouse,
+    }
     status = _status_server(f"sink {args.warehouse}", settings)
     ensure_topics(settings)
-    warehouse: Warehouse = (
-        PostgresWarehouse(settings)
-        if args.warehouse == "postgres"
-        else ClickHouseWarehouse(settings)
-    )
+    warehouse: Warehouse = kinds[args.warehouse](settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     sink = commands.add_parser(
         "sink", help="write the sink topic to a warehouse (a consumer group)"
     )
-    sink.add_argument("warehouse", choices=["clickhouse", "postgres"])
+    sink.add_argument("warehouse", choices=["clickhouse", "postgres", "mysql"])
     sink.set_defaults(run=_sink)
     erase = commands.add_parser(
         "erase", help="forget an anonymous id (or every one identified so) and delete its rows"

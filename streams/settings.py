@@ -92,6 +92,7 @@ class WarehouseSettings:
     primary_key_fields: tuple[str, ...] = ("event_id",)
     event_time_node: Pointer = Pointer.parse("/_timestamp")
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    mysql_dsn: str = "mysql://root@127.0.0.1:3306/test"
     postgres_schema: str = "public"
     clickhouse_url: str = "chdb://./state/clickhouse"
     clickhouse_database: str = "default"
@@ -315,6 +316,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("warehouse.primary_key_fields", "RETROSTITCH_PRIMARY_KEY_FIELDS", _identifiers, "warehouse.primary_key_fields", _W.primary_key_fields),
     Setting("warehouse.event_time_node", "RETROSTITCH_EVENT_TIME_NODE", _pointer, "warehouse.event_time_node", _W.event_time_node),
     Setting("warehouse.postgres_dsn", "RETROSTITCH_POSTGRES_DSN", _text, "warehouse.postgres_dsn", _W.postgres_dsn),
+    Setting("warehouse.mysql_dsn", "RETROSTITCH_MYSQL_DSN", _text, "warehouse.mysql_dsn", _W.mysql_dsn),
     Setting("warehouse.postgres_schema", "RETROSTITCH_POSTGRES_SCHEMA", _text, "warehouse.postgres_schema", _W.postgres_schema),
     Setting("warehouse.clickhouse_url", "RETROSTITCH_CLICKHOUSE_URL", _text, "warehouse.clickhouse_url", _W.clickhouse_url),
     Setting("warehouse.clickhouse_database", "RETROSTITCH_CLICKHOUSE_DATABASE", _text, "warehouse.clickhouse_database", _W.clickhouse_database),

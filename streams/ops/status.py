@@ -31,7 +31,13 @@ __all__ = [
 ]
 
 #: each kind of process's status port where ``stitcher.status_port`` is not set
-DEFAULT_PORTS = {"worker": 8080, "sink clickhouse": 8081, "sink postgres": 8082, "replay": 8083}
+DEFAULT_PORTS = {
+    "worker": 8080,
+    "sink clickhouse": 8081,
+    "sink postgres": 8082,
+    "replay": 8083,
+    "sink mysql": 8084,
+}
 
 
 def port_of(kind: str, configured: int | None) -> int:

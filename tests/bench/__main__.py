@@ -25,16 +25,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pymysql
+
 from connectors.base import Warehouse
 from connectors.clickhouse import ClickHouseWarehouse
+from connectors.mysql import MySQLWarehouse, connection_options, quoted
 from connectors.postgres import PostgresWarehouse
 from streams.cli import tune_gc_for_streaming
 from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics
-from streams.settings import WarehouseSettings, load_settings
+from streams.settings import Settings, WarehouseSettings, load_settings
 from tests.bench import connectors, latency, stitcher
 from tests.bench.state import state_size
 from tests.bench.workload import MIXES, Mix, events
+from tests.integration.mysql import mysql_server
 from tests.integration.postgres import postgres_server
 
 RESULTS = Path(__file__).parent / "results"
@@ -52,7 +56,11 @@ def main() -> None:
     only = set(args.only.split(","))
     tune_gc_for_streaming()  # connectors run in this process, as in ``retrostitch sink``
     results: dict[str, Any] = {"machine": _machine(), "runs": args.runs}
-    with postgres_server() as dsn, tempfile.TemporaryDirectory(prefix="retrostitch-bench-") as tmp:
+    with (
+        postgres_server() as dsn,
+        mysql_server() as mysql_dsn,
+        tempfile.TemporaryDirectory(prefix="retrostitch-bench-") as tmp,
+    ):
         work = _Workdirs(Path(tmp))
         if "stitcher" in only:
             results["stitcher"] = _stitcher(work, args.runs)
@@ -60,7 +68,7 @@ def main() -> None:
             results["latency"] = _latency(dsn, work, args.runs)
         if "connectors" in only:
             with configured_or_local() as bootstrap:
-                results["connectors"] = _connectors(bootstrap, dsn, work, args.runs)
+                results["connectors"] = _connectors(bootstrap, dsn, mysql_dsn, work, args.runs)
         if "state" in only:
             with configured_or_local() as bootstrap:
                 results["state"] = _state(bootstrap, work)
@@ -152,13 +160,16 @@ def _latency(dsn: str, work: _Workdirs, runs: int) -> dict[str, Any]:
     }
 
 
-def _connectors(bootstrap: str, dsn: str, work: _Workdirs, runs: int) -> dict[str, Any]:
+def _connectors(
+    bootstrap: str, dsn: str, mysql_dsn: str, work: _Workdirs, runs: int
+) -> dict[str, Any]:
     count = 100_000
     records = connectors.sink_records(count)
     out: dict[str, Any] = {}
     makers: dict[str, Callable[[Any], Warehouse]] = {
         "clickhouse": ClickHouseWarehouse,
         "postgres": PostgresWarehouse,
+        "mysql": MySQLWarehouse,
     }
     for name, make in makers.items():
         rates = []
@@ -172,6 +183,8 @@ def _connectors(bootstrap: str, dsn: str, work: _Workdirs, runs: int) -> dict[st
                     postgres_dsn=dsn,
                     postgres_schema=schema,
                     clickhouse_url=f"chdb://{workdir / 'clickhouse'}",
+                    mysql_dsn=mysql_dsn,
+                    table=f"bench_{uuid.uuid4().hex[:8]}",
                 ),
             )
             ensure_topics(settings)
@@ -181,6 +194,8 @@ def _connectors(bootstrap: str, dsn: str, work: _Workdirs, runs: int) -> dict[st
             finally:
                 if name == "postgres":
                     _drop_schema(dsn, schema)
+                if name == "mysql":
+                    _drop_mysql_table(settings)
             _say(f"connector {name} run {run + 1}: {rates[-1]:,.0f} rows/s")
         out[name] = {
             "rows": count,
@@ -188,6 +203,12 @@ def _connectors(bootstrap: str, dsn: str, work: _Workdirs, runs: int) -> dict[st
             "median_rows_per_second": statistics.median(rates),
         }
     return out
+
+
+def _drop_mysql_table(settings: Settings) -> None:
+    options = connection_options(settings.warehouse.mysql_dsn)
+    with pymysql.connect(**options, autocommit=True) as conn, conn.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {quoted(settings.warehouse.table)}")
 
 
 def _state(bootstrap: str, work: _Workdirs) -> dict[str, Any]:
@@ -274,6 +295,9 @@ def table(results: dict[str, Any]) -> str:
         row("  clickhouse (chdb)", f"{c['clickhouse']['median_rows_per_second']:,.0f} rows/s",
             ">= 50,000")  # fmt: skip
         row("  postgres", f"{c['postgres']['median_rows_per_second']:,.0f} rows/s", ">= 20,000")
+        if "mysql" in c:
+            row("  mysql (mariadb)", f"{c['mysql']['median_rows_per_second']:,.0f} rows/s",
+                ">= 30,000")  # fmt: skip
     if "state" in results:
         st = results["state"]
         row(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 from confluent_kafka import Producer
@@ -23,6 +22,7 @@ from streams.core.rules import RecognitionRules
 from streams.settings import Settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
+from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 from tests.bench.workload import MIXES, events
 
@@ -38,7 +38,7 @@ def sink_records(count: int) -> list[SinkRecord]:
     )
     out: list[SinkRecord] = []
     for chunk in _chunks(records, 1000):
-        result = stitch(chunk, PartitionState(store), RecognitionRules(), Counter())
+        result = stitch(chunk, PartitionState(store), RecognitionRules(), Counters())
         store.write(result.changes)
         out += result.sink
         if len(out) >= count:

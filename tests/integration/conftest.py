@@ -18,6 +18,7 @@ from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics
 from streams.settings import load_settings
 from tests.integration.harness import FAST_GROUP, Pipeline
+from tests.integration.mysql import mysql_server
 from tests.integration.postgres import postgres_server
 
 
@@ -25,6 +26,15 @@ from tests.integration.postgres import postgres_server
 def bootstrap_servers() -> Iterator[str]:
     with configured_or_local() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def mysql_dsn() -> Iterator[str]:
+    try:
+        with mysql_server() as dsn:
+            yield dsn
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=3)
 
 
 @pytest.fixture(scope="session")
