@@ -1,6 +1,7 @@
-"""The MySQL / MariaDB connector: multi-row, version-guarded upserts (PyMySQL).
+"""The MySQL / MariaDB connector: batches loaded, then one version-guarded upsert (PyMySQL).
 
-    INSERT INTO `db`.`table` (…) VALUES (…), (…)
+    LOAD DATA LOCAL INFILE … INTO TABLE retrostitch_batch          (text columns only)
+    INSERT INTO `db`.`table` (…) SELECT … FROM retrostitch_batch   (or VALUES (…), (…))
     ON DUPLICATE KEY UPDATE
         col = IF(VALUES(version) > version, VALUES(col), col), …,
         version = IF(VALUES(version) > version, VALUES(version), version)
@@ -11,18 +12,23 @@ against the version the row had, and an older version never overwrites a newer o
 whatever order versions arrive (within one statement too). An erasure marker (``status:
 erased``, the highest version there is) wins that upsert and the row is then deleted; an
 erase record is one ``DELETE``. Identifiers are quoted with backticks (a backtick in a
-name doubled); every value is a bound parameter. Sessions run in strict mode in UTC, so
+name doubled); values travel as data (the loaded file, or bound parameters), never in the
+text of a statement. Sessions run in strict mode in UTC, so
 a value a column cannot hold is an error (the record is dead-lettered), never a silent
-truncation.
+truncation: the batch is loaded into a temporary table of text columns (a ``LOCAL`` load
+turns errors into warnings, so it must convert nothing) and converted by the ``INSERT``.
+A server that refuses ``LOAD DATA LOCAL`` gets one multi-row ``INSERT … VALUES`` instead.
 
 PyMySQL is the driver: pure Python, so it installs from PyPI alone where mysqlclient and
-the MariaDB connector need the C client's headers to build (README: dependencies).
+the MariaDB connector need the C client's headers to build (README: MySQL and MariaDB).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +103,9 @@ class MySQLWarehouse:
 
     name = "mysql"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, local_infile: bool = True) -> None:
+        """``local_infile``: load batches with ``LOAD DATA LOCAL`` (faster) until the
+        server refuses it; False writes with ``INSERT`` only."""
         self.layout = layout_of(settings)
         self._options = connection_options(settings.warehouse.mysql_dsn)
         self._database = self._options["database"]
@@ -105,6 +113,7 @@ class MySQLWarehouse:
         self.table = quoted(self._database, self._table_name)
         self._conn: pymysql.connections.Connection[Any] | None = None
         self.schema: Schema | None = None
+        self._local_infile = local_infile  # until the server refuses it
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
         """Upsert the rows (adding or widening columns first), version-guarded; rows the
@@ -147,6 +156,7 @@ class MySQLWarehouse:
                 **self._options,
                 charset="utf8mb4",
                 connect_timeout=5,
+                local_infile=True,
                 autocommit=False,
                 init_command=(
                     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
@@ -204,21 +214,19 @@ class MySQLWarehouse:
         types = self.schema.columns
         names = [name for name in types if any(name in row.values for row in rows)]
         others = [name for name in names if name not in self.layout.key and name != "version"]
-        guard = "VALUES(`version`) > `version`"
-        updates = [f"{quoted(n)} = IF({guard}, VALUES({quoted(n)}), {quoted(n)})" for n in others]
-        updates.append(f"`version` = IF({guard}, VALUES(`version`), `version`)")  # last
-        marks = "(" + ", ".join(["%s"] * len(names)) + ")"
-        statement = (
-            f"INSERT INTO {self.table} ({', '.join(map(quoted, names))}) VALUES {{values}}"
-            f" ON DUPLICATE KEY UPDATE {', '.join(updates)}"
-        )
-        parameters = [
-            _storable(value) for values in zip(*table_columns(rows, names, types), strict=True)
-            for value in values
-        ]  # fmt: skip
+        # the target's columns named in full: an INSERT … SELECT has the batch's too
+        target = {n: quoted(self._database, self._table_name, n) for n in names}
+        guard = f"VALUES(`version`) > {target['version']}"
+        updates = [f"{target[n]} = IF({guard}, VALUES({quoted(n)}), {target[n]})" for n in others]
+        updates.append(f"{target['version']} = IF({guard}, VALUES(`version`), {target['version']})")
+        columns = table_columns(rows, names, types)
+        upsert = f" ON DUPLICATE KEY UPDATE {', '.join(updates)}"
         try:
             with conn.cursor() as cursor:
-                cursor.execute(statement.format(values=", ".join([marks] * len(rows))), parameters)
+                if self._local_infile:
+                    self._load(cursor, names, columns, types, upsert)
+                else:
+                    self._insert(cursor, names, columns, upsert)
                 erased = [row.key for row in rows if row.values.get("status") == Status.ERASED]
                 if erased:  # an erasure marker won the upsert: the row goes
                     match = " AND ".join(f"{quoted(name)} = %s" for name in self.layout.key)
@@ -232,7 +240,79 @@ class MySQLWarehouse:
             conn.rollback()
             if _blames_a_row(exc):  # split the batch to find the row
                 raise RecordRejected(describe(exc)) from exc
+            if self._local_infile and exc.args and exc.args[0] in LOCAL_INFILE_REFUSED:
+                log.info("the server refuses LOAD DATA LOCAL: writing with INSERT instead")
+                self._local_infile = False
+                self._upsert(conn, rows)
+                return
             raise
+
+    def _load(
+        self,
+        cursor: Any,
+        names: Sequence[str],
+        columns: list[list[Any]],
+        types: dict[str, ColumnType],
+        upsert: str,
+    ) -> None:
+        """The batch as tab-separated text through ``LOAD DATA LOCAL`` into a temporary
+        table of text columns (a load never converts, so it never truncates), then one
+        ``INSERT … SELECT`` in strict mode, where a value a column cannot hold is an error."""
+        listed = ", ".join(map(quoted, names))
+        cursor.execute("DROP TEMPORARY TABLE IF EXISTS `retrostitch_batch`")
+        texts = ", ".join(f"{quoted(name)} LONGTEXT" for name in names)
+        cursor.execute(f"CREATE TEMPORARY TABLE `retrostitch_batch` ({texts})")
+        texts_by_column = [
+            _tsv_column(column, types[name]) for name, column in zip(names, columns, strict=True)
+        ]
+        with tempfile.NamedTemporaryFile("wb", prefix="retrostitch-", dir=_SCRATCH) as batch:
+            batch.write(
+                "".join(
+                    "\t".join(row) + "\n" for row in zip(*texts_by_column, strict=True)
+                ).encode()
+            )
+            batch.flush()
+            cursor.execute(
+                "LOAD DATA LOCAL INFILE %s INTO TABLE `retrostitch_batch` CHARACTER SET utf8mb4"
+                f" FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+                f" ({listed})",
+                (batch.name,),
+            )
+        cursor.execute(
+            f"INSERT INTO {self.table} ({listed}) SELECT {listed} FROM `retrostitch_batch`"
+            f" ORDER BY `version`{upsert}"
+        )
+
+    def _insert(
+        self, cursor: Any, names: Sequence[str], columns: list[list[Any]], upsert: str
+    ) -> None:
+        """The batch as one multi-row ``INSERT`` (servers that refuse ``LOAD DATA LOCAL``)."""
+        marks = "(" + ", ".join(["%s"] * len(names)) + ")"
+        values = ", ".join([marks] * len(columns[0]))
+        parameters = [_storable(value) for row in zip(*columns, strict=True) for value in row]
+        cursor.execute(
+            f"INSERT INTO {self.table} ({', '.join(map(quoted, names))}) VALUES {values}{upsert}",
+            parameters,
+        )
+
+
+#: where batches are written for LOAD DATA LOCAL: memory where there is some
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
+#: LOAD DATA LOCAL is off on the server or the client: write with INSERT
+LOCAL_INFILE_REFUSED = frozenset({1148, 2068, 3948})
+_TSV = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\\0"})
+
+
+def _tsv_column(values: list[Any], kind: ColumnType) -> list[str]:
+    """One column as ``LOAD DATA``'s text fields: ``\\N`` for NULL, backslash escapes in
+    text, ``1``/``0`` for booleans, times in UTC (the session's time zone)."""
+    if kind is ColumnType.TEXT or kind is ColumnType.JSON:  # text already (table_columns)
+        return ["\\N" if v is None else str(v).translate(_TSV) for v in values]
+    if kind is ColumnType.BOOL:
+        return ["\\N" if v is None else "1" if v else "0" for v in values]
+    if kind is ColumnType.TIMESTAMP:
+        return ["\\N" if v is None else _storable(v).isoformat(" ") for v in values]
+    return ["\\N" if v is None else str(v) for v in values]
 
 
 def _storable(value: Any) -> Any:

@@ -84,8 +84,9 @@ def _record(
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("local_infile", [True, False], ids=["load-data", "insert-values"])
 def test_the_highest_version_wins_whatever_the_order_and_erasures_delete(
-    mysql_settings: Settings,
+    mysql_settings: Settings, local_infile: bool
 ) -> None:
     settings = mysql_settings
     erased = {**_record("e3", ERASED_VERSION), "status": "erased", "event": {}}
@@ -96,7 +97,7 @@ def test_the_highest_version_wins_whatever_the_order_and_erasures_delete(
         _record("g1", 1, anonymous_id="gone"), _record("g2", 2, anonymous_id="gone"),
     )  # fmt: skip
     _send(settings, {"status": "erase", "anonymous_id": "gone", "version": ERASED_VERSION})
-    with running_sink(settings, MySQLWarehouse(settings), "mysql"):
+    with running_sink(settings, MySQLWarehouse(settings, local_infile=local_infile), "mysql"):
         expected = [("e1", 2, "a@b.com", "amended"), ("e2", 1, "1", "anonymous")]
         columns = "event_id, version, stitched_user_id, status"
         eventually(lambda: _rows(settings, columns) == expected, 60, "mysql rows")
