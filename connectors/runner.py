@@ -93,6 +93,8 @@ class BatchingSink:
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._paused: list[TopicPartition] = []  # paused while the warehouse is away
+        #: per partition, the first record polled while waiting and not kept: read again
+        self._unread: dict[tuple[str, int], int] = {}
         self._in_rebalance = False  # librdkafka forbids polling from its callbacks
         self._dropped = False  # partitions revoked while a batch waited: drop it
         self.assignments = 0  # times the group gave this member partitions
@@ -133,7 +135,10 @@ class BatchingSink:
         finally:
             self._consumer.close()
             self._producer.flush(30)
-            self._producer.close()  # its connections end now, not when the broker goes
+            # the last reference: librdkafka closes its connections now, not when the
+            # broker goes away (confluent-kafka < 2.13, which the bench's peer pins, has
+            # no Producer.close)
+            del self._producer
             self.warehouse.close()
 
     def _add(self, message: Any) -> None:
@@ -214,7 +219,7 @@ class BatchingSink:
                         return None
                     delay = min(delay * 2, MAX_BACKOFF)
         finally:
-            if self._paused:
+            if self._paused or self._unread:
                 self._resume()
 
     def _wait_in_group(self, seconds: float) -> bool:
@@ -227,27 +232,44 @@ class BatchingSink:
             self._consumer.pause(self._paused)
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
-            # serves the group's callbacks; anything fetched before the pause is not part
-            # of the waiting batch and is read again after the resume's seek
-            self._consumer.consume(100, timeout=min(left, 0.5))
+            # serves the group's callbacks; a record it returns (fetched before the pause,
+            # or of a partition the group gave meanwhile) is not part of the waiting batch:
+            # it is read again after the wait (``_resume``)
+            for message in self._consumer.consume(100, timeout=min(left, 0.5)):
+                if message.error() is None:
+                    place = (message.topic(), message.partition())
+                    self._unread.setdefault(place, message.offset())
             self.heartbeat.beat()
         return not self._stop.is_set()
 
     def _resume(self) -> None:
         """Resume the paused partitions from where this member had read to (the batch's
-        records are in hand; a partition with none read goes on from its committed offset)."""
+        records are in hand), and read again what the wait polled and did not keep."""
         paused, self._paused = self._paused, []
+        unread, self._unread = self._unread, {}
         owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
         mine = [tp for tp in paused if (tp.topic, tp.partition) in owned]
-        self._consumer.resume(mine)
-        for tp in mine:
-            offset = self._next.get((tp.topic, tp.partition))
+        if mine:
+            self._consumer.resume(mine)
+        targets: dict[tuple[str, int], int | None] = {
+            (tp.topic, tp.partition): self._next.get((tp.topic, tp.partition)) for tp in mine
+        }
+        for place, first in unread.items():
+            if place in owned:
+                known = targets.get(place)
+                targets[place] = first if known is None else min(known, first)
+        for (topic, partition), offset in targets.items():
             if offset is None:
-                continue
+                continue  # nothing read: it goes on from its committed offset
             try:
-                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-            except KafkaException as exc:  # not fetching yet: it starts from there anyway
-                log.debug("seek of %s[%d] to %d: %s", tp.topic, tp.partition, offset, exc)
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                if (topic, partition) in unread:  # records would be skipped: stop loudly
+                    raise ConnectorError(
+                        f"cannot go back to {topic}[{partition}]@{offset} after an outage: {exc}"
+                    ) from exc
+                # not fetching yet: it starts from there anyway
+                log.debug("seek of %s[%d] to %d: %s", topic, partition, offset, exc)
 
     def _sample(self) -> None:
         """Lag per assigned partition: the high watermark of the last fetch (librdkafka's
@@ -293,6 +315,9 @@ class BatchingSink:
         if self._paused:  # a batch waits for the warehouse: its next owner reads it again
             log.warning("partitions revoked while the warehouse is away: the batch is dropped")
             self._dropped = True
+            # librdkafka keeps a partition paused across a rebalance: one given back to
+            # this member must be read again from its committed offset
+            consumer.resume(self._paused)
             self._paused = []
             return
         self._in_rebalance = True

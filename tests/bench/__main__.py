@@ -80,6 +80,8 @@ def main() -> None:
 class _Workdirs:
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: chdb opens one directory per process: every run here shares it, a table each
+        self.clickhouse = f"chdb://{root / 'clickhouse'}"
 
     def new(self, name: str) -> Path:
         path = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
@@ -137,6 +139,8 @@ def _latency(dsn: str, work: _Workdirs, runs: int) -> dict[str, Any]:
             env = stitcher.environment(
                 bootstrap, PARTITIONS, **KEYED, RETROSTITCH_POSTGRES_DSN=dsn,
                 RETROSTITCH_POSTGRES_SCHEMA=f"bench_{uuid.uuid4().hex[:8]}",
+                RETROSTITCH_CLICKHOUSE_URL=work.clickhouse,
+                RETROSTITCH_WAREHOUSE_TABLE=f"bench_{uuid.uuid4().hex[:8]}",
             )  # fmt: skip
             try:
                 measured = latency.amend_latency(env, work.new(f"latency-{run}"))
@@ -174,7 +178,6 @@ def _connectors(
     for name, make in makers.items():
         rates = []
         for run in range(runs):
-            workdir = work.new(f"{name}-{run}")
             schema = f"bench_{uuid.uuid4().hex[:8]}"
             settings = load_settings(environ=stitcher.environment(bootstrap, PARTITIONS))
             settings = replace(
@@ -182,7 +185,7 @@ def _connectors(
                 warehouse=WarehouseSettings(
                     postgres_dsn=dsn,
                     postgres_schema=schema,
-                    clickhouse_url=f"chdb://{workdir / 'clickhouse'}",
+                    clickhouse_url=work.clickhouse,
                     mysql_dsn=mysql_dsn,
                     table=f"bench_{uuid.uuid4().hex[:8]}",
                 ),

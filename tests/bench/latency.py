@@ -54,10 +54,12 @@ class Latencies:
 
 def amend_latency(env: dict[str, str], workdir: Path, rate: int = 5000) -> Latencies:
     env = {
+        # chdb opens one directory per process: a caller running this more than once in a
+        # process passes one directory (and a table per run) in ``env``
+        "RETROSTITCH_CLICKHOUSE_URL": f"chdb://{workdir / 'clickhouse'}",
         **env,
         **{k: v for k, v in os.environ.items() if k.startswith("RETROSTITCH_SINK_")},
         "RETROSTITCH_STATE_DIR": str(workdir / "state"),
-        "RETROSTITCH_CLICKHOUSE_URL": f"chdb://{workdir / 'clickhouse'}",
     }
     settings = load_settings(environ=env)
     ensure_topics(settings)

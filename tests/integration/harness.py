@@ -72,7 +72,8 @@ def running_sink(settings: Settings, warehouse: Warehouse, group: str) -> Iterat
     sink`` does in its own (chdb allows one process per directory, so the test reads the
     ClickHouse rows through the connector's own client)."""
     stop = threading.Event()
-    sink = BatchingSink(settings, warehouse, group)
+    # a group of this deployment's own: members of other tests' groups never meet it
+    sink = BatchingSink(settings, warehouse, f"{settings.app_id}-{group}")
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -325,6 +325,41 @@ def test_postgres_away_longer_than_the_poll_interval_loses_and_duplicates_nothin
     assert table_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
 
 
+def test_a_rebalance_while_postgres_is_away_loses_and_duplicates_nothing(
+    warehouse_settings: Settings, postgres_dsn: str, outage_database: tuple[str, str]
+) -> None:
+    """A second connector joins while the first waits for the warehouse: the first drops
+    its batch uncommitted when the group takes partitions away, and reads again what it
+    polled of the partitions it was given meanwhile."""
+    name, dsn = outage_database
+    settings = replace(
+        warehouse_settings, warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn)
+    )
+    database = sql.Identifier(name)
+    _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
+    with running_sink(settings, PostgresWarehouse(settings), "pg") as first:
+        eventually(lambda: len(table_rows(settings, "event_id")) == 50, 60, "first half")
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the outage
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database)
+            )
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            _send(settings, *(_record(f"e{i:03}", 2, "a@b.com") for i in range(25, 100)))
+            eventually(lambda: first.counts.warehouse_unavailable >= 1, 30, "the outage seen")
+            with running_sink(settings, PostgresWarehouse(settings), "pg") as second:
+                eventually(lambda: first.assignments >= 2 and second.assigned, 30, "rebalanced")
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database)
+                )
+                expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
+                eventually(
+                    lambda: table_rows(settings, "event_id, version") == expected, 90, "all rows"
+                )
+    assert table_rows(settings, "count(*), count(DISTINCT event_id)") == [(100, 100)]
+
+
 def test_hostile_field_names_get_columns_of_their_own_and_stay_data(
     warehouse_settings: Settings,
 ) -> None:
