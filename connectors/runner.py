@@ -236,9 +236,9 @@ class BatchingSink:
             # or of a partition the group gave meanwhile) is not part of the waiting batch:
             # it is read again after the wait (``_resume``)
             for message in self._consumer.consume(100, timeout=min(left, 0.5)):
-                if message.error() is None:
-                    place = (message.topic(), message.partition())
-                    self._unread.setdefault(place, message.offset())
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if message.error() is None and topic is not None and partition is not None:
+                    self._unread.setdefault((topic, partition), offset or 0)
             self.heartbeat.beat()
         return not self._stop.is_set()
 
