@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -287,6 +287,26 @@ def outage_database(postgres_dsn: str) -> Iterator[tuple[str, str]]:
         )
 
 
+@contextmanager
+def _postgres_away(postgres_dsn: str, name: str) -> Iterator[Callable[[], None]]:
+    """Database ``name`` refuses connections and its sessions are cut, until the yielded
+    function (or the end of the block) lets them in again."""
+    database = sql.Identifier(name)
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+
+        def back() -> None:
+            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database))
+
+        try:
+            yield back
+        finally:
+            back()
+
+
 def test_postgres_away_longer_than_the_poll_interval_loses_and_duplicates_nothing(
     warehouse_settings: Settings, postgres_dsn: str, outage_database: tuple[str, str]
 ) -> None:
@@ -296,17 +316,10 @@ def test_postgres_away_longer_than_the_poll_interval_loses_and_duplicates_nothin
         warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn),
         kafka=replace(warehouse_settings.kafka, max_poll_interval=4.0),
     )
-    database = sql.Identifier(name)
     _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
     with running_sink(settings, PostgresWarehouse(settings), "pg") as sink:
         eventually(lambda: len(table_rows(settings, "event_id")) == 50, 60, "first half")
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the outage
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database)
-            )
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
+        with _postgres_away(postgres_dsn, name) as back:
             _send(settings, *(_record(f"e{i:03}", 2, "a@b.com") for i in range(25, 100)))
             outage = time.monotonic()
             eventually(lambda: sink.counts.warehouse_unavailable >= 1, 30, "the outage seen")
@@ -315,7 +328,7 @@ def test_postgres_away_longer_than_the_poll_interval_loses_and_duplicates_nothin
             # would have left the group by now
             eventually(lambda: time.monotonic() - outage > 12, 20, "a long outage")
             assert sink.assigned
-            admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database))
+            back()
         expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
         eventually(
             lambda: table_rows(settings, "event_id, version") == expected, 90, "after recovery"
@@ -335,24 +348,15 @@ def test_a_rebalance_while_postgres_is_away_loses_and_duplicates_nothing(
     settings = replace(
         warehouse_settings, warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn)
     )
-    database = sql.Identifier(name)
     _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
     with running_sink(settings, PostgresWarehouse(settings), "pg") as first:
         eventually(lambda: len(table_rows(settings, "event_id")) == 50, 60, "first half")
-        with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the outage
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(database)
-            )
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
+        with _postgres_away(postgres_dsn, name) as back:
             _send(settings, *(_record(f"e{i:03}", 2, "a@b.com") for i in range(25, 100)))
             eventually(lambda: first.counts.warehouse_unavailable >= 1, 30, "the outage seen")
             with running_sink(settings, PostgresWarehouse(settings), "pg") as second:
                 eventually(lambda: first.assignments >= 2 and second.assigned, 30, "rebalanced")
-                admin.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(database)
-                )
+                back()
                 expected = [(f"e{i:03}", 1 if i < 25 else 2) for i in range(100)]
                 eventually(
                     lambda: table_rows(settings, "event_id, version") == expected, 90, "all rows"
