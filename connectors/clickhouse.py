@@ -164,9 +164,7 @@ class ClickHouseWarehouse:
 
     def _create(self, client: Client) -> None:
         key = self.layout.key
-        columns = dict(self.layout.fixed)
-        for name in key:
-            columns.setdefault(name, ColumnType.TEXT)
+        columns = self.layout.created
         definitions = ", ".join(
             [f"{quote_identifier(n)} {self._column_type(n, k)}" for n, k in columns.items()]
             + [f"{DELETED} UInt8 DEFAULT 0"]

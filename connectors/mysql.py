@@ -171,7 +171,7 @@ class MySQLWarehouse:
         columns = [
             f"{quoted(name)} {KEY_TYPE if name in key else SQL_TYPES[kind]}"
             + (" NOT NULL" if name in key or name == "version" else "")
-            for name, kind in _with_key(self.layout.fixed, key).items()
+            for name, kind in self.layout.created.items()
         ]
         primary = ", ".join(quoted(name) for name in key)
         with conn.cursor() as cursor:
@@ -320,11 +320,3 @@ def _storable(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None:
         return value.astimezone(UTC).replace(tzinfo=None)
     return value
-
-
-def _with_key(fixed: dict[str, ColumnType], key: Sequence[str]) -> dict[str, ColumnType]:
-    """The fixed columns, plus any key column that is not one of them (as text)."""
-    columns = dict(fixed)
-    for name in key:
-        columns.setdefault(name, ColumnType.TEXT)
-    return columns

@@ -112,7 +112,7 @@ class PostgresWarehouse:
                 sql.SQL(SQL_TYPES[kind]),
                 sql.SQL(" NOT NULL" if name in key or name == "version" else ""),
             )
-            for name, kind in _with_key(fixed, key).items()
+            for name, kind in self.layout.created.items()
         ]
         with conn.transaction():
             conn.execute(
@@ -199,14 +199,6 @@ class PostgresWarehouse:
                 ).format(table=self.table, key=key, batch=batch),
                 (Status.ERASED.value, Status.ERASED.value),
             )
-
-
-def _with_key(fixed: dict[str, ColumnType], key: Sequence[str]) -> dict[str, ColumnType]:
-    """The fixed columns, plus any key column that is not one of them (as text)."""
-    columns = dict(fixed)
-    for name in key:
-        columns.setdefault(name, ColumnType.TEXT)
-    return columns
 
 
 def _without_nul(row: Row) -> Row:

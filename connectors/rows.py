@@ -98,6 +98,15 @@ class Layout:
         }
         return columns
 
+    @property
+    def created(self) -> dict[str, ColumnType]:
+        """The columns a table is made with: the fixed ones, plus any key column that is not
+        one of them (as text)."""
+        columns = self.fixed
+        for name in self.key:
+            columns.setdefault(name, ColumnType.TEXT)
+        return columns
+
     def erased_by(self, erasure: Erasure) -> tuple[str, ...]:
         """The text columns whose value, equal to the erasure's, deletes a row."""
         if erasure.column == "anonymous_id":

@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from connectors.base import Rejected, Warehouse, layout_of
 from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable
 from connectors.rows import Erasure, Row, read_sink_record
-from streams.core.record import HEADER_REASON, HEADER_SOURCE
+from streams.core.record import why
 from streams.ops.counters import counter, values
 from streams.ops.status import Heartbeat, Histogram, labelled
 from streams.ops.summary import Shown
@@ -298,10 +298,7 @@ class BatchingSink:
                 topic,
                 key=item.key,
                 value=item.raw,
-                headers=[
-                    (HEADER_REASON, item.reason.encode()),
-                    (HEADER_SOURCE, item.source.encode()),
-                ],
+                headers=why(item.reason, item.source),
             )
         if rejected and self._producer.flush(30) > 0:
             raise ConnectorError(f"dead-letter topic {topic!r} did not acknowledge in 30 s")

@@ -33,12 +33,14 @@ __all__ = [
     "HEADER_REASON",
     "HEADER_SOURCE",
     "HEADER_TRUNCATED",
+    "Headers",
     "Scalar",
     "SinkRecord",
     "Status",
     "erase_rows",
     "erased",
     "sink_record",
+    "why",
 ]
 
 #: A value an identification node may hold.
@@ -47,6 +49,8 @@ Scalar = str | int | float
 HEADER_REASON = "retrostitch.reason"
 HEADER_SOURCE = "retrostitch.source"
 HEADER_TRUNCATED = "retrostitch.truncated"
+#: a record's headers, as Kafka clients take them
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class Status(StrEnum):
@@ -96,6 +100,11 @@ def sink_record(
         }
     )
     return SinkRecord(event_id.encode(), value, status, version)
+
+
+def why(reason: str, source: str) -> Headers:
+    """The headers of a dead letter or a quarantined record: why, and where it came from."""
+    return [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, source.encode())]
 
 
 def erased(event_id: str, anonymous_id: str) -> SinkRecord:

@@ -14,14 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from streams.core.merges import Claim, Forget, MergeLimit, Release, encode
-from streams.core.record import HEADER_REASON, HEADER_SOURCE, HEADER_TRUNCATED, SinkRecord
+from streams.core.record import HEADER_TRUNCATED, SinkRecord, why
 from streams.settings import Settings
 from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.feed import Batch
 from streams.worker.metrics import WorkerMetrics
-from streams.worker.outbox import Headers, Outbox
+from streams.worker.outbox import Outbox
 from streams.worker.processor import (
     DeadLetter,
     InputRecord,
@@ -126,7 +126,7 @@ class Handlers:
             for to, answer in result.answers:
                 outbox.send(topics.answers, answer.anonymous_id.encode(), encode(answer), to)
             for refused in result.quarantine:
-                headers = _why(refused.reason, refused.claim.source)
+                headers = why(refused.reason, refused.claim.source)
                 key = refused.claim.anonymous_id.encode()
                 outbox.send(topics.quarantine, key, refused.claim.event, None, headers)
             self._emit((), result.dead)
@@ -138,7 +138,7 @@ class Handlers:
         limit = self._rules.max_event_bytes
         for letter in dead:
             key, value = letter.record.key, letter.record.value
-            headers = _why(letter.reason, letter.record.source)
+            headers = why(letter.reason, letter.record.source)
             if limit is not None and max(len(value or b""), len(key or b"")) > limit:
                 headers.append((HEADER_TRUNCATED, str(len(value or b"")).encode()))
                 key, value = _cut(key, limit), _cut(value, limit)
@@ -149,11 +149,6 @@ class Handlers:
             stamp = message.timestamp if isinstance(message, Claim) else 0
             key = message.identity.encode()
             self._outbox.send(self._topics.claims, key, encode(message), timestamp=stamp)
-
-
-def _why(reason: str, source: str) -> Headers:
-    """The headers of a dead letter or a quarantined record: why, and where it came from."""
-    return [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, source.encode())]
 
 
 def _cut(data: bytes | None, limit: int | None) -> bytes | None:

@@ -22,11 +22,11 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.core.errors import BrokerError
+from streams.core.record import Headers
 from streams.settings import KafkaSettings
 
-__all__ = ["Headers", "Outbox"]
+__all__ = ["Outbox"]
 
-Headers = list[tuple[str, str | bytes | None]]
 _POLL_SECONDS = 0.001
 _QUEUE_MAX_MESSAGES = 1_000_000
 
