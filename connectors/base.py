@@ -16,7 +16,7 @@ from connectors.errors import describe
 from connectors.rows import Erasure, Layout, Row
 from streams.settings import Settings
 
-__all__ = ["Rejected", "Warehouse", "layout_of", "write_or_split"]
+__all__ = ["Rejected", "Warehouse", "identities_layout", "layout_of", "write_or_split"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,11 @@ class Warehouse(Protocol):
 
     def erase(self, erasures: Sequence[Erasure]) -> None:
         """Delete every row each erasure names. Raises WarehouseUnavailable, like write."""
+        ...
+
+    def beside(self, layout: Layout) -> Warehouse:
+        """The same warehouse for another table (the user mapping table), in the same
+        place, with the same credentials."""
         ...
 
     def close(self) -> None: ...
@@ -78,4 +83,17 @@ def layout_of(settings: Settings) -> Layout:
         identification=settings.recognition.identification,
         event_time=settings.warehouse.event_time_node,
         key=settings.warehouse.primary_key_fields,
+        table=settings.warehouse.table,
+    )
+
+
+def identities_layout(settings: Settings) -> Layout:
+    """The user mapping table: one row per anonymous id (``connectors.rows``)."""
+    warehouse = settings.warehouse
+    return Layout(
+        identification=settings.recognition.identification,
+        event_time=warehouse.event_time_node,
+        key=("anonymous_id",),
+        table=warehouse.identities_table or f"{warehouse.table}_identities",
+        identities=True,
     )

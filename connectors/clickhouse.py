@@ -12,7 +12,8 @@ One code path for every ClickHouse: clickhouse-connect's ``Client``, given
 ``RETROSTITCH_CLICKHOUSE_URL``: ``http(s)://user:password@host:port`` for a server, or
 ``chdb://path`` for the engine in-process (the embedded default and the tests). chdb locks
 its directory to one process and has no async client, so the connector owns its client,
-serializes every call on one lock, and offers ``query`` to readers in the same process.
+serializes every call on one lock, and offers ``query`` to readers in the same process;
+the user mapping table's writer (``beside``) shares that client and lock.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 
 from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures
+from connectors.rows import ColumnType, Erasure, Layout, Row, Schema, grouped_erasures
 from streams.core.record import Status
 from streams.settings import Settings
 
@@ -79,26 +80,57 @@ def client_dsn(url: str) -> str:
     return url
 
 
+class _Session:
+    """One clickhouse-connect client and the lock every call holds, shared by the
+    connector's tables; ``generation`` counts the clients made (a table is made again
+    on each new one: the server may have lost it meanwhile)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: Client | None = None
+        self.lock = threading.Lock()
+        self.generation = 0
+
+    def connect(self) -> Client:
+        if self.client is None:
+            self.client = clickhouse_connect.get_client(dsn=client_dsn(self.url))
+            self.generation += 1
+        return self.client
+
+    def drop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
 class ClickHouseWarehouse:
     """The sink topic into a ClickHouse ReplacingMergeTree table (``version`` its version
     column), over HTTP or in-process chdb through one clickhouse-connect ``Client``."""
 
     name = "clickhouse"
 
-    def __init__(self, settings: Settings) -> None:
-        self.layout = layout_of(settings)
+    def __init__(
+        self, settings: Settings, layout: Layout | None = None, *, session: _Session | None = None
+    ) -> None:
+        self._settings = settings
+        self.layout = layout_of(settings) if layout is None else layout
         warehouse = settings.warehouse
-        self._url = warehouse.clickhouse_url
         self._database = warehouse.clickhouse_database
         self._cluster = warehouse.clickhouse_cluster
-        self.table = f"{quote_identifier(self._database)}.{quote_identifier(warehouse.table)}"
+        table = self.layout.table
+        self.table = f"{quote_identifier(self._database)}.{quote_identifier(table)}"
         self.latest_view = (
-            f"{quote_identifier(self._database)}.{quote_identifier(warehouse.table + '_latest')}"
+            f"{quote_identifier(self._database)}.{quote_identifier(table + '_latest')}"
         )
-        self._table_name = warehouse.table
-        self._client: Client | None = None
-        self._lock = threading.Lock()
+        self._table_name = table
+        self._session = _Session(warehouse.clickhouse_url) if session is None else session
+        self._lock = self._session.lock
+        self._made = 0  # the session's generation this table was made in
         self.schema: Schema | None = None
+
+    def beside(self, layout: Layout) -> ClickHouseWarehouse:
+        """Another table of the same database, on the same client and lock."""
+        return ClickHouseWarehouse(self._settings, layout, session=self._session)
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
         """Insert the rows (adding or widening columns first); a row ClickHouse blames
@@ -140,15 +172,14 @@ class ClickHouseWarehouse:
             self._drop_client()
 
     def _drop_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._session.drop()
 
     def _connect(self) -> Client:
-        if self._client is None:
-            self._client = clickhouse_connect.get_client(dsn=client_dsn(self._url))
-            self._create(self._client)
-        return self._client
+        client = self._session.connect()
+        if self._made != self._session.generation:
+            self._create(client)
+            self._made = self._session.generation
+        return client
 
     def _on_cluster(self) -> str:
         return f" ON CLUSTER {quote_identifier(self._cluster)}" if self._cluster else ""

@@ -38,7 +38,15 @@ import pymysql
 
 from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures, table_columns
+from connectors.rows import (
+    ColumnType,
+    Erasure,
+    Layout,
+    Row,
+    Schema,
+    grouped_erasures,
+    table_columns,
+)
 from streams.core.errors import ConfigError
 from streams.core.record import Status
 from streams.settings import Settings
@@ -103,17 +111,24 @@ class MySQLWarehouse:
 
     name = "mysql"
 
-    def __init__(self, settings: Settings, *, local_infile: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, layout: Layout | None = None, *, local_infile: bool = True
+    ) -> None:
         """``local_infile``: load batches with ``LOAD DATA LOCAL`` (faster) until the
         server refuses it; False writes with ``INSERT`` only."""
-        self.layout = layout_of(settings)
+        self._settings = settings
+        self.layout = layout_of(settings) if layout is None else layout
         self._options = connection_options(settings.warehouse.mysql_dsn)
         self._database = self._options["database"]
-        self._table_name = settings.warehouse.table
+        self._table_name = self.layout.table
         self.table = quoted(self._database, self._table_name)
         self._conn: pymysql.connections.Connection[Any] | None = None
         self.schema: Schema | None = None
         self._local_infile = local_infile  # until the server refuses it
+
+    def beside(self, layout: Layout) -> MySQLWarehouse:
+        """Another table of the same database, on a connection of its own."""
+        return MySQLWarehouse(self._settings, layout, local_infile=self._local_infile)
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
         """Upsert the rows (adding or widening columns first), version-guarded; rows the

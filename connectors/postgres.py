@@ -25,7 +25,15 @@ from psycopg import sql
 
 from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Erasure, Row, Schema, grouped_erasures, table_columns
+from connectors.rows import (
+    ColumnType,
+    Erasure,
+    Layout,
+    Row,
+    Schema,
+    grouped_erasures,
+    table_columns,
+)
 from streams.core.record import Status
 from streams.settings import Settings
 
@@ -52,14 +60,19 @@ class PostgresWarehouse:
 
     name = "postgres"
 
-    def __init__(self, settings: Settings) -> None:
-        self.layout = layout_of(settings)
+    def __init__(self, settings: Settings, layout: Layout | None = None) -> None:
+        self._settings = settings
+        self.layout = layout_of(settings) if layout is None else layout
         self._dsn = settings.warehouse.postgres_dsn
-        self.table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
+        self.table = sql.Identifier(settings.warehouse.postgres_schema, self.layout.table)
         self._schema_name = settings.warehouse.postgres_schema
-        self._table_name = settings.warehouse.table
+        self._table_name = self.layout.table
         self._conn: psycopg.Connection[Any] | None = None
         self.schema: Schema | None = None
+
+    def beside(self, layout: Layout) -> PostgresWarehouse:
+        """Another table of the same schema, on a connection of its own."""
+        return PostgresWarehouse(self._settings, layout)
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
         """Upsert the rows (adding or widening columns first), version-guarded; rows
@@ -208,7 +221,8 @@ def _without_nul(row: Row) -> Row:
     if b"\\u0000" not in row.raw:
         return row
     values = {name: _clean(value) for name, value in row.values.items()}
-    values["payload"] = orjson.dumps(_clean(orjson.loads(row.values["payload"]))).decode()
+    if "payload" in values:  # a mapping row has none
+        values["payload"] = orjson.dumps(_clean(orjson.loads(values["payload"]))).decode()
     return replace(row, values=values, key=tuple(_clean(part) for part in row.key))
 
 

@@ -9,6 +9,13 @@ here and ask ``Schema`` which columns to add or widen before they write.
     ->  event_id='e1' anonymous_id='1' user_id=NULL user_email='a@b.com'
         stitched_user_id='a@b.com' event_time=2024-05-01 10:00:00+00 version=2
         status='amended' payload='{…}' page_url='/' user_anonymous_id='1' _timestamp='2024-…'
+
+An ``identity`` record is a row of the user mapping table (``Layout.identities``), keyed on
+the anonymous id, with fixed columns only:
+
+    anonymous_id='1' user_id=NULL user_email='a@b.com' stitched_user_id='a@b.com'
+    first_seen=… first_identified=… last_identified=… version=1714557600000
+    status='identified'        (or 'anonymous'; 'erased' deletes the row)
 """
 
 from __future__ import annotations
@@ -77,16 +84,31 @@ def _column_name(path: tuple[str, ...]) -> str:
     return name
 
 
+#: the statuses of a mapping row (an identity record's ``mapping``)
+MAPPINGS = frozenset({Status.IDENTIFIED, Status.ANONYMOUS, Status.ERASED})
+#: the times of a mapping row (ms in the record, timestamps in the table)
+MAPPING_TIMES = ("first_seen", "first_identified", "last_identified")
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The fixed columns every table has, derived from the settings."""
+    """The fixed columns of one table, derived from the settings: the events table, or
+    (``identities``) the user mapping table, one row per anonymous id."""
 
     identification: tuple[Pointer, ...]
     event_time: Pointer
     key: tuple[str, ...] = ("event_id",)
+    table: str = "events"
+    identities: bool = False
 
     @property
     def fixed(self) -> dict[str, ColumnType]:
+        if self.identities:
+            columns = {"anonymous_id": ColumnType.TEXT}
+            columns |= {column_name(p.tokens): ColumnType.TEXT for p in self.identification}
+            columns["stitched_user_id"] = ColumnType.TEXT
+            columns |= dict.fromkeys(MAPPING_TIMES, ColumnType.TIMESTAMP)
+            return columns | {"version": ColumnType.INT, "status": ColumnType.TEXT}
         columns = {"event_id": ColumnType.TEXT, "anonymous_id": ColumnType.TEXT}
         columns |= {column_name(p.tokens): ColumnType.TEXT for p in self.identification}
         columns |= {
@@ -133,16 +155,24 @@ class Row:
     key: tuple[Any, ...]
     raw: bytes  # the sink record, for the dead-letter topic
     source: str  # topic[partition]@offset
+    identities: bool = False  # a row of the user mapping table
 
 
-def read_sink_record(raw: bytes, source: str, layout: Layout) -> Row | Erasure:
-    """One sink record: a row, or an erasure of many; BadSinkRecord says what is wrong."""
+def read_sink_record(
+    raw: bytes, source: str, layout: Layout, identities: Layout | None = None
+) -> Row | Erasure | None:
+    """One sink record: a row (of ``identities`` for an identity record; None without
+    it), or an erasure of many; BadSinkRecord says what is wrong."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadSinkRecord(f"sink record is not JSON: {exc}") from exc
-    if isinstance(record, dict) and record.get("status") == Status.ERASE:
-        return _erasure(record, source)
+    if isinstance(record, dict):
+        status = record.get("status")
+        if status == Status.ERASE:
+            return _erasure(record, source)
+        if status == Status.IDENTITY:
+            return None if identities is None else _mapping_row(record, raw, source, identities)
     return _row(record, raw, source, layout)
 
 
@@ -161,8 +191,8 @@ def grouped_erasures(
 def to_row(raw: bytes, source: str, layout: Layout) -> Row:
     """One sink record as a row; BadSinkRecord says why it cannot be one."""
     read = read_sink_record(raw, source, layout)
-    if isinstance(read, Erasure):
-        raise BadSinkRecord("sink record is an erasure, not a row")
+    if not isinstance(read, Row):
+        raise BadSinkRecord("sink record is an erasure or an identity record, not a row")
     return read
 
 
@@ -174,14 +204,51 @@ def _erasure(record: dict[str, Any], source: str) -> Erasure:
     return Erasure(column, str(value), source)
 
 
-def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
-    if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
-        raise BadSinkRecord("sink record is not an object with an 'event' object")
+def _version(record: dict[str, Any]) -> int:
     version = record.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**63:
         raise BadSinkRecord(
             f"sink record version must be an integer from 1 to 2^63-1, got {version!r}"
         )
+    return version
+
+
+def _mapping_row(record: dict[str, Any], raw: bytes, source: str, layout: Layout) -> Row:
+    anonymous_id = record.get("anonymous_id")
+    if not isinstance(anonymous_id, str) or not anonymous_id:
+        raise BadSinkRecord("an identity record names its anonymous_id, as a string")
+    mapping = record.get("mapping")
+    if mapping not in MAPPINGS:
+        raise BadSinkRecord(
+            f"an identity record's mapping is one of {', '.join(sorted(MAPPINGS))}, got {mapping!r}"
+        )
+    identification = record.get("identification")
+    if not isinstance(identification, dict):
+        raise BadSinkRecord("an identity record's identification is an object")
+    version = _version(record)
+    times = {name: _moment(record.get(name)) for name in MAPPING_TIMES}
+    values = {
+        "anonymous_id": anonymous_id,
+        **{_column_name(p.tokens): _text(p.get(identification)) for p in layout.identification},
+        "stitched_user_id": _text(record.get("stitched_user_id")),
+        **times,
+        "version": version,
+        "status": str(mapping),
+    }
+    return Row(values, version, (anonymous_id,), raw, source, identities=True)
+
+
+def _moment(ms: Any) -> datetime | None:
+    """A mapping time (ms since the epoch; 0 or none: not known)."""
+    if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
+        return None
+    return _timestamp(ms)
+
+
+def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
+    if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
+        raise BadSinkRecord("sink record is not an object with an 'event' object")
+    version = _version(record)
     event: dict[str, Any] = record["event"]
     values: dict[str, Any] = {}
     _flatten(event, (), values)

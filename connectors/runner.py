@@ -4,8 +4,9 @@ Order of one flush (offsets are committed only once the batch is in the warehous
 
     1. ``warehouse.write(rows)``: the rows land, version-guarded; rejected rows come back;
        ``WarehouseUnavailable`` -> wait (capped exponential backoff) and write the same
-       rows again, committing nothing meanwhile;
-       then ``warehouse.erase(erasures)``: the batch's erase records, after its rows;
+       rows again, committing nothing meanwhile; then the identity records, the same way,
+       into the user mapping table (``identities``, the warehouse's ``beside``);
+       then ``erase(erasures)`` on both tables: the batch's erase records, after its rows;
     2. dead letters (rejected rows, undecodable sink records) are produced and acked;
     3. the batch's offsets are committed.
 
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from connectors.base import Rejected, Warehouse, layout_of
+from connectors.base import Rejected, Warehouse, identities_layout, layout_of
 from connectors.errors import BadSinkRecord, ConnectorError, WarehouseUnavailable
 from connectors.rows import Erasure, Row, read_sink_record
 from streams.core.record import why
@@ -55,6 +56,7 @@ class SinkCounters:
 
     records_read: int = counter("records")  # sink records consumed
     rows_written: int = counter("records")  # rows the warehouse took
+    identities_written: int = counter("records")  # user mapping rows the warehouse took
     erasures: int = counter("records")  # erase records applied
     dead_lettered: int = counter("trouble")  # records sent to the dead-letter topic
     warehouse_unavailable: int = counter("trouble")  # writes retried: warehouse away
@@ -77,6 +79,9 @@ class BatchingSink:
         self.settings = settings
         self.warehouse = warehouse
         self.layout = layout_of(settings)
+        self.identities_layout = identities_layout(settings)
+        #: the user mapping table, in the same warehouse
+        self.identities = warehouse.beside(self.identities_layout)
         self.counts = SinkCounters()
         #: a flush's write to the warehouse, retries included
         self.write_seconds = Histogram("sink_write_seconds")
@@ -87,6 +92,7 @@ class BatchingSink:
         self.assigned = False  # holds partitions of the sink topic
         self.heartbeat = Heartbeat()
         self._rows: list[Row] = []
+        self._mappings: list[Row] = []  # rows of the user mapping table
         self._erasures: list[Erasure] = []
         self._rejected: list[Rejected] = []
         self._offsets: dict[tuple[str, int], int] = {}
@@ -140,6 +146,7 @@ class BatchingSink:
             # no Producer.close)
             del self._producer
             self.warehouse.close()
+            self.identities.close()
 
     def _add(self, message: Any) -> None:
         if message.error() is not None:
@@ -153,16 +160,16 @@ class BatchingSink:
         try:
             if value is None:
                 raise BadSinkRecord("sink record has no value")
-            read = read_sink_record(value, source, self.layout)
+            read = read_sink_record(value, source, self.layout, self.identities_layout)
             if isinstance(read, Erasure):
                 self._erasures.append(read)
-            else:
-                self._rows.append(read)
+            elif read is not None:
+                (self._mappings if read.identities else self._rows).append(read)
         except BadSinkRecord as exc:
             self._rejected.append(Rejected(value or b"", message.key(), source, exc.reason))
 
     def _pending(self) -> int:
-        return len(self._rows) + len(self._rejected) + len(self._erasures)
+        return len(self._rows) + len(self._mappings) + len(self._rejected) + len(self._erasures)
 
     def _due(self) -> bool:
         return time.monotonic() - self._started >= self.settings.warehouse.batch_max_seconds
@@ -172,17 +179,22 @@ class BatchingSink:
         if not self._offsets:
             return
         started = time.perf_counter()
-        rejected = self._write_until_it_lands(self._rows)
+        rejected = self._write_until_it_lands(self.warehouse, self._rows)
+        refused: list[Rejected] | None = []
+        if rejected is not None and self._mappings:
+            refused = self._write_until_it_lands(self.identities, self._mappings)
+        if refused is None:
+            rejected = None
         # erasures after the rows: a row of the same batch is deleted too
         if rejected is not None and self._erasures and self._until_it_lands(self._erase, 0) is None:
             rejected = None
         self.write_seconds.observe(time.perf_counter() - started)
-        if rejected is None:  # stopped, or revoked, while the warehouse was away
+        if rejected is None or refused is None:  # stopped, or revoked, while it was away
             if self._dropped:
                 self._dropped = False
-                self._rows, self._rejected, self._erasures, self._offsets = [], [], [], {}
+                self._forget_batch()
             return  # nothing committed, nothing lost: the batch is read again
-        self._dead_letter([*self._rejected, *rejected])
+        self._dead_letter([*self._rejected, *rejected, *refused])
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -191,15 +203,23 @@ class BatchingSink:
                 "commit failed (%s): the batch will be re-delivered; rows are idempotent", exc
             )
         self.counts.rows_written += len(self._rows) - len(rejected)
+        self.counts.identities_written += len(self._mappings) - len(refused)
         self.counts.erasures += len(self._erasures)
-        self._rows, self._rejected, self._erasures, self._offsets = [], [], [], {}
+        self._forget_batch()
+
+    def _forget_batch(self) -> None:
+        self._rows, self._mappings, self._rejected, self._erasures = [], [], [], []
+        self._offsets = {}
 
     def _erase(self) -> bool:
         self.warehouse.erase(self._erasures)
+        self.identities.erase(self._erasures)
         return True
 
-    def _write_until_it_lands(self, rows: Sequence[Row]) -> list[Rejected] | None:
-        return self._until_it_lands(lambda: self.warehouse.write(rows) if rows else [], len(rows))
+    def _write_until_it_lands(
+        self, warehouse: Warehouse, rows: Sequence[Row]
+    ) -> list[Rejected] | None:
+        return self._until_it_lands(lambda: warehouse.write(rows) if rows else [], len(rows))
 
     def _until_it_lands(self, write: Callable[[], T], rows: int) -> T | None:
         """``write()``'s result once the warehouse takes it; None if stopped meanwhile."""

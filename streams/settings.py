@@ -88,6 +88,9 @@ class WarehouseSettings:
     """What the connectors (``retrostitch sink clickhouse|postgres``) write, and how."""
 
     table: str = "events"
+    #: the user mapping table (one row per anonymous id, from identity records); empty:
+    #: ``<table>_identities``
+    identities_table: str = ""
     #: columns that identify a row (Jitsu's primary_key_fields): upserts and ORDER BY use them
     primary_key_fields: tuple[str, ...] = ("event_id",)
     event_time_node: Pointer = Pointer.parse("/_timestamp")
@@ -117,6 +120,9 @@ class Settings:
     #: the most events per checkpoint (two waits for acks, one RocksDB write per partition):
     #: an agent takes whatever was fetched meanwhile, up to this many, and never waits for more
     batch_max_events: int = 2000
+    #: every change of an anonymous id's identity also emits its user mapping row (an
+    #: ``identity`` record) for the warehouses' mapping tables
+    identity_records: bool = True
     standby_replicas: int = 1
     log_level: str = "info"
     #: text, or json: one JSON object per line (streams/logs.py)
@@ -308,11 +314,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(_text(v)), "state_dir", _S.state_dir),
     Setting("stitcher.batch_max_events", "RETROSTITCH_BATCH_MAX_EVENTS", _positive(int), "batch_max_events", _S.batch_max_events),
     Setting("stitcher.max_event_bytes", "RETROSTITCH_MAX_EVENT_BYTES", _limit, "recognition.max_event_bytes", _R.max_event_bytes),
+    Setting("stitcher.identity_records", "RETROSTITCH_IDENTITY_RECORDS", _bool, "identity_records", _S.identity_records),
     Setting("stitcher.standby_replicas", "RETROSTITCH_STANDBY_REPLICAS", _count, "standby_replicas", _S.standby_replicas),
     Setting("stitcher.status_port", "RETROSTITCH_STATUS_PORT", _count, "status_port", _S.status_port),
     Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),
     Setting("stitcher.log_format", "RETROSTITCH_LOG_FORMAT", _log_format, "log_format", _S.log_format),
     Setting("warehouse.table", "RETROSTITCH_WAREHOUSE_TABLE", _text, "warehouse.table", _W.table),
+    Setting("warehouse.identities_table", "RETROSTITCH_IDENTITIES_TABLE", _text, "warehouse.identities_table", _W.identities_table),
     Setting("warehouse.primary_key_fields", "RETROSTITCH_PRIMARY_KEY_FIELDS", _identifiers, "warehouse.primary_key_fields", _W.primary_key_fields),
     Setting("warehouse.event_time_node", "RETROSTITCH_EVENT_TIME_NODE", _pointer, "warehouse.event_time_node", _W.event_time_node),
     Setting("warehouse.postgres_dsn", "RETROSTITCH_POSTGRES_DSN", _text, "warehouse.postgres_dsn", _W.postgres_dsn),

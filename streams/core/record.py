@@ -11,6 +11,20 @@ event's row goes) carries ``ERASED_VERSION``, above any version the rules give, 
 nothing emitted for the event before it, or again by a replay, wins over it; an ``erase``
 record (key ``erase:<id>``) deletes every row of an anonymous id or of an identity.
 
+An ``identity`` record (key ``identity:<anonymous id>``) is the row of the user mapping
+table (Snowplow's), one per anonymous id, the latest ``version`` winning as for events:
+
+    {"status": "identity", "anonymous_id": "1", "stitched_user_id": "a@b.com",
+     "version": 1714557600000, "mapping": "identified", "identification": {"user":
+     {"email": "a@b.com"}}, "first_seen": 1714557000000, "first_identified":
+     1714557600000, "last_identified": 1714557600000}
+
+``mapping`` is ``identified``, ``anonymous`` (un-merged, or refused by the merge limit:
+``stitched_user_id`` is the anonymous id again) or ``erased`` (the row goes). Times are ms
+since the epoch, the records'. The version is the time of the record that changed the
+mapping, or one more than the last version where that is not more: it grows with every
+change, and a mapping made again after an erasure outranks the erasure's.
+
 Records that the stitcher or a connector cannot take go to a dead-letter topic as they
 arrived, with two headers: ``HEADER_REASON`` (why) and ``HEADER_SOURCE``
 (``topic[partition]@offset`` of the record). A record whose key or value is larger than
@@ -39,6 +53,7 @@ __all__ = [
     "Status",
     "erase_rows",
     "erased",
+    "identity_record",
     "sink_record",
     "why",
 ]
@@ -64,6 +79,7 @@ class Status(StrEnum):
     UNMERGED = "unmerged"  # re-emission of an amended event as it arrived (an un-merge)
     ERASED = "erased"  # the event was erased: the warehouse deletes its row
     ERASE = "erase"  # not an event: delete every row of an anonymous id, or of an identity
+    IDENTITY = "identity"  # not an event: the user mapping row of an anonymous id
 
 
 #: The version of an erasure marker: above any version the rules give
@@ -120,3 +136,31 @@ def erase_rows(anonymous_id: str | None = None, identity: str | None = None) -> 
     key = f"erase:{anonymous_id if anonymous_id is not None else identity}"
     value = orjson.dumps({"status": Status.ERASE.value, **target, "version": ERASED_VERSION})
     return SinkRecord(key.encode(), value, Status.ERASE, ERASED_VERSION)
+
+
+def identity_record(
+    anonymous_id: str,
+    stitched_user_id: Scalar,
+    mapping: Status,
+    identification: dict[str, Any],
+    version: int,
+    times: tuple[int, int | None, int | None],
+) -> SinkRecord:
+    """The mapping row of ``anonymous_id`` (``mapping``: IDENTIFIED, ANONYMOUS or ERASED),
+    ``identification`` its values at their nodes, ``times`` (first seen, first identified,
+    last identified) in ms."""
+    first_seen, first_identified, last_identified = times
+    value = orjson.dumps(
+        {
+            "status": Status.IDENTITY.value,
+            "anonymous_id": anonymous_id,
+            "stitched_user_id": stitched_user_id,
+            "version": version,
+            "mapping": mapping.value,
+            "identification": identification,
+            "first_seen": first_seen,
+            "first_identified": first_identified,
+            "last_identified": last_identified,
+        }
+    )
+    return SinkRecord(f"identity:{anonymous_id}".encode(), value, Status.IDENTITY, version)

@@ -15,6 +15,10 @@ id ``A`` (table ``stitch-state``, ``streams.state.partition``):
     b"x" L(V) V L(A) A       -> b"": A's identity holds the value V (erasure by identity)
     b"q" L(A) A              -> when A's identity was last set (ms, 8 bytes); and
     b"i" ts(8) L(A) A        -> b"", the same by time: with an identity TTL only
+    b"m" L(A) A              -> A's user mapping row: its version, when A was first seen,
+                                first and last identified (ms, 8 bytes each, 0: not
+                                yet); with identity records on only, while A has an
+                                identity or holds events
 
 The merge limit's state of an identity ``K`` (table ``identity-claims``,
 ``streams.state.claims``):
@@ -44,6 +48,8 @@ __all__ = [
     "HELD",
     "IDENTIFIED",
     "IDENTIFIED_INDEX",
+    "MAPPING",
+    "MAPPING_VALUE",
     "MAX_ID_BYTES",
     "PROFILE",
     "SEEN",
@@ -61,10 +67,12 @@ PROFILE, HELD, COUNT, SEEN, ARRIVED = b"p", b"h", b"n", b"s", b"t"
 UNCONFIRMED = b"u"
 IDENTIFIED, IDENTIFIED_INDEX = b"q", b"i"
 BY_VALUE = b"x"
+MAPPING = b"m"
 CLAIM_ENTRY, CLAIM_ARRIVED = b"c", b"t"
 SEQ = struct.Struct(">Q")
 TS = struct.Struct(">Q")
 COUNT_VALUE = struct.Struct(">I")
+MAPPING_VALUE = struct.Struct(">QQQQ")
 _HELD_HEAD = struct.Struct(">IH")  # version, event id length
 
 

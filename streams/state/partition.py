@@ -9,6 +9,8 @@ applies the bounds of ``Retention`` in the same batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from streams.core.rules import Held, Identity, Outcome, claim_key
@@ -20,6 +22,8 @@ from streams.state.keys import (
     HELD,
     IDENTIFIED,
     IDENTIFIED_INDEX,
+    MAPPING,
+    MAPPING_VALUE,
     PROFILE,
     SEEN,
     SEQ,
@@ -34,11 +38,31 @@ from streams.state.pending import Pending
 from streams.state.retention import Dropped, Retention
 from streams.state.store import Change, KeyValueStore
 
-__all__ = ["PartitionState"]
+__all__ = ["Mapping", "PartitionState"]
 
 #: the changelog order of a batch's changes (``PartitionState.changes``): deletions and
-#: other keys first, then identities, held events, seen markers
-_RANK = {PROFILE: 1, HELD: 2, SEEN: 3}
+#: other keys first, then mapping rows, identities, held events, seen markers
+_RANK = {MAPPING: 1, PROFILE: 2, HELD: 3, SEEN: 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """An anonymous id's user mapping row as state keeps it (``b"m"``); times in ms."""
+
+    version: int
+    first_seen: int
+    first_identified: int | None = None
+    last_identified: int | None = None
+
+    def encoded(self) -> bytes:
+        return MAPPING_VALUE.pack(
+            self.version, self.first_seen, self.first_identified or 0, self.last_identified or 0
+        )
+
+    @classmethod
+    def decoded(cls, value: bytes) -> Mapping:
+        version, first_seen, first_identified, last_identified = MAPPING_VALUE.unpack(value)
+        return cls(version, first_seen, first_identified or None, last_identified or None)
 
 
 def _rank(key: bytes, value: bytes | None) -> int:
@@ -48,10 +72,14 @@ def _rank(key: bytes, value: bytes | None) -> int:
 class PartitionState:
     """The state of one partition as seen by one batch: store reads plus pending changes."""
 
-    def __init__(self, store: KeyValueStore, retention: Retention | None = None) -> None:
-        self._pending = Pending(store, _rank, 4)
+    def __init__(
+        self, store: KeyValueStore, retention: Retention | None = None, *, mappings: bool = False
+    ) -> None:
+        self._pending = Pending(store, _rank, 5)
         self._store = store
         self._retention = Retention() if retention is None else retention
+        #: keep each anonymous id's user mapping row (``mapped``) for identity records
+        self.mappings = mappings
         self._dropped_upto: dict[bytes, bytes] = {}  # per held prefix: the last stored key dropped
         self.dropped = Dropped()  # what the bounds let go in this batch
 
@@ -88,7 +116,7 @@ class PartitionState:
         for key in seen:
             self._pending.set(key, None)
         self._set_identity(anon, None)
-        for key in (COUNT + anon, UNCONFIRMED + anon):
+        for key in (COUNT + anon, UNCONFIRMED + anon, MAPPING + anon):
             self._delete(key)
         self._unindex_identity(anon)
         return sorted(event_ids)
@@ -137,6 +165,8 @@ class PartitionState:
             self._set_held(anon, SEQ.pack(held.seq), encode_held(held))
         if outcome.hold is not None:
             count = self._held_count(anon)
+            if count == 0 and self.mappings and pending.get(MAPPING + anon) is None:
+                pending.set(MAPPING + anon, Mapping(0, max(timestamp_ms, 0)).encoded())
             cap = self._retention.max_held_per_id
             while cap is not None and count >= cap and self._drop_oldest_held(anon):
                 count -= 1
@@ -177,12 +207,55 @@ class PartitionState:
                 self._set_held(anon, seq, None)
                 self._set_held_count(anon, self._held_count(anon) - 1)
                 self.dropped.expired += 1
+                self._unmap_if_gone(anon)
+
+    def mapped(self, anonymous_id: str, identified: bool, timestamp_ms: int) -> Mapping | None:
+        """A's mapping changed at ``timestamp_ms`` (``identified``: to its identity, else
+        back to anonymous): its row as it is now, one version up (None: mappings are off).
+        The version is the change's time, or one more than the last where that is not more."""
+        if not self.mappings:
+            return None
+        anon = id_part(anonymous_id)
+        at = max(timestamp_ms, 0)
+        old = self._mapping(anon) or Mapping(0, at)
+        new = Mapping(
+            max(old.version + 1, at),
+            old.first_seen,
+            old.first_identified or (at if identified else None),
+            at if identified else old.last_identified,
+        )
+        self._pending.set(MAPPING + anon, new.encoded())
+        return new
+
+    def unmapped(self, anonymous_id: str, timestamp_ms: int) -> Mapping | None:
+        """A's mapping row is erased at ``timestamp_ms``: the row one version up, for the
+        erasure marker, and state forgets it (None: no row, or mappings off)."""
+        anon = id_part(anonymous_id)
+        old = self._mapping(anon) if self.mappings else None
+        if old is None:
+            return None
+        self._pending.set(MAPPING + anon, None)
+        version = max(old.version + 1, timestamp_ms)
+        return Mapping(version, old.first_seen, old.first_identified, old.last_identified)
+
+    def _mapping(self, anon: bytes) -> Mapping | None:
+        value = self._pending.get(MAPPING + anon)
+        return None if value is None else Mapping.decoded(value)
+
+    def _unmap_if_gone(self, anon: bytes) -> None:
+        """A's mapping row leaves state with the last thing state knew of A: its identity
+        and its held events (the warehouse keeps the row)."""
+        gone = self._held_count(anon) == 0 and self._pending.get(PROFILE + anon) is None
+        if self.mappings and gone:
+            self._delete(MAPPING + anon)
 
     def changes(self) -> list[Change]:
         """Every buffered change, each key once with its last value, in a safe order.
 
         The changelog gets them in this order, and a crash may land any prefix of it (the
-        batch is then processed again over what landed). Identities go before held events
+        batch is then processed again over what landed). Mapping rows go first: a prefix
+        with a mapping's new version but not the identity makes the re-run map again one
+        version up, never reuse a version. Identities go before held events
         and new seen markers last: no prefix says "seen" for an event whose hold or
         identity it lacks (the event would count as a duplicate and its hold be lost), and
         no prefix holds events re-versioned by an identity it lacks (the re-run would
@@ -210,6 +283,7 @@ class PartitionState:
                 self._set_identity(anon, None)
                 self._delete(UNCONFIRMED + anon)
                 self.dropped.identities_expired += 1
+                self._unmap_if_gone(anon)
         return budget
 
     def _set_identity(self, anon: bytes, identity: Identity | None) -> None:

@@ -84,7 +84,9 @@ class Handlers:
         clock_ms = int(time.time() * 1000)
         for partition, records in batch.by_partition().items():
             store = checkpoint.store(partition)
-            state = PartitionState(store, self._settings.retention)
+            state = PartitionState(
+                store, self._settings.retention, mappings=self._settings.identity_records
+            )
             by_topic = _by_topic(records, topics.control, topics.answers)
             result = stitch(
                 by_topic[""], state, self._rules, counts, keyed=self._keyed, clock_ms=clock_ms

@@ -39,6 +39,7 @@ class Counters:
     stitched: int = counter("recognition")  # anonymous events of a known identity
     anonymous: int = counter("recognition")  # anonymous events held for an identity
     conflicts: int = counter("recognition")  # a different identity on an identified id
+    mappings: int = counter("recognition")  # user mapping rows emitted (identity records)
     held: int = counter("bounds")  # events newly held
     expired: int = counter("bounds")  # held events past the TTL
     capped: int = counter("bounds")  # held events over an anonymous id's cap
@@ -83,6 +84,10 @@ class Counters:
         self.held += outcome.hold is not None
         self.duplicates += outcome.duplicate
         self.conflicts += outcome.conflict
+
+    def on_mapped(self) -> None:
+        """An anonymous id's user mapping row emitted (its identity changed, or went)."""
+        self.mappings += 1
 
     def on_dead_letter(self) -> None:
         self.dead_lettered += 1

@@ -6,7 +6,9 @@
   dead letter; an event without a usable anonymous id is passed to the sink at once;
   every other event is forwarded, keyed by its anonymous id, to the repartition topic.
 - ``stitch``: records of one partition of the repartition topic, in offset order, against
-  that partition's ``PartitionState``. The caller emits ``sink`` and ``dead`` records,
+  that partition's ``PartitionState``. With the state's ``mappings`` on, every change of
+  an anonymous id's identity also emits its user mapping row (an ``identity`` record,
+  ``streams.core.record``). The caller emits ``sink`` and ``dead`` records,
   then checkpoints ``changes`` (``streams.worker.checkpoint``). ``control`` and
   ``answers`` do the same for the partition's control and answers records.
 - ``arbitrate``: records of one partition of the claims topic against its ``ClaimState``
@@ -33,7 +35,7 @@ from streams.core.merges import (
     parse_claims_record,
     refusal,
 )
-from streams.core.record import SinkRecord, Status, erase_rows, erased
+from streams.core.record import SinkRecord, Status, erase_rows, erased, identity_record
 from streams.core.rules import (
     Held,
     Identity,
@@ -48,7 +50,7 @@ from streams.core.rules import (
     unmerged,
 )
 from streams.state.claims import ClaimState
-from streams.state.partition import PartitionState
+from streams.state.partition import Mapping, PartitionState
 from streams.state.store import Change
 from streams.worker.metrics import Counters
 
@@ -194,6 +196,11 @@ def stitch(
             continue
         stitched.sink.extend(outcome.records)
         counts.on_outcome(outcome)
+        if outcome.identity is not None and anonymous_id is not None:
+            mapping = state.mapped(anonymous_id, True, timestamp)
+            if mapping is not None:
+                stitched.sink.append(_identified(anonymous_id, outcome.identity, mapping, rules))
+                counts.on_mapped()
         if outcome.rehold and any(r.status is Status.AMENDED for r in outcome.records):
             stitched.amended_at.append(timestamp)
         if outcome.claim is not None and anonymous_id is not None:
@@ -233,6 +240,10 @@ def control(
                     done.sink.append(erase_rows(command.anonymous_id, command.identity))
                 for anonymous_id in targets:
                     done.claims += _released(anonymous_id, state, merge_limit)
+                    mapping = state.unmapped(anonymous_id, max(record.timestamp, 0))
+                    if mapping is not None:
+                        done.sink.append(_unidentified(anonymous_id, mapping, Status.ERASED))
+                        counts.on_mapped()
                     event_ids = state.forget(anonymous_id)
                     done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
                     if command.identity is not None:
@@ -240,7 +251,7 @@ def control(
                     counts.on_erased(len(event_ids))
             elif command.anonymous_id is not None:
                 done.claims += _released(command.anonymous_id, state, merge_limit)
-                done.sink += _unmerge(command.anonymous_id, state, counts)
+                done.sink += _unmerge(command.anonymous_id, state, counts, at=record.timestamp)
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))
     done.changes = state.changes()
@@ -253,10 +264,11 @@ def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> li
 
 
 def _unmerge(
-    anonymous_id: str, state: PartitionState, counts: Counters, *, refused: bool = False
+    anonymous_id: str, state: PartitionState, counts: Counters, *, at: int, refused: bool = False
 ) -> list[SinkRecord]:
-    """Forget the anonymous id's identity; emit its held events again as they arrived
-    (``refused``: the merge limit's refusal, else a command)."""
+    """Forget the anonymous id's identity; emit its held events again as they arrived, and
+    its mapping row as anonymous (``refused``: the merge limit's refusal, else a command;
+    ``at``: the time of the record that asked, ms)."""
     if state.identity(anonymous_id) is None:
         return []  # nothing merged (or not in this partition)
     state.forget_identity(anonymous_id)
@@ -265,7 +277,33 @@ def _unmerge(
         records.append(unmerged(held, anonymous_id))
         state.rehold(anonymous_id, Held(held.seq, held.event_id, held.raw, held.version + 1))
     counts.on_unmerged(len(records), refused=refused)
+    mapping = state.mapped(anonymous_id, False, max(at, 0))
+    if mapping is not None:
+        records.append(_unidentified(anonymous_id, mapping, Status.ANONYMOUS))
+        counts.on_mapped()
     return records
+
+
+def _identified(
+    anonymous_id: str, identity: Identity, mapping: Mapping, rules: RecognitionRules
+) -> SinkRecord:
+    """The mapping row of an anonymous id bound to ``identity``: its values at their nodes."""
+    values: dict[str, object] = {}
+    for pointer, value in zip(rules.identification, identity.values, strict=True):
+        if value is not None:
+            pointer.set(values, value)
+    return identity_record(
+        anonymous_id, identity.user_id, Status.IDENTIFIED, values, mapping.version, _times(mapping)
+    )
+
+
+def _unidentified(anonymous_id: str, mapping: Mapping, status: Status) -> SinkRecord:
+    """The mapping row of an anonymous id with no identity (ANONYMOUS) or erased (ERASED)."""
+    return identity_record(anonymous_id, anonymous_id, status, {}, mapping.version, _times(mapping))
+
+
+def _times(mapping: Mapping) -> tuple[int, int | None, int | None]:
+    return mapping.first_seen, mapping.first_identified, mapping.last_identified
 
 
 def answers(records: Iterable[InputRecord], state: PartitionState, counts: Counters) -> Stitched:
@@ -280,7 +318,9 @@ def answers(records: Iterable[InputRecord], state: PartitionState, counts: Count
             state.confirmed(answer.anonymous_id, answer.identity)
             if answer.granted or identity is None or claim_key(identity) != answer.identity:
                 continue  # confirmed, or about an identity the anonymous id no longer has
-            done.sink += _unmerge(answer.anonymous_id, state, counts, refused=True)
+            done.sink += _unmerge(
+                answer.anonymous_id, state, counts, at=record.timestamp, refused=True
+            )
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))
     done.changes = state.changes()

@@ -38,10 +38,15 @@ class Run:
     """A stream processed batch by batch against one in-memory store, as the worker does."""
 
     def __init__(
-        self, rules: RecognitionRules | None = None, retention: Retention | None = None
+        self,
+        rules: RecognitionRules | None = None,
+        retention: Retention | None = None,
+        *,
+        mappings: bool = False,
     ) -> None:
         self.rules = rules or RecognitionRules()
         self.retention = retention or Retention()
+        self.mappings = mappings  # identity records on (the user mapping table)
         self.store = MemoryStore()
         self.counts: Counters = Counters()
         self.records: list[dict[str, Any]] = []
@@ -55,22 +60,27 @@ class Run:
         for value in values:
             batch.append(InputRecord("t", 0, self._offset, None, value, at))
             self._offset += 1
-        state = PartitionState(self.store, self.retention)
-        result = stitch(batch, state, self.rules, self.counts, clock_ms=clock)
+        result = stitch(batch, self.state(), self.rules, self.counts, clock_ms=clock)
         self.store.write(result.changes)
         emitted = [orjson.loads(r.value) for r in result.sink]
         self.records += emitted
         self.dead += [d.reason for d in result.dead]
         return emitted
 
+    def state(self) -> PartitionState:
+        """The partition's state, as one batch sees it."""
+        return PartitionState(self.store, self.retention, mappings=self.mappings)
+
     def feed_batches(self, batches: Iterable[Sequence[bytes]]) -> list[dict[str, Any]]:
         return [record for batch in batches for record in self.feed(*batch)]
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        """The warehouse view: the highest version of each event id."""
+        """The warehouse view: the highest version of each event id (and, for identity
+        records, of each ``identity:<anonymous id>``)."""
         latest: dict[str, dict[str, Any]] = {}
         for record in self.records:
-            known = latest.get(record["event_id"])
+            key = record.get("event_id") or f"identity:{record['anonymous_id']}"
+            known = latest.get(key)
             if known is None or record["version"] > known["version"]:
-                latest[record["event_id"]] = record
+                latest[key] = record
         return latest

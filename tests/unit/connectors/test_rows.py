@@ -15,6 +15,7 @@ from connectors.rows import (
     ColumnType,
     Erasure,
     Layout,
+    Row,
     Schema,
     cell,
     column_name,
@@ -204,5 +205,60 @@ def test_an_erase_record_is_an_erasure_of_the_columns_that_hold_its_value() -> N
     for bad in (b'{"status": "erase"}', b'{"status": "erase", "anonymous_id": 7}'):
         with pytest.raises(BadSinkRecord, match="names one anonymous_id or identity"):
             read_sink_record(bad, "s", LAYOUT)
-    with pytest.raises(BadSinkRecord, match="an erasure, not a row"):
+    with pytest.raises(BadSinkRecord, match="an erasure or an identity record, not a row"):
         to_row(b'{"status": "erase", "anonymous_id": "X"}', "s", LAYOUT)
+
+
+IDENTITIES = Layout(
+    identification=LAYOUT.identification,
+    event_time=LAYOUT.event_time,
+    key=("anonymous_id",),
+    table="events_identities",
+    identities=True,
+)
+
+
+def _identity(**changes: Any) -> bytes:
+    record = {
+        "status": "identity", "anonymous_id": "1", "stitched_user_id": "a@b.com",
+        "version": 1_714_557_600_000, "mapping": "identified",
+        "identification": {"user": {"email": "a@b.com"}},
+        "first_seen": 1_714_557_000_000, "first_identified": 1_714_557_600_000,
+        "last_identified": 1_714_557_600_000,
+    }  # fmt: skip
+    return orjson.dumps(record | changes)
+
+
+def test_an_identity_record_is_a_row_of_the_mapping_table() -> None:
+    row = read_sink_record(_identity(), "s", LAYOUT, IDENTITIES)
+    assert isinstance(row, Row)
+    assert row.identities
+    assert row.key == ("1",)
+    assert row.version == 1_714_557_600_000
+    assert row.values == {
+        "anonymous_id": "1", "user_id": None, "user_email": "a@b.com",
+        "stitched_user_id": "a@b.com",
+        "first_seen": datetime(2024, 5, 1, 9, 50, tzinfo=UTC),
+        "first_identified": datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
+        "last_identified": datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
+        "version": 1_714_557_600_000, "status": "identified",
+    }  # fmt: skip
+    assert list(row.values) == list(IDENTITIES.created)
+    # a connector without the mapping table passes it by
+    assert read_sink_record(_identity(), "s", LAYOUT) is None
+    unknown = read_sink_record(
+        _identity(first_identified=None, first_seen=0), "s", LAYOUT, IDENTITIES
+    )
+    assert isinstance(unknown, Row)
+    assert unknown.values["first_seen"] is None
+
+
+def test_a_malformed_identity_record_says_what_is_wrong() -> None:
+    for changes, reason in [
+        ({"anonymous_id": None}, "names its anonymous_id"),
+        ({"mapping": "merged"}, "mapping is one of anonymous, erased, identified"),
+        ({"identification": ["a@b.com"]}, "identification is an object"),
+        ({"version": 0}, "version must be an integer"),
+    ]:
+        with pytest.raises(BadSinkRecord, match=reason):
+            read_sink_record(_identity(**changes), "s", LAYOUT, IDENTITIES)

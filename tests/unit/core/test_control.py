@@ -23,7 +23,7 @@ def _command(run: Run, *commands: Command, partition: int = 1) -> list[dict[str,
     records = [
         InputRecord("control", partition, i, None, encode(c)) for i, c in enumerate(commands)
     ]
-    result = control(records, PartitionState(run.store), run.counts)
+    result = control(records, run.state(), run.counts)
     run.store.write(result.changes)
     run.dead += [d.reason for d in result.dead]
     emitted = [orjson.loads(r.value) for r in result.sink]

@@ -35,9 +35,11 @@ T0 = 1_700_000_000_000
 class Limited:
     """One stitch partition and one claims partition, wired as the topology wires them."""
 
-    def __init__(self, limit: MergeLimit, rules: RecognitionRules | None = None) -> None:
+    def __init__(
+        self, limit: MergeLimit, rules: RecognitionRules | None = None, *, mappings: bool = False
+    ) -> None:
         self.limit = limit
-        self.run = Run(rules or RecognitionRules(claims=True))
+        self.run = Run(rules or RecognitionRules(claims=True), mappings=mappings)
         self.claims = MemoryStore()
         self.quarantine: list[Quarantined] = []
         self._offsets = [0, 0]
@@ -46,17 +48,15 @@ class Limited:
         """One batch of events; the claims it makes are answered and applied at once."""
         before = len(self.run.records)
         batch = [self._record("events", value, at) for value in values]
-        state = PartitionState(self.run.store, self.run.retention)
-        result = stitch(batch, state, self.run.rules, self.run.counts, clock_ms=at)
+        result = stitch(batch, self.run.state(), self.run.rules, self.run.counts, clock_ms=at)
         self.run.store.write(result.changes)
         self.run.records += [orjson.loads(r.value) for r in result.sink]
         self._answer([encode(c) for c in result.claims], at)
         return self.run.records[before:]
 
     def command(self, command: Command) -> None:
-        state = PartitionState(self.run.store)
         record = InputRecord("control", 0, 0, None, encode_command(command))
-        result = control([record], state, self.run.counts, merge_limit=True)
+        result = control([record], self.run.state(), self.run.counts, merge_limit=True)
         self.run.store.write(result.changes)
         self.run.records += [orjson.loads(r.value) for r in result.sink]
         self._answer([encode(c) for c in result.claims], T0)
@@ -74,8 +74,7 @@ class Limited:
         self.claims.write(done.changes)
         self.quarantine += done.quarantine
         back = [self._record("answers", encode(answer), at) for _, answer in done.answers]
-        state = PartitionState(self.run.store)
-        applied = answers(back, state, self.run.counts)
+        applied = answers(back, self.run.state(), self.run.counts)
         self.run.store.write(applied.changes)
         self.run.records += [orjson.loads(r.value) for r in applied.sink]
 

@@ -44,16 +44,25 @@ def _records(values: list[bytes], first_offset: int) -> list[InputRecord]:
 
 
 def _latest(values: list[bytes]) -> dict[str, tuple[int, Any]]:
+    """Per event id: the highest version and its content; per anonymous id's mapping row,
+    the content of its highest version (a re-run may map again one version up: what
+    matters is that the latest mapping is the right one)."""
     latest: dict[str, tuple[int, Any]] = {}
     for value in values:
         record = orjson.loads(value)
-        if record["version"] > latest.get(record["event_id"], (0, None))[0]:
-            latest[record["event_id"]] = (record["version"], record["event"]["user"])
-    return latest
+        if record["status"] == "identity":
+            key = f"identity:{record['anonymous_id']}"
+            content = (record["mapping"], record["identification"])
+        else:
+            key, content = record["event_id"], record["event"]["user"]
+        if record["version"] > latest.get(key, (0, None))[0]:
+            latest[key] = (record["version"], content)
+    return {k: (0, c) if k.startswith("identity:") else (v, c) for k, (v, c) in latest.items()}
 
 
 def _batch(store: MemoryStore, values: list[bytes], offset: int, rules: RecognitionRules) -> Any:
-    return stitch(_records(values, offset), PartitionState(store), rules, Counters())
+    state = PartitionState(store, mappings=True)
+    return stitch(_records(values, offset), state, rules, Counters())
 
 
 @pytest.mark.parametrize("claims", [False, True], ids=["", "merge-limit"])
