@@ -141,9 +141,13 @@ def postgres_schema(settings: Settings, dsn: str, **warehouse: Any) -> Iterator[
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def table_rows(settings: Settings, columns: str = "*") -> list[tuple[Any, ...]]:
-    """The connector's Postgres table, ordered by its first column; [] before it exists."""
-    table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
+def table_rows(
+    settings: Settings, columns: str = "*", table_name: str | None = None
+) -> list[tuple[Any, ...]]:
+    """The connector's Postgres table (or ``table_name``), ordered by its first column; []
+    before it exists."""
+    name = settings.warehouse.table if table_name is None else table_name
+    table = sql.Identifier(settings.warehouse.postgres_schema, name)
     query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), table)
     with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
         try:

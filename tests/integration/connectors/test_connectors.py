@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,38 +27,41 @@ from connectors.postgres import PostgresWarehouse
 from connectors.rows import column_name
 from streams.core.control import Command, Verb
 from streams.dev.reader import TopicReader
-from streams.ops.topics import ensure_topics, send_command
+from streams.ops.topics import send_command
 from streams.settings import Settings
 from tests.integration.harness import (
     Pipeline,
     eventually,
-    postgres_schema,
     running_sink,
     table_rows,
 )
 from tests.integration.worker.test_stitcher import SEED
 
 
-@pytest.fixture
-def warehouse_settings(pipeline: Pipeline, postgres_dsn: str, tmp_path: Path) -> Iterator[Settings]:
-    options = {
-        "clickhouse_url": f"chdb://{tmp_path / 'clickhouse'}",
-        "batch_max_seconds": 0.2,
-        "dead_letter_topic": f"{pipeline.settings.app_id}.sink.dlq",
-    }
-    with postgres_schema(pipeline.settings, postgres_dsn, **options) as settings:
-        ensure_topics(settings)
-        yield settings
-
-
-def _ch_rows(clickhouse: ClickHouseWarehouse, columns: str) -> list[tuple[Any, ...]]:
+def _ch_rows(
+    clickhouse: ClickHouseWarehouse, columns: str, view: str | None = None
+) -> list[tuple[Any, ...]]:
+    view = clickhouse.latest_view if view is None else view
     try:
-        rows = clickhouse.query(f"SELECT {columns} FROM {clickhouse.latest_view} ORDER BY 1")
+        rows = clickhouse.query(f"SELECT {columns} FROM {view} ORDER BY 1")
     except DatabaseError as exc:
-        if "UNKNOWN_IDENTIFIER" in str(exc):
-            return []  # the column is not there yet
+        if "UNKNOWN_IDENTIFIER" in str(exc) or "UNKNOWN_TABLE" in str(exc):
+            return []  # the column, or the table, is not there yet
         raise
     return [tuple(row) for row in rows]
+
+
+IDENTITIES = "events_identities"
+MAPPING = "anonymous_id, status, user_email, stitched_user_id"
+
+
+def _mapping_rows(settings: Settings) -> list[tuple[Any, ...]]:
+    """The Postgres user mapping table."""
+    return table_rows(settings, MAPPING, f"{settings.warehouse.table}_identities")
+
+
+def _ch_mapping_rows(clickhouse: ClickHouseWarehouse) -> list[tuple[Any, ...]]:
+    return _ch_rows(clickhouse, MAPPING, f"`default`.`{IDENTITIES}_latest`")
 
 
 def _send(settings: Settings, *records: dict[str, Any]) -> None:
@@ -115,6 +117,12 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
         passed = {**_record("zz-pass", 1, "p@x.com"), "anonymous_id": None, "status": "passthrough"}
         _send(warehouse_settings, old, passed)
         eventually(lambda: len(table_rows(warehouse_settings, columns)) == 7, 90, "postgres")
+        mapped = [
+            ("1", "identified", "a@b.com", "a@b.com"),
+            ("2", "identified", "p@x.com", "p@x.com"),
+        ]
+        eventually(lambda: _mapping_rows(warehouse_settings) == mapped, 30, "postgres mapping")
+        eventually(lambda: _ch_mapping_rows(clickhouse) == mapped, 30, "clickhouse mapping")
         # un-merge visitor 1: its amended events go back to anonymous, its own ids stay
         _cli(pipeline, "unmerge", "--anonymous-id", "1")
         unmerged = [
@@ -126,6 +134,10 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
         rows = lambda: [r for r in table_rows(warehouse_settings, columns) if r[0] != "other-1"]  # noqa: E731
         eventually(lambda: rows()[:4] == unmerged, 60, "postgres after the un-merge")
         eventually(lambda: _ch_rows(clickhouse, columns)[:4] == unmerged, 30, "clickhouse too")
+        # and its mapping row is anonymous again
+        mapped[0] = ("1", "anonymous", None, "1")
+        eventually(lambda: _mapping_rows(warehouse_settings) == mapped, 30, "postgres mapping")
+        eventually(lambda: _ch_mapping_rows(clickhouse) == mapped, 30, "clickhouse mapping")
 
         # erase visitor 1 by its anonymous id: its rows go (the old one too), visitor 2's stay
         send_command(warehouse_settings, Command(Verb.ERASE, anonymous_id="1"))
@@ -135,10 +147,14 @@ def test_erase_deletes_the_rows_and_unmerge_restores_the_anonymous_ones(
         ]
         eventually(lambda: table_rows(warehouse_settings, columns) == left, 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == left, 30, "clickhouse _latest view")
+        eventually(lambda: _mapping_rows(warehouse_settings) == mapped[1:], 30, "pg mapping")
+        eventually(lambda: _ch_mapping_rows(clickhouse) == mapped[1:], 30, "ch mapping")
         # and visitor 2 by the email it identified with
         _cli(pipeline, "erase", "--identity", "p@x.com")
         eventually(lambda: table_rows(warehouse_settings, columns) == [], 60, "postgres")
         eventually(lambda: _ch_rows(clickhouse, columns) == [], 30, "clickhouse _latest view")
+        eventually(lambda: _mapping_rows(warehouse_settings) == [], 30, "postgres mapping")
+        eventually(lambda: _ch_mapping_rows(clickhouse) == [], 30, "clickhouse mapping")
         # nor does any version of them remain for a reader that skips the view
         raw = clickhouse.query(f"SELECT count() FROM {clickhouse.table} WHERE is_deleted = 0")
         assert raw[0][0] == 0
@@ -179,6 +195,14 @@ def test_the_seed_example_lands_as_the_seeds_after_table(
         assert _ch_rows(clickhouse, "event_id, version") == table_rows(
             warehouse_settings, "event_id, version"
         )
+        # Snowplow's user mapping table: one row for the visitor, identified at event3
+        mapping = [("1", "identified", "a@b.com", "a@b.com")]
+        eventually(lambda: _mapping_rows(warehouse_settings) == mapping, 30, "postgres mapping")
+        eventually(lambda: _ch_mapping_rows(clickhouse) == mapping, 30, "clickhouse mapping")
+        times = "first_seen <= first_identified, first_identified = last_identified"
+        assert table_rows(
+            warehouse_settings, times, f"{warehouse_settings.warehouse.table}_identities"
+        ) == [(True, True)]
 
 
 def test_older_versions_never_win_and_a_replay_changes_no_row(warehouse_settings: Settings) -> None:

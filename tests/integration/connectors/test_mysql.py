@@ -8,8 +8,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,29 +21,8 @@ from connectors.mysql import MySQLWarehouse, connection_options, quoted
 from connectors.rows import column_name
 from streams.core.record import ERASED_VERSION, HEADER_REASON
 from streams.dev.reader import TopicReader
-from streams.ops.topics import ensure_topics
-from streams.settings import Settings, WarehouseSettings
+from streams.settings import Settings
 from tests.integration.harness import Pipeline, counter, eventually, free_port, running_sink
-
-
-@pytest.fixture
-def mysql_settings(pipeline: Pipeline, mysql_dsn: str) -> Iterator[Settings]:
-    """The pipeline's settings, writing a MySQL database of their own (dropped after)."""
-    database = f"rs_{uuid.uuid4().hex[:10]}"
-    options = connection_options(mysql_dsn)
-    admin = pymysql.connect(**{**options, "database": "mysql"}, autocommit=True)
-    admin.cursor().execute(f"CREATE DATABASE {quoted(database)}")
-    dsn = mysql_dsn.rsplit("/", 1)[0] + f"/{database}"
-    warehouse = WarehouseSettings(
-        mysql_dsn=dsn,
-        batch_max_seconds=0.2,
-        dead_letter_topic=f"{pipeline.settings.app_id}.sink.dlq",
-    )
-    settings = replace(pipeline.settings, warehouse=warehouse)
-    ensure_topics(settings)
-    yield settings
-    admin.cursor().execute(f"DROP DATABASE IF EXISTS {quoted(database)}")
-    admin.close()
 
 
 def _rows(settings: Settings, columns: str) -> list[tuple[Any, ...]]:
