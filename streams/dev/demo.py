@@ -3,7 +3,8 @@
 Starts the local broker, a worker, and both connectors (ClickHouse in-process through
 chdb; Postgres where one answers at ``RETROSTITCH_POSTGRES_DSN``), feeds the sample stream
 (the seed's example and a second visitor), and prints the warehouse tables before and
-after the visitors identify themselves, then the dead letters.
+after the visitors identify themselves, the user mapping tables after, then the dead
+letters.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from clickhouse_connect.driver.exceptions import DatabaseError
 from psycopg import sql
 
-from connectors.base import Warehouse
+from connectors.base import Warehouse, identities_layout
 from connectors.clickhouse import ClickHouseWarehouse
 from connectors.postgres import PostgresWarehouse
 from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
-from streams.dev.local import WorkerProcess, expected_versions
+from streams.dev.local import WorkerProcess, expected_mappings, expected_versions
 from streams.dev.reader import TopicReader
 from streams.ops.topics import ensure_topics, produce_events
 from streams.settings import Settings
@@ -36,7 +39,8 @@ __all__ = ["run_demo"]
 
 _SAMPLES = resources.files("streams.dev") / "samples"
 _SCHEMA = "retrostitch_demo"
-Reader = Callable[[str], list[tuple[Any, ...]]]
+#: rows of a warehouse table: (columns, the user mapping table?) -> rows
+Reader = Callable[[str, bool], list[tuple[Any, ...]]]
 
 
 def run_demo(settings: Settings, config: Path | None = None) -> int:
@@ -77,24 +81,40 @@ def run_demo(settings: Settings, config: Path | None = None) -> int:
             )
             fed += lines
             expected = expected_versions(fed, settings.recognition)
-            for name, read in readers.items():
-                rows = _wait_for(read, columns, expected, worker)
+            for name, (_, read) in readers.items():
+                rows = _wait_for(partial(read, columns, False), expected, worker)
                 print(f"\n{name}, {title} identification:")
                 _print_table(columns.split(", "), rows)
+        mapped = expected_mappings(fed, settings.recognition)
+        mapping = _mapping_columns(settings)
+        for mapping_table, read in readers.values():
+            rows = _wait_for(partial(read, mapping, True), dict.fromkeys(mapped, 1), worker)
+            print(f"\n{mapping_table}, the user mapping table:")
+            _print_table(mapping.split(", "), rows)
         _print_dead_letters(settings)
     return 0
 
 
-def _start_connectors(settings: Settings, stack: ExitStack) -> dict[str, Reader]:
-    readers: dict[str, Reader] = {}
+def _start_connectors(settings: Settings, stack: ExitStack) -> dict[str, tuple[str, Reader]]:
+    """Per events table's name: the mapping table's name, and the reader of both."""
+    readers: dict[str, tuple[str, Reader]] = {}
     clickhouse = ClickHouseWarehouse(settings)
     stack.enter_context(_sink_thread(settings, clickhouse, "clickhouse"))
-    readers[f"ClickHouse {clickhouse.latest_view}"] = lambda cols: [
-        tuple(row)
-        for row in clickhouse.query(
-            f"SELECT {cols} FROM {clickhouse.latest_view} ORDER BY event_id"
-        )
-    ]
+    mapping_view = clickhouse.beside(identities_layout(settings)).latest_view
+
+    def read_clickhouse(cols: str, identities: bool) -> list[tuple[Any, ...]]:
+        view = mapping_view if identities else clickhouse.latest_view
+        try:
+            return [tuple(row) for row in clickhouse.query(f"SELECT {cols} FROM {view} ORDER BY 1")]
+        except DatabaseError as exc:
+            if "UNKNOWN_TABLE" in str(exc):
+                return []  # not made yet: no identity record has come
+            raise
+
+    readers[f"ClickHouse {clickhouse.latest_view}"] = (
+        f"ClickHouse {mapping_view}",
+        read_clickhouse,
+    )
     dsn = settings.warehouse.postgres_dsn
     try:
         with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
@@ -105,17 +125,23 @@ def _start_connectors(settings: Settings, stack: ExitStack) -> dict[str, Reader]
         print(f"(no Postgres answered, so only ClickHouse is shown: {str(exc).splitlines()[0]})")
         return readers
     stack.enter_context(_sink_thread(settings, PostgresWarehouse(settings), "postgres"))
-    table = sql.Identifier(_SCHEMA, settings.warehouse.table)
+    tables = {
+        False: sql.Identifier(_SCHEMA, settings.warehouse.table),
+        True: sql.Identifier(_SCHEMA, identities_layout(settings).table),
+    }
 
-    def read_postgres(cols: str) -> list[tuple[Any, ...]]:
+    def read_postgres(cols: str, identities: bool) -> list[tuple[Any, ...]]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             try:
-                query = sql.SQL("SELECT {} FROM {} ORDER BY event_id").format(sql.SQL(cols), table)
+                query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(
+                    sql.SQL(cols), tables[identities]
+                )
                 return conn.execute(query).fetchall()
             except psycopg.errors.UndefinedTable:
                 return []
 
-    readers[f"Postgres {_SCHEMA}.{settings.warehouse.table}"] = read_postgres
+    mapping_table = f"Postgres {_SCHEMA}.{identities_layout(settings).table}"
+    readers[f"Postgres {_SCHEMA}.{settings.warehouse.table}"] = (mapping_table, read_postgres)
     return readers
 
 
@@ -137,12 +163,19 @@ def _columns(settings: Settings) -> str:
     return f"event_id, anonymous_id, {nodes}, stitched_user_id, version, status"
 
 
+def _mapping_columns(settings: Settings) -> str:
+    nodes = ", ".join(p.column for p in settings.recognition.identification)
+    return f"anonymous_id, {nodes}, stitched_user_id, first_seen, last_identified, version, status"
+
+
 def _wait_for(
-    read: Reader, columns: str, expected: dict[str, int], worker: WorkerProcess
+    read: Callable[[], list[tuple[Any, ...]]], expected: dict[str, int], worker: WorkerProcess
 ) -> list[tuple[Any, ...]]:
+    """The rows once each key (the first column) has at least its expected version (the
+    column before last)."""
     deadline = time.monotonic() + 90
     while True:
-        rows = read(columns)
+        rows = read()
         versions = {row[0]: row[-2] for row in rows}
         if all(versions.get(event_id, 0) >= v for event_id, v in expected.items()):
             return rows

@@ -14,13 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from streams.core.record import SinkRecord
 from streams.core.rules import RecognitionRules
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
 from streams.worker.metrics import Counters
 from streams.worker.processor import InputRecord, stitch
 
-__all__ = ["WorkerProcess", "expected_versions"]
+__all__ = ["WorkerProcess", "expected_mappings", "expected_versions"]
 
 
 class WorkerProcess:
@@ -114,14 +115,27 @@ class WorkerProcess:
 def expected_versions(lines: Iterable[bytes], rules: RecognitionRules) -> dict[str, int]:
     """The latest version of each event id that the rules give for these lines, computed
     in memory: what the sink topic must show once the worker has processed them."""
+    latest: dict[str, int] = {}
+    for record in _in_memory(lines, rules, mappings=False):
+        event_id = record.key.decode()
+        latest[event_id] = max(latest.get(event_id, 0), record.version)
+    return latest
+
+
+def expected_mappings(lines: Iterable[bytes], rules: RecognitionRules) -> set[str]:
+    """The anonymous ids these lines give a user mapping row (an identity record)."""
+    prefix = b"identity:"
+    records = _in_memory(lines, rules, mappings=True)
+    return {r.key[len(prefix) :].decode() for r in records if r.key.startswith(prefix)}
+
+
+def _in_memory(
+    lines: Iterable[bytes], rules: RecognitionRules, *, mappings: bool
+) -> list[SinkRecord]:
     records = []
     for offset, line in enumerate(lines):
         value = line.rstrip(b"\r\n")
         if value.strip():
             records.append(InputRecord("expected", 0, offset, None, value))
-    latest: dict[str, int] = {}
-    state = PartitionState(MemoryStore())
-    for record in stitch(records, state, rules, Counters()).sink:
-        event_id = record.key.decode()
-        latest[event_id] = max(latest.get(event_id, 0), record.version)
-    return latest
+    state = PartitionState(MemoryStore(), mappings=mappings)
+    return stitch(records, state, rules, Counters()).sink
