@@ -211,7 +211,8 @@ def _connectors(
 def _drop_mysql_table(settings: Settings) -> None:
     options = connection_options(settings.warehouse.mysql_dsn)
     with pymysql.connect(**options, autocommit=True) as conn, conn.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {quoted(settings.warehouse.table)}")
+        for table in (settings.warehouse.table, f"{settings.warehouse.table}_identities"):
+            cursor.execute(f"DROP TABLE IF EXISTS {quoted(table)}")
 
 
 def _state(bootstrap: str, work: _Workdirs) -> dict[str, Any]:

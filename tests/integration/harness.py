@@ -8,17 +8,19 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from connectors.base import Warehouse
 from connectors.runner import BatchingSink
+from streams.core.record import Status
 from streams.dev.local import WorkerProcess
 from streams.dev.reader import TopicReader
 from streams.ops.topics import produce_events
@@ -154,3 +156,16 @@ def table_rows(
             return conn.execute(query).fetchall()
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
             return []  # the connector makes tables and columns as batches need them
+
+
+def sink_events(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
+    """The sink records of events among ``values`` (a sink topic's), decoded: identity
+    records (the user mapping rows) left out."""
+    decoded = (orjson.loads(value or b"") for value in values)
+    return [record for record in decoded if record.get("status") != Status.IDENTITY]
+
+
+def identity_records(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
+    """The identity records among ``values``, decoded."""
+    decoded = (orjson.loads(value or b"") for value in values)
+    return [record for record in decoded if record.get("status") == Status.IDENTITY]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from connectors.postgres import PostgresWarehouse
+from connectors.runner import BatchingSink
 from streams.core.errors import ConfigError
 from streams.ops.replay import Start, parse_start
 from streams.settings import Settings
@@ -40,11 +41,11 @@ def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
         pipeline.worker()
         pipeline.produce(*lines)
         eventually(lambda: len(table_rows(replay_settings)) == len(expected), 120, "live rows")
-        live_records = len(
-            sink_topic.wait_for(lambda m: connector.counts.rows_written >= len(m) > 0, 60)
-        )
+        live_records = len(sink_topic.wait_for(lambda m: _written(connector) >= len(m) > 0, 60))
         assert {row[0]: row for row in table_rows(replay_settings)}.keys() == expected.keys()
         live = table_rows(replay_settings)
+        mapping = table_rows(replay_settings, "*", f"{replay_settings.warehouse.table}_identities")
+        assert mapping  # visitors identified
 
         log = pipeline.tmp / "replay.log"
         command = [
@@ -66,16 +67,22 @@ def test_a_replay_into_fresh_state_leaves_the_warehouse_identical(
         ):
             try:
                 sink_topic.wait_for(lambda m: len(m) >= 2 * live_records, timeout=180)
-                eventually(
-                    lambda: connector.counts.rows_written >= 2 * live_records, 60, "replayed rows"
-                )
+                eventually(lambda: _written(connector) >= 2 * live_records, 60, "replayed rows")
                 eventually(lambda: "caught up" in log.read_text(), 30, "progress says caught up")
             finally:
                 replay.send_signal(signal.SIGTERM)
             assert replay.wait(timeout=60) == 0, log.read_text()[-3000:]
         assert len(sink_topic.messages) == 2 * live_records  # the same records, once more
         assert table_rows(replay_settings) == live  # row for row, version for version
+        # the mapping's versions are the records' times: a replay gives them again
+        assert mapping == table_rows(
+            replay_settings, "*", f"{replay_settings.warehouse.table}_identities"
+        )
         assert "events/s, ETA" in log.read_text()
+
+
+def _written(connector: BatchingSink) -> int:
+    return connector.counts.rows_written + connector.counts.identities_written
 
 
 def test_replay_refuses_the_live_app_id(pipeline: Pipeline) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import orjson
 from confluent_kafka import Producer
 
 from streams.core.record import HEADER_REASON, HEADER_SOURCE, HEADER_TRUNCATED
 from tests.badinput import HUGE, oracle, stream
-from tests.integration.harness import Pipeline
+from tests.integration.harness import Pipeline, sink_events
 
 BAD, GOOD = 10_000, 2_000
 
@@ -35,8 +34,7 @@ def test_ten_thousand_malformed_records_are_dead_letters_and_the_good_ones_land(
 
     def landed(messages: list[object]) -> bool:
         versions: dict[str, int] = {}
-        for message in sink.messages:
-            record = orjson.loads(message.value or b"")
+        for record in sink_events(m.value for m in sink.messages):
             event_id = record["event_id"]
             versions[event_id] = max(versions.get(event_id, 0), record["version"])
         return versions == latest

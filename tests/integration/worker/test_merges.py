@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import orjson
 
 from streams.dev.reader import Message
-from tests.integration.harness import Pipeline, eventually, free_port, http_get
+from tests.integration.harness import Pipeline, eventually, free_port, http_get, sink_events
 
 SHARED = "shared@example.com"
 
@@ -28,8 +28,7 @@ def _visitor(i: int) -> list[bytes]:
 
 def _statuses(messages: Sequence[Message]) -> dict[str, str]:
     latest: dict[str, tuple[int, str]] = {}
-    for message in messages:
-        record = orjson.loads(message.value or b"")
+    for record in sink_events(m.value for m in messages):
         if record["version"] > latest.get(record["event_id"], (0, ""))[0]:
             latest[record["event_id"]] = (record["version"], record["status"])
     return {event_id: status for event_id, (_, status) in latest.items()}

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from streams.dev.reader import Message
-from tests.integration.harness import Pipeline, counter, eventually, free_port
+from tests.integration.harness import Pipeline, counter, eventually, free_port, sink_events
 
 HOUR_MS = 3600 * 1000
 
@@ -23,8 +23,7 @@ def _event(event_id: str, email: str | None = None) -> bytes:
 
 def _latest(messages: Sequence[Message]) -> dict[str, tuple[int, str]]:
     latest: dict[str, tuple[int, str]] = {}
-    for message in messages:
-        record = orjson.loads(message.value or b"")
+    for record in sink_events(m.value for m in messages):
         if record["version"] > latest.get(record["event_id"], (0, ""))[0]:
             latest[record["event_id"]] = (record["version"], record["status"])
     return latest

@@ -27,6 +27,7 @@ from tests.integration.harness import (
     eventually,
     postgres_schema,
     running_sink,
+    sink_events,
     table_rows,
 )
 
@@ -64,8 +65,7 @@ def _single_worker_result(lines: list[bytes]) -> dict[str, dict[str, Any]]:
 
 def _latest(values: Any) -> dict[str, dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
-    for value in values:
-        record = orjson.loads(value)
+    for record in sink_events(values):
         known = latest.get(record["event_id"])
         if known is None or record["version"] > known["version"]:
             latest[record["event_id"]] = record

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.dev.reader import Message
-from tests.integration.harness import Pipeline
+from tests.integration.harness import Pipeline, identity_records, sink_events
 
 
 def _event(event_id: str, anonymous_id: str = "1", email: str | None = None) -> bytes:
@@ -23,8 +23,7 @@ def _event(event_id: str, anonymous_id: str = "1", email: str | None = None) -> 
 def _latest(messages: Sequence[Message]) -> dict[str, dict[str, Any]]:
     """The warehouse view of the sink: the highest version of each event id."""
     latest: dict[str, dict[str, Any]] = {}
-    for message in messages:
-        record = orjson.loads(message.value or b"")
+    for record in sink_events(m.value for m in messages):
         known = latest.get(record["event_id"])
         if known is None or record["version"] > known["version"]:
             latest[record["event_id"]] = record
@@ -70,11 +69,7 @@ def test_seed_example_amends_event1_and_event2(pipeline: Pipeline) -> None:
         "event4": (1, "identified"),
     }
     # before identification, event1 and event2 went out as they came, unamended
-    first = [
-        orjson.loads(m.value or b"")
-        for m in sink.messages
-        if orjson.loads(m.value or b"")["version"] == 1
-    ]
+    first = [r for r in sink_events(m.value for m in sink.messages) if r["version"] == 1]
     assert {r["event_id"]: r["event"]["user"].get("email") for r in first}["event1"] is None
 
 
@@ -121,8 +116,7 @@ def _restart_amends_earlier_events(pipeline: Pipeline, second_state_dir: str) ->
     sink.wait_for(_has({"event1": 2, "event2": 2, "event3": 1}), timeout=90)
     assert _emails(sink.messages) == dict.fromkeys(("event1", "event2", "event3"), "a@b.com")
     versions = sorted(
-        (orjson.loads(m.value or b"")["event_id"], orjson.loads(m.value or b"")["version"])
-        for m in sink.messages
+        (r["event_id"], r["version"]) for r in sink_events(m.value for m in sink.messages)
     )
     assert versions == [("event1", 1), ("event1", 2), ("event2", 1), ("event2", 2), ("event3", 1)]
 
@@ -144,10 +138,10 @@ def test_a_redelivered_event_yields_no_second_row(pipeline: Pipeline) -> None:
     sink.wait_for(_has({"event1": 2, "event3": 1}), timeout=90)
     sink.poll(2.0)  # anything more would be a second row
     versions = sorted(
-        (orjson.loads(m.value or b"")["event_id"], orjson.loads(m.value or b"")["version"])
-        for m in sink.messages
+        (r["event_id"], r["version"]) for r in sink_events(m.value for m in sink.messages)
     )
     assert versions == [("event1", 1), ("event1", 2), ("event3", 1)]
+    assert len(identity_records(m.value for m in sink.messages)) == 1  # one identification
 
 
 def test_an_input_keyed_by_anonymous_id_is_stitched_without_the_repartition_hop(
