@@ -254,9 +254,12 @@ class ClickHouseWarehouse:
         erased = Status.ERASED.value
 
         def insert(part: Sequence[Row]) -> None:
+            # is_deleted defaults to 0: only an erasure marker spells it out
             block = b"\n".join(
                 [
-                    orjson.dumps(row.values | {DELETED: int(row.values.get("status") == erased)})
+                    orjson.dumps(row.values | {DELETED: 1})
+                    if row.values.get("status") == erased
+                    else orjson.dumps(row.values)
                     for row in part
                 ]
             )

@@ -100,6 +100,12 @@ class Layout:
     key: tuple[str, ...] = ("event_id",)
     table: str = "events"
     identities: bool = False
+    #: each identification pointer with its column name (asked for on every row)
+    named: tuple[tuple[str, Pointer], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        named = tuple((_column_name(p.tokens), p) for p in self.identification)
+        object.__setattr__(self, "named", named)  # a frozen dataclass's derived field
 
     @property
     def fixed(self) -> dict[str, ColumnType]:
@@ -229,7 +235,7 @@ def _mapping_row(record: dict[str, Any], raw: bytes, source: str, layout: Layout
     times = {name: _moment(record.get(name)) for name in MAPPING_TIMES}
     values = {
         "anonymous_id": anonymous_id,
-        **{_column_name(p.tokens): _text(p.get(identification)) for p in layout.identification},
+        **{name: _text(p.get(identification)) for name, p in layout.named},
         "stitched_user_id": _text(record.get("stitched_user_id")),
         **times,
         "version": version,
@@ -255,7 +261,7 @@ def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
     fixed = {
         "event_id": _text(record.get("event_id")),
         "anonymous_id": _text(record.get("anonymous_id")),
-        **{_column_name(p.tokens): _text(p.get(event)) for p in layout.identification},
+        **{name: _text(p.get(event)) for name, p in layout.named},
         "stitched_user_id": _text(record.get("stitched_user_id")),
         "event_time": _timestamp(layout.event_time.get(event)),
         "version": version,
@@ -263,21 +269,47 @@ def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
         "payload": orjson.dumps(event).decode(),
     }
     values |= fixed  # a flattened field never shadows a fixed column
-    key = tuple(values.get(name) for name in layout.key)
-    if any(part is None for part in key):
+    key = tuple(map(values.get, layout.key))
+    if None in key:
         raise BadSinkRecord(f"sink record has no value for key column(s) {', '.join(layout.key)}")
     return Row(values, version, key, raw, source)
 
 
+#: the column name of each field, by the path of the object that holds it: the names of a
+#: stream's few shapes are found with one dict lookup a field (bounded against hostile
+#: streams whose field names never repeat: past the bound names are computed each time)
+_CHILDREN: dict[tuple[str, ...], dict[str, str]] = {}
+_MAX_NAMES = 4096
+
+
 def _flatten(node: dict[str, Any], path: tuple[str, ...], into: dict[str, Any]) -> None:
-    """Every scalar under ``node`` into ``into`` by column name; the first of a name wins."""
+    """Every scalar under ``node`` into ``into`` by column name; the first of a name wins.
+
+    Arrays are kept as JSON text (Jitsu's rule), and an integer outside 64 bits as its
+    decimal text: no warehouse column type holds it, and a text column is where it goes.
+    """
+    names = _CHILDREN.get(path)
+    if names is None:
+        names = {}
+        if len(_CHILDREN) < _MAX_NAMES:
+            _CHILDREN[path] = names
     for name, value in node.items():
-        if type(value) is dict:
+        kind = type(value)
+        if kind is dict:
             _flatten(value, (*path, name), into)
         elif value is not None:
-            column = _column_name((*path, name))
-            if column not in into:  # Jitsu keeps arrays as JSON text
-                into[column] = orjson.dumps(value).decode() if type(value) is list else value
+            column = names.get(name)
+            if column is None:
+                column = _column_name((*path, name))
+                if len(names) < _MAX_NAMES:
+                    names[name] = column
+            if column in into:
+                continue
+            if kind is list:
+                value = orjson.dumps(value).decode()
+            elif kind is int and not _MIN_INT <= value <= _MAX_INT:
+                value = str(value)
+            into[column] = value
 
 
 def _text(value: Any) -> str | None:
@@ -288,7 +320,9 @@ def _timestamp(value: Any) -> datetime | None:
     """An ISO 8601 string or epoch seconds/milliseconds, as an aware UTC time; else None."""
     try:
         if isinstance(value, str):
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(value)  # "Z" included, since Python 3.11
+            if moment.tzinfo is UTC:
+                return moment
             return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = value / 1000 if value > 1e11 else value
@@ -298,12 +332,18 @@ def _timestamp(value: Any) -> datetime | None:
     return None
 
 
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1  # an INT column's range (BIGINT, Int64)
+
+#: the column type of each type of a row's value (a flattened field, ``_flatten``)
+_KINDS = {bool: ColumnType.BOOL, int: ColumnType.INT, float: ColumnType.FLOAT}
+
+
 def value_type(value: Any) -> ColumnType:
     """The narrowest column type that holds ``value``."""
     if isinstance(value, bool):
         return ColumnType.BOOL
     if isinstance(value, int):
-        return ColumnType.INT if -(2**63) <= value < 2**63 else ColumnType.TEXT
+        return ColumnType.INT if _MIN_INT <= value <= _MAX_INT else ColumnType.TEXT
     if isinstance(value, float):
         return ColumnType.FLOAT
     return ColumnType.TEXT
@@ -318,23 +358,28 @@ class Schema:
     _warned: set[str] = field(default_factory=set)
 
     def plan(self, rows: Sequence[Row]) -> tuple[dict[str, ColumnType], list[str]]:
-        """(new columns with their types, existing columns to widen to text)."""
+        """(new columns with their types, existing columns to widen to text), in the order
+        the batch first shows them.
+
+        Each distinct shape of row (its columns, the types of its values) is looked at
+        once: a row's values are flattened fields, whose ints fit 64 bits (``_flatten``)."""
         new: dict[str, ColumnType] = {}
         widen: list[str] = []
-        for row in rows:
-            for name, value in row.values.items():
-                if name in self.fixed:
-                    continue
-                seen = self.columns.get(name) or new.get(name)
-                wanted = value_type(value)
-                if seen is None:
-                    new[name] = wanted
-                elif seen != wanted and not _fits(wanted, seen):
-                    if name in new:
-                        new[name] = ColumnType.TEXT
-                    elif name not in widen:
-                        widen.append(name)
-                    self._warn(name, seen, wanted)
+        shapes = dict.fromkeys((tuple(r.values), tuple(map(type, r.values.values()))) for r in rows)
+        pairs = (p for names, kinds in shapes for p in zip(names, kinds, strict=True))
+        for name, kind in dict.fromkeys(pairs):
+            if name in self.fixed:
+                continue
+            seen = self.columns.get(name) or new.get(name)
+            wanted = _KINDS.get(kind, ColumnType.TEXT)
+            if seen is None:
+                new[name] = wanted
+            elif seen != wanted and not _fits(wanted, seen):
+                if name in new:
+                    new[name] = ColumnType.TEXT
+                elif name not in widen:
+                    widen.append(name)
+                self._warn(name, seen, wanted)
         return new, widen
 
     def _warn(self, name: str, seen: ColumnType, wanted: ColumnType) -> None:

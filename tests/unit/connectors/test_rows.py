@@ -143,6 +143,18 @@ def test_new_fields_are_planned_as_typed_columns() -> None:
     assert schema.plan(_rows({"n": 2, "f": 3})) == ({}, [])  # an int fits a float column
 
 
+def test_an_integer_beyond_64_bits_is_text_and_new_columns_keep_the_batch_order() -> None:
+    schema = Schema(dict(LAYOUT.fixed), frozenset(LAYOUT.fixed))
+    rows = _rows({"z": 1, "big": 2**63 - 1}, {"a": 1, "big": 2**63}, {"z": 2, "a": -(2**63)})
+    assert [row.values["big"] for row in rows[:2]] == [2**63 - 1, str(2**63)]
+    assert rows[2].values["a"] == -(2**63)
+    new, widen = schema.plan(rows)
+    assert list(new.items()) == [
+        ("z", ColumnType.INT), ("big", ColumnType.TEXT), ("a", ColumnType.INT)
+    ]  # fmt: skip
+    assert widen == []
+
+
 def test_a_type_conflict_widens_the_column_to_text_and_is_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
