@@ -365,9 +365,7 @@ class Schema:
         once: a row's values are flattened fields, whose ints fit 64 bits (``_flatten``)."""
         new: dict[str, ColumnType] = {}
         widen: list[str] = []
-        shapes = dict.fromkeys((tuple(r.values), tuple(map(type, r.values.values()))) for r in rows)
-        pairs = (p for names, kinds in shapes for p in zip(names, kinds, strict=True))
-        for name, kind in dict.fromkeys(pairs):
+        for name, kind in _value_types(rows):
             if name in self.fixed:
                 continue
             seen = self.columns.get(name) or new.get(name)
@@ -392,6 +390,14 @@ class Schema:
     def applied(self, new: dict[str, ColumnType], widen: Iterable[str]) -> None:
         self.columns |= new
         self.columns |= dict.fromkeys(widen, ColumnType.TEXT)
+
+
+def _value_types(rows: Sequence[Row]) -> dict[tuple[str, type], None]:
+    """Each (column, type of a value in it) of the rows, in the order they first show them:
+    from each distinct shape of row, so that a batch of few shapes costs little more than
+    one pass over its rows."""
+    shapes = dict.fromkeys((tuple(r.values), tuple(map(type, r.values.values()))) for r in rows)
+    return dict.fromkeys(p for names, kinds in shapes for p in zip(names, kinds, strict=True))
 
 
 def _fits(value: ColumnType, column: ColumnType) -> bool:

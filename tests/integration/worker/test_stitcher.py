@@ -144,6 +144,20 @@ def test_a_redelivered_event_yields_no_second_row(pipeline: Pipeline) -> None:
     assert len(identity_records(m.value for m in sink.messages)) == 1  # one identification
 
 
+def test_without_identity_records_the_worker_stitches_and_emits_no_mapping(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.env["RETROSTITCH_IDENTITY_RECORDS"] = "false"
+    pipeline.worker()
+    sink = pipeline.reader(pipeline.settings.topics.sink)
+    pipeline.produce(*SEED)
+
+    sink.wait_for(_has({"event1": 2, "event2": 2, "event3": 1, "event4": 1}), timeout=90)
+    sink.poll(2.0)  # an identity record would follow the amendments
+    assert _emails(sink.messages)["event1"] == "a@b.com"
+    assert identity_records(m.value for m in sink.messages) == []
+
+
 def test_an_input_keyed_by_anonymous_id_is_stitched_without_the_repartition_hop(
     pipeline: Pipeline,
 ) -> None:
