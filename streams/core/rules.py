@@ -198,6 +198,9 @@ class Outcome:
     #: applied meanwhile: a refusal un-merges it)
     claim: Identity | None = None
     duplicate: bool = False  # the event id was seen before: nothing emitted
+    #: events that carried an identification of their own, emitted again with a newer
+    #: identity as their stitched user id (``latest``)
+    restitched: int = 0
 
 
 def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
@@ -213,18 +216,20 @@ def parse(raw: bytes, rules: RecognitionRules) -> Parsed:
         raise BadRecord(f"not valid JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise BadRecord(f"not a JSON object but a JSON {type(event).__name__}")
-    identity_values = tuple(
-        _identification_value(p.get(event), rules) for p in rules.identification
-    )
-    identified = any(value is not None for value in identity_values)
     return Parsed(
         raw=raw,
         event=event,
         event_id=_event_id(event, rules),
         anonymous_id=anonymous_id_of(event, rules),
-        identity=Identity(identity_values) if identified else None,
+        identity=_own_identity(event, rules),
         bot=rules.is_bot(event),
     )
+
+
+def _own_identity(event: dict[str, Any], rules: RecognitionRules) -> Identity | None:
+    """The identification the event itself carries; None: an anonymous event."""
+    values = tuple(_identification_value(p.get(event), rules) for p in rules.identification)
+    return Identity(values) if any(value is not None for value in values) else None
 
 
 def stitchable(parsed: Parsed, rules: RecognitionRules) -> bool:
@@ -253,7 +258,7 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
     if memory.seen:
         return Outcome(records=(), duplicate=True)
     if parsed.identity is not None:
-        return _identifying(parsed, memory, rules)
+        return _identifying(parsed, memory, seq, rules)
     if memory.identity is not None:
         stitched = _amended(parsed, memory.identity, 1, Status.STITCHED, rules)
         kept = rules.policy is Policy.LATEST or memory.unconfirmed
@@ -271,7 +276,7 @@ def claim_key(identity: Identity) -> str:
     return str(identity.user_id)
 
 
-def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Outcome:
+def _identifying(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) -> Outcome:
     assert parsed.identity is not None
     assert parsed.anonymous_id is not None
     claimed = rules.claims and _claimed(memory.identity, parsed.identity)
@@ -285,7 +290,7 @@ def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Out
         # (until the TTL), so that an un-merge can emit them again as they arrived.
         first = memory.identity is None
         if first:
-            records += [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held]
+            records += [_re_emit(h, identity, parsed.anonymous_id, rules)[0] for h in held]
         amended = tuple(Held(h.seq, h.event_id, h.raw, h.version + 1) for h in held)
         return Outcome(
             records=tuple(records),
@@ -295,15 +300,21 @@ def _identifying(parsed: Parsed, memory: Memory, rules: RecognitionRules) -> Out
             conflict=conflict,
             claim=claim,
         )
+    # Snowplow's "latest user id wins": every event state holds for the anonymous id, the
+    # identified ones too (this one is kept now), follows each new identity.
     rehold = tuple(Held(h.seq, h.event_id, h.raw, h.version + 1) for h in held) if changed else ()
-    records += [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held] if changed else []
+    re_emitted = (
+        [_re_emit(h, identity, parsed.anonymous_id, rules) for h in held] if changed else []
+    )
     return Outcome(
-        records=tuple(records),
+        records=(*records, *(record for record, _ in re_emitted)),
         identity=identity if changed else None,
+        hold=Held(seq, parsed.event_id, parsed.raw, 1),
         rehold=rehold,
         mark_seen=True,
         conflict=conflict,
         claim=claim,
+        restitched=sum(own for _, own in re_emitted),
     )
 
 
@@ -324,11 +335,22 @@ def _next_identity(current: Identity | None, incoming: Identity) -> tuple[Identi
 
 def _re_emit(
     held: Held, identity: Identity, anonymous_id: str, rules: RecognitionRules
-) -> SinkRecord:
+) -> tuple[SinkRecord, bool]:
+    """A held event one version up under ``identity``, and whether it carried an
+    identification of its own (``latest`` keeps those too): such an event goes out as it
+    arrived, only its stitched user id the new one; any other gets the identity written in."""
     event = orjson.loads(held.raw)
-    return _amended_event(
-        event, held.event_id, anonymous_id, identity, held.version + 1, Status.AMENDED, rules
+    version = held.version + 1
+    if _own_identity(event, rules) is not None:
+        record = sink_record(
+            held.event_id, anonymous_id, identity.user_id, version, Status.AMENDED,
+            orjson.Fragment(held.raw),
+        )  # fmt: skip
+        return record, True
+    amended = _amended_event(
+        event, held.event_id, anonymous_id, identity, version, Status.AMENDED, rules
     )
+    return amended, False
 
 
 def _amended(
@@ -370,12 +392,15 @@ def _as_is(parsed: Parsed, status: Status) -> SinkRecord:
     )
 
 
-def unmerged(held: Held, anonymous_id: str) -> SinkRecord:
-    """A held event emitted again as it arrived, one version up (its identity undone)."""
+def unmerged(held: Held, anonymous_id: str, rules: RecognitionRules) -> SinkRecord:
+    """A held event emitted again as it arrived, one version up (its identity undone): its
+    stitched user id is the identification it carried itself (``latest`` keeps identified
+    events too), else the anonymous id."""
+    own = _own_identity(orjson.loads(held.raw), rules)
     return sink_record(
         held.event_id,
         anonymous_id,
-        anonymous_id,
+        anonymous_id if own is None else own.user_id,
         held.version + 1,
         Status.UNMERGED,
         orjson.Fragment(held.raw),

@@ -93,8 +93,10 @@ class Handlers:
             )
             # after the events (their changes are pending in `state`): answers, commands
             for more in (
-                answers(by_topic[topics.answers], state, counts),
-                control(by_topic[topics.control], state, counts, merge_limit=self.limited),
+                answers(by_topic[topics.answers], state, self._rules, counts),
+                control(
+                    by_topic[topics.control], state, self._rules, counts, merge_limit=self.limited
+                ),
             ):
                 result.sink += more.sink
                 result.dead += more.dead

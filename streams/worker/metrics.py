@@ -36,6 +36,9 @@ class Counters:
     duplicates: int = counter("events")  # events whose id was seen: nothing emitted
     identified: int = counter("recognition")  # events that carried an identification
     amended: int = counter("recognition")  # earlier events emitted again, identity written in
+    #: identified events emitted again with a newer identity as their stitched user id
+    #: (policy latest; counted in amended too)
+    restitched: int = counter("recognition")
     stitched: int = counter("recognition")  # anonymous events of a known identity
     anonymous: int = counter("recognition")  # anonymous events held for an identity
     conflicts: int = counter("recognition")  # a different identity on an identified id
@@ -81,6 +84,7 @@ class Counters:
                 self.amended += 1
             elif status is Status.PASSTHROUGH:
                 self.passthrough += 1
+        self.restitched += outcome.restitched
         self.held += outcome.hold is not None
         self.duplicates += outcome.duplicate
         self.conflicts += outcome.conflict

@@ -216,6 +216,7 @@ def stitch(
 def control(
     records: Iterable[InputRecord],
     state: PartitionState,
+    rules: RecognitionRules,
     counts: Counters,
     *,
     merge_limit: bool = False,
@@ -251,7 +252,9 @@ def control(
                     counts.on_erased(len(event_ids))
             elif command.anonymous_id is not None:
                 done.claims += _released(command.anonymous_id, state, merge_limit)
-                done.sink += _unmerge(command.anonymous_id, state, counts, at=record.timestamp)
+                done.sink += _unmerge(
+                    command.anonymous_id, state, rules, counts, at=record.timestamp
+                )
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))
     done.changes = state.changes()
@@ -264,7 +267,13 @@ def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> li
 
 
 def _unmerge(
-    anonymous_id: str, state: PartitionState, counts: Counters, *, at: int, refused: bool = False
+    anonymous_id: str,
+    state: PartitionState,
+    rules: RecognitionRules,
+    counts: Counters,
+    *,
+    at: int,
+    refused: bool = False,
 ) -> list[SinkRecord]:
     """Forget the anonymous id's identity; emit its held events again as they arrived, and
     its mapping row as anonymous (``refused``: the merge limit's refusal, else a command;
@@ -274,7 +283,7 @@ def _unmerge(
     state.forget_identity(anonymous_id)
     records = []
     for held in state.held(anonymous_id):
-        records.append(unmerged(held, anonymous_id))
+        records.append(unmerged(held, anonymous_id, rules))
         state.rehold(anonymous_id, Held(held.seq, held.event_id, held.raw, held.version + 1))
     counts.on_unmerged(len(records), refused=refused)
     mapping = state.mapped(anonymous_id, False, max(at, 0))
@@ -306,7 +315,12 @@ def _times(mapping: Mapping) -> tuple[int, int | None, int | None]:
     return mapping.first_seen, mapping.first_identified, mapping.last_identified
 
 
-def answers(records: Iterable[InputRecord], state: PartitionState, counts: Counters) -> Stitched:
+def answers(
+    records: Iterable[InputRecord],
+    state: PartitionState,
+    rules: RecognitionRules,
+    counts: Counters,
+) -> Stitched:
     """The merge limit's answers against one partition's state. A confirmation ends the
     keeping of the anonymous id's stitched events; a refusal of the identity it still has
     un-merges it (its amended and stitched events go out again as they arrived)."""
@@ -319,7 +333,7 @@ def answers(records: Iterable[InputRecord], state: PartitionState, counts: Count
             if answer.granted or identity is None or claim_key(identity) != answer.identity:
                 continue  # confirmed, or about an identity the anonymous id no longer has
             done.sink += _unmerge(
-                answer.anonymous_id, state, counts, at=record.timestamp, refused=True
+                answer.anonymous_id, state, rules, counts, at=record.timestamp, refused=True
             )
         except (BadRecord, StateError) as exc:
             done.dead.append(_dead_letter(record, exc, counts))

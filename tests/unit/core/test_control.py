@@ -23,7 +23,7 @@ def _command(run: Run, *commands: Command, partition: int = 1) -> list[dict[str,
     records = [
         InputRecord("control", partition, i, None, encode(c)) for i, c in enumerate(commands)
     ]
-    result = control(records, run.state(), run.counts)
+    result = control(records, run.state(), run.rules, run.counts)
     run.store.write(result.changes)
     run.dead += [d.reason for d in result.dead]
     emitted = [orjson.loads(r.value) for r in result.sink]
@@ -92,16 +92,21 @@ def test_unmerge_emits_amended_events_as_they_arrived_and_forgets_the_identity(
     first = event("e1", page="/a")
     run.feed(first, event("e2"), event("e3", email="a@b.com"))
     emitted = _command(run, Command(Verb.UNMERGE, anonymous_id="1"))
-    assert [(r["event_id"], r["status"], r["version"]) for r in emitted] == [
-        ("e1", "unmerged", 3),
-        ("e2", "unmerged", 3),
-    ]
+    expected = [("e1", "unmerged", 3, "1"), ("e2", "unmerged", 3, "1")]
+    if policy is Policy.LATEST:  # it keeps identified events too: back to their own identity
+        expected.append(("e3", "unmerged", 2, "a@b.com"))
+    shown = [(r["event_id"], r["status"], r["version"], r["stitched_user_id"]) for r in emitted]
+    assert shown == expected
     assert orjson.dumps(emitted[0]["event"]) == first  # byte for byte as it arrived
-    assert emitted[0]["stitched_user_id"] == "1"
     assert PartitionState(run.store).identity("1") is None
     # a later identity amends them again, above the un-merge
     amended = run.feed(event("e6", email="c@d.com"))
-    assert [(r["event_id"], r["version"]) for r in amended[1:]] == [("e1", 4), ("e2", 4)]
+    again = [(r["event_id"], r["version"], r["stitched_user_id"]) for r in amended[1:]]
+    later = [("e1", 4, "c@d.com"), ("e2", 4, "c@d.com")]
+    if policy is Policy.LATEST:
+        later.append(("e3", 3, "c@d.com"))
+        assert amended[3]["event"]["user"]["email"] == "a@b.com"  # its own, as it arrived
+    assert again == later
 
 
 def test_unmerge_of_an_id_without_identity_emits_nothing() -> None:
@@ -126,7 +131,7 @@ def test_bad_commands_are_dead_letters_with_the_reason(raw: bytes, reason: str) 
         parse_command(raw)
     run = Run()
     result = control(
-        [InputRecord("control", 0, 0, None, raw)], PartitionState(run.store), Counters()
+        [InputRecord("control", 0, 0, None, raw)], PartitionState(run.store), run.rules, Counters()
     )
     assert reason in result.dead[0].reason
 

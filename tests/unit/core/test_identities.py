@@ -22,7 +22,7 @@ def _mappings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _command(run: Run, command: Command, at: int) -> list[dict[str, Any]]:
     record = InputRecord("control", 1, 0, None, encode(command), at)
-    result = control([record], run.state(), run.counts)
+    result = control([record], run.state(), run.rules, run.counts)
     run.store.write(result.changes)
     emitted = [orjson.loads(r.value) for r in result.sink]
     run.records += emitted

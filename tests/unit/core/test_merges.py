@@ -56,7 +56,9 @@ class Limited:
 
     def command(self, command: Command) -> None:
         record = InputRecord("control", 0, 0, None, encode_command(command))
-        result = control([record], self.run.state(), self.run.counts, merge_limit=True)
+        result = control(
+            [record], self.run.state(), self.run.rules, self.run.counts, merge_limit=True
+        )
         self.run.store.write(result.changes)
         self.run.records += [orjson.loads(r.value) for r in result.sink]
         self._answer([encode(c) for c in result.claims], T0)
@@ -74,7 +76,7 @@ class Limited:
         self.claims.write(done.changes)
         self.quarantine += done.quarantine
         back = [self._record("answers", encode(answer), at) for _, answer in done.answers]
-        applied = answers(back, self.run.state(), self.run.counts)
+        applied = answers(back, self.run.state(), self.run.rules, self.run.counts)
         self.run.store.write(applied.changes)
         self.run.records += [orjson.loads(r.value) for r in applied.sink]
 
@@ -159,7 +161,7 @@ def test_a_claim_granted_again_is_not_counted_twice_and_a_stale_answer_changes_n
     assert limited.count("p@x") == 1
     assert not limited.quarantine
     stale = InputRecord("answers", 0, 9, None, encode(Answer("anon0", "other@x", False)))
-    done = answers([stale], PartitionState(limited.run.store), Counters())
+    done = answers([stale], PartitionState(limited.run.store), limited.run.rules, Counters())
     assert done.sink == []
 
 

@@ -124,3 +124,23 @@ def test_retain_leaves_every_event_with_the_first_identity_after_it_or_the_one_b
         current[anonymous_id] = email
     latest = run.latest()
     assert {e: r["event"]["user"].get("email") for e, r in latest.items()} == expected
+
+
+@PROPERTY
+@given(spec=steps)
+def test_latest_gives_every_event_of_an_id_its_newest_identity(
+    spec: list[tuple[str, str | None]],
+) -> None:
+    """A model of ``latest`` (Snowplow's): every event of an anonymous id ends with the
+    newest identity as its stitched user id, or the anonymous id while it has none; an
+    anonymous event gets that identity written in, an identified one keeps its own."""
+    run = Run(RecognitionRules(policy=Policy.LATEST))
+    run.feed(*_stream(spec))
+    newest = {anonymous_id: email for anonymous_id, email in spec if email is not None}
+    latest = run.latest()
+    assert {e: r["stitched_user_id"] for e, r in latest.items()} == {
+        f"e{i}": newest.get(anonymous_id, anonymous_id) for i, (anonymous_id, _) in enumerate(spec)
+    }
+    assert {e: r["event"]["user"].get("email") for e, r in latest.items()} == {
+        f"e{i}": email or newest.get(anonymous_id) for i, (anonymous_id, email) in enumerate(spec)
+    }

@@ -269,21 +269,27 @@ def test_retain_keeps_earlier_identities_and_counts_the_conflict() -> None:
     assert [r["event_id"] for r in run.records].count("e3") == 1  # never re-emitted
 
 
-def test_latest_re_emits_every_anonymous_event_with_the_newest_identity() -> None:
+def test_latest_gives_every_event_the_newest_identity_each_keeping_its_own_fields() -> None:
+    """Snowplow's "latest user id wins": the stitched user id of every row follows the newest
+    identity, identified rows included; a row's own identification stays what it carried."""
     run = Run(LATEST)
     _shared_device(run)
     latest = run.latest()
+    assert {e: r["stitched_user_id"] for e, r in latest.items()} == dict.fromkeys(
+        ("e1", "e2", "e3", "e4", "e5"), "bob@x.com"
+    )
     assert {e: r["event"]["user"]["email"] for e, r in latest.items()} == {
         "e1": "bob@x.com", "e2": "ann@x.com", "e3": "bob@x.com",
         "e4": "bob@x.com", "e5": "bob@x.com",
     }  # fmt: skip
     assert {e: r["version"] for e, r in latest.items()} == {
-        "e1": 3,
-        "e2": 1,
-        "e3": 2,
-        "e4": 1,
-        "e5": 1,
-    }
+        "e1": 3, "e2": 2, "e3": 2, "e4": 1, "e5": 1,
+    }  # fmt: skip
+    assert latest["e2"]["status"] == "amended"
+    assert run.counts.restitched == 1  # e2, once bob logged in
+    assert orjson.loads(orjson.dumps(latest["e2"]["event"])) == orjson.loads(
+        event("e2", email="ann@x.com")
+    )
     assert run.counts.conflicts == 1
 
 
@@ -417,3 +423,20 @@ def test_the_bot_filter_can_be_turned_off_and_its_markers_changed() -> None:
     assert [r["status"] for r in own.feed(event("b2", "1", user_agent="HeadlessChrome"))] == [
         "passthrough"
     ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "stitched"),
+    [(Policy.RETAIN, "AAAAAABB"), (Policy.LATEST, "BBBBBBBB")],
+)
+def test_the_readme_table_of_both_policies_on_a_shared_device(
+    policy: Policy, stitched: str
+) -> None:
+    """README, rule 6: three anonymous events, A logs in, two events, B logs in, one event."""
+    run = Run(RecognitionRules(policy=policy))
+    emails = [None, None, None, "a", None, None, "b", None]
+    run.feed(*(event(f"e{i + 1}", "d", email=email) for i, email in enumerate(emails)))
+    latest = run.latest()
+    assert "".join(latest[f"e{i}"]["stitched_user_id"] for i in range(1, 9)) == stitched.lower()
+    written = "".join(latest[f"e{i}"]["event"]["user"]["email"] for i in range(1, 9))
+    assert written == ("aaaaaabb" if policy is Policy.RETAIN else "bbbabbbb")

@@ -114,11 +114,11 @@ def test_the_cap_within_one_batch_and_across_many() -> None:
     assert run.counts.capped == 51
 
 
-def test_under_latest_stitched_events_expire_too() -> None:
+def test_under_latest_identified_and_stitched_events_expire_too() -> None:
     rules = RecognitionRules(policy=Policy.LATEST)
     run = Run(rules, Retention(ttl_ms=MINUTE))
     run.feed(event("e1", email="a@b.com"), event("e2"), at=T0)
-    assert [h.event_id for h in PartitionState(run.store).held("1")] == ["e2"]
+    assert [h.event_id for h in PartitionState(run.store).held("1")] == ["e1", "e2"]
     run.feed(event("x", "2"), at=T0 + 2 * MINUTE)
     assert PartitionState(run.store).held("1") == []
     emitted = run.feed(event("e3", email="c@d.com"), at=T0 + 2 * MINUTE)
