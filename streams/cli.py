@@ -125,7 +125,13 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
     topic = args.topic or settings.topics.input
     with Path(args.file).open("rb") as lines:
-        sent = produce_events(settings.kafka.bootstrap_servers, topic, lines, settings.recognition)
+        sent = produce_events(
+            settings.kafka.bootstrap_servers,
+            topic,
+            lines,
+            settings.recognition,
+            input_format=settings.topics.input_format,
+        )
     print(f"sent {sent} records to {topic}", file=sys.stderr)
     return 0
 

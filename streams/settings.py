@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from streams.core.errors import ConfigError
+from streams.core.inputs import InputFormat
 from streams.core.merges import MergeLimit
 from streams.core.pointer import Pointer, PointerError
 from streams.core.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
@@ -81,6 +82,9 @@ class TopicSettings:
     #: ``partitions`` partitions, so the stitcher reads it directly and skips the repartition
     #: hop (about twice the throughput); an event keyed otherwise goes to the dead letters
     input_keyed_by_anonymous_id: bool = False
+    #: the input's record values: JSON events, or Snowplow enrich's enriched TSV lines, each
+    #: turned into the JSON of Snowplow's analytics SDKs before the rules read it
+    input_format: InputFormat = InputFormat.JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,13 @@ def _policy(value: Any) -> Policy:
         raise ValueError(f"expected one of {', '.join(p.value for p in Policy)}") from None
 
 
+def _input_format(value: Any) -> InputFormat:
+    try:
+        return InputFormat(str(value).strip().lower())
+    except ValueError:
+        raise ValueError(f"expected one of {', '.join(f.value for f in InputFormat)}") from None
+
+
 def _log_format(value: Any) -> str:
     kind = _text(value).lower()
     if kind not in {"text", "json"}:
@@ -309,6 +320,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topics.control", "RETROSTITCH_CONTROL_TOPIC", _text, "topics.control", _T.control),
     Setting("topics.quarantine", "RETROSTITCH_QUARANTINE_TOPIC", _text, "topics.quarantine", _T.quarantine),
     Setting("topics.partitions", "RETROSTITCH_PARTITIONS", _positive(int), "topics.partitions", _T.partitions),
+    Setting("topics.input_format", "RETROSTITCH_INPUT_FORMAT", _input_format, "topics.input_format", _T.input_format),
     Setting("topics.input_keyed_by_anonymous_id", "RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID", _bool, "topics.input_keyed_by_anonymous_id", _T.input_keyed_by_anonymous_id),
     Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),
     Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(_text(v)), "state_dir", _S.state_dir),

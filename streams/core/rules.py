@@ -337,20 +337,13 @@ def _re_emit(
     held: Held, identity: Identity, anonymous_id: str, rules: RecognitionRules
 ) -> tuple[SinkRecord, bool]:
     """A held event one version up under ``identity``, and whether it carried an
-    identification of its own (``latest`` keeps those too): such an event goes out as it
-    arrived, only its stitched user id the new one; any other gets the identity written in."""
+    identification of its own (only ``latest`` keeps those)."""
     event = orjson.loads(held.raw)
     version = held.version + 1
-    if _own_identity(event, rules) is not None:
-        record = sink_record(
-            held.event_id, anonymous_id, identity.user_id, version, Status.AMENDED,
-            orjson.Fragment(held.raw),
-        )  # fmt: skip
-        return record, True
     amended = _amended_event(
         event, held.event_id, anonymous_id, identity, version, Status.AMENDED, rules
     )
-    return amended, False
+    return amended, _own_identity(event, rules) is not None
 
 
 def _amended(
@@ -371,9 +364,11 @@ def _amended_event(
     status: Status,
     rules: RecognitionRules,
 ) -> SinkRecord:
-    for pointer, value in zip(rules.identification, identity.values, strict=True):
-        if value is not None:
-            pointer.set(event, value)
+    if rules.policy is Policy.RETAIN:  # Jitsu's: the identity written into the event
+        for pointer, value in zip(rules.identification, identity.values, strict=True):
+            if value is not None:
+                pointer.set(event, value)
+    # Snowplow's (``latest``): every event as it arrived, the identity in stitched_user_id
     return sink_record(event_id, anonymous_id, identity.user_id, version, status, event)
 
 

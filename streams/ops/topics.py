@@ -18,6 +18,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from streams.core.control import Command, encode
 from streams.core.errors import BadRecord, BrokerError, ConfigError
+from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import answers_topic, claims_topic
 from streams.core.rules import RecognitionRules, parse
 from streams.settings import Settings
@@ -83,9 +84,11 @@ def produce_events(
     lines: Iterable[bytes],
     rules: RecognitionRules,
     timestamp_ms: int = 0,
+    input_format: InputFormat = InputFormat.JSON,
 ) -> int:
-    """Send each line as one record, keyed by its anonymous id where it has one, with
-    ``timestamp_ms`` as the records' timestamp (0: now).
+    """Send each line as one record, keyed by its anonymous id where it has one (read from
+    the line as ``input_format`` says), with ``timestamp_ms`` as the records' timestamp
+    (0: now).
 
     Lines are sent byte for byte, so a malformed one reaches the worker (and its dead-letter
     topic) as it would from a real producer.
@@ -97,7 +100,7 @@ def produce_events(
         if not value.strip():
             continue
         try:  # the same reading of an event as the worker's
-            anonymous_id = parse(value, rules).anonymous_id
+            anonymous_id = parse(as_json(value, input_format), rules).anonymous_id
         except BadRecord:
             anonymous_id = None
         key = anonymous_id.encode() if anonymous_id is not None else None

@@ -63,11 +63,12 @@ class Handlers:
         self.limited = self._limit.max_anonymous_ids is not None
         self._rules = replace(settings.recognition, claims=self.limited)
         self._keyed = settings.topics.input_keyed_by_anonymous_id
+        self._input_format = settings.topics.input_format
 
     async def route(self, batch: Batch, checkpoint: Checkpoint) -> None:
         """Input -> repartition (keyed by anonymous id), sink (passed through), dead letters."""
         records = [record for records in batch.records.values() for record in records]
-        routed = route(records, self._rules, self._counts)
+        routed = route(records, self._rules, self._counts, input_format=self._input_format)
         for forward in routed.forward:
             self._outbox.send(
                 self._topics.repartition, forward.key, forward.value, timestamp=forward.timestamp
@@ -89,7 +90,13 @@ class Handlers:
             )
             by_topic = _by_topic(records, topics.control, topics.answers)
             result = stitch(
-                by_topic[""], state, self._rules, counts, keyed=self._keyed, clock_ms=clock_ms
+                by_topic[""],
+                state,
+                self._rules,
+                counts,
+                keyed=self._keyed,
+                clock_ms=clock_ms,
+                input_format=self._input_format,
             )
             # after the events (their changes are pending in `state`): answers, commands
             for more in (

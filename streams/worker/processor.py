@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from streams.core.clock import capped
 from streams.core.control import Verb, parse_command
 from streams.core.errors import BadRecord, StateError
+from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import (
     Answer,
     Claim,
@@ -144,13 +145,20 @@ class Arbitrated:
     changes: list[Change] = field(default_factory=list)
 
 
-def route(records: Iterable[InputRecord], rules: RecognitionRules, counts: Counters) -> Routed:
-    """Each record of the input topic: dead letter, passed through, or forwarded."""
+def route(
+    records: Iterable[InputRecord],
+    rules: RecognitionRules,
+    counts: Counters,
+    *,
+    input_format: InputFormat = InputFormat.JSON,
+) -> Routed:
+    """Each record of the input topic: dead letter, passed through, or forwarded (as the
+    JSON event its value is, whatever ``input_format``)."""
     routed = Routed()
     for record in records:
         counts.on_received()
         try:
-            parsed = parse(_value(record), rules)
+            parsed = parse(as_json(_value(record), input_format), rules)
         except BadRecord as exc:
             routed.dead.append(_dead_letter(record, exc, counts))
             continue
@@ -172,10 +180,12 @@ def stitch(
     *,
     keyed: bool = False,
     clock_ms: int | None = None,
+    input_format: InputFormat = InputFormat.JSON,
 ) -> Stitched:
-    """``keyed``: the records come straight from an input keyed by anonymous id, so an
-    event with an anonymous id must carry it as its key (else its partition may not be the
-    one that holds that id's state): one that does not is a dead letter.
+    """``keyed``: the records come straight from an input keyed by anonymous id (values in
+    ``input_format``), so an event with an anonymous id must carry it as its key (else its
+    partition may not be the one that holds that id's state): one that does not is a dead
+    letter. Otherwise they come from the repartition topic, as JSON.
 
     Time is the records' own (so that a replay expires what the live run expired), never
     later than ``clock_ms`` (the caller's clock: a producer's clock far in the future must
@@ -184,13 +194,14 @@ def stitch(
     """
     stitched = Stitched()
     latest = 0
+    fmt = input_format if keyed else None
     for record in records:
         if keyed:  # else ``route`` counted it
             counts.on_received()
         timestamp = capped(record.timestamp, clock_ms)
         latest = max(latest, timestamp)
         try:
-            outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, counts)
+            outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, fmt, counts)
         except (BadRecord, StateError) as exc:
             stitched.dead.append(_dead_letter(record, exc, counts))
             continue
@@ -400,11 +411,14 @@ def _stitch_one(
     timestamp: int,
     state: PartitionState,
     rules: RecognitionRules,
-    keyed: bool,
+    input_format: InputFormat | None,
     counts: Counters,
 ) -> tuple[Outcome, str | None]:
-    """The outcome of one event (applied to ``state``), and its anonymous id."""
-    parsed = parse(_value(record), rules)
+    """The outcome of one event (applied to ``state``), and its anonymous id; the record
+    comes from the input (its value in ``input_format``) or, None, from the repartition
+    topic."""
+    keyed = input_format is not None
+    parsed = parse(as_json(_value(record), input_format or InputFormat.JSON), rules)
     anonymous_id = parsed.anonymous_id
     if not stitchable(parsed, rules) or anonymous_id is None:
         if parsed.bot:

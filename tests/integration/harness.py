@@ -53,6 +53,7 @@ class Pipeline:
             lines,
             self.settings.recognition,
             timestamp_ms,
+            self.settings.topics.input_format,
         )
 
     def reader(self, topic: str) -> TopicReader:

@@ -132,8 +132,8 @@ def test_latest_gives_every_event_of_an_id_its_newest_identity(
     spec: list[tuple[str, str | None]],
 ) -> None:
     """A model of ``latest`` (Snowplow's): every event of an anonymous id ends with the
-    newest identity as its stitched user id, or the anonymous id while it has none; an
-    anonymous event gets that identity written in, an identified one keeps its own."""
+    newest identity as its stitched user id, or the anonymous id while it has none, and
+    with its identification as it arrived."""
     run = Run(RecognitionRules(policy=Policy.LATEST))
     run.feed(*_stream(spec))
     newest = {anonymous_id: email for anonymous_id, email in spec if email is not None}
@@ -142,5 +142,5 @@ def test_latest_gives_every_event_of_an_id_its_newest_identity(
         f"e{i}": newest.get(anonymous_id, anonymous_id) for i, (anonymous_id, _) in enumerate(spec)
     }
     assert {e: r["event"]["user"].get("email") for e, r in latest.items()} == {
-        f"e{i}": email or newest.get(anonymous_id) for i, (anonymous_id, email) in enumerate(spec)
+        f"e{i}": email for i, (anonymous_id, email) in enumerate(spec)
     }
