@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import logging.config
+import os
 import signal
 import sys
 import threading
@@ -222,8 +223,11 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.demo import run_demo
+    from streams.dev.snowplow import ENVIRONMENT
 
-    return run_demo(settings, args.config)
+    if args.snowplow:  # Snowplow's settings over the file's and the environment's
+        settings = load_settings(args.config, {**os.environ, **ENVIRONMENT})
+    return run_demo(settings, args.config, snowplow=args.snowplow)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,9 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="status endpoints (default: stitcher.status_port, else each kind's default port)",
     )
     status.set_defaults(run=_status)
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo", help="local broker + worker + the sample stream, printed before and after"
-    ).set_defaults(run=_demo)
+    )
+    demo.add_argument(
+        "--snowplow",
+        action="store_true",
+        help="Snowplow's flavour: enriched TSV lines, its user identifier, latest user id wins",
+    )
+    demo.set_defaults(run=_demo)
     return parser
 
 

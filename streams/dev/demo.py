@@ -32,6 +32,7 @@ from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
 from streams.dev.local import WorkerProcess, expected_mappings, expected_versions
 from streams.dev.reader import TopicReader
+from streams.dev.snowplow import ENVIRONMENT, demo_stream
 from streams.ops.topics import ensure_topics, produce_events
 from streams.settings import Settings
 
@@ -43,12 +44,18 @@ _SCHEMA = "retrostitch_demo"
 Reader = Callable[[str, bool], list[tuple[Any, ...]]]
 
 
-def run_demo(settings: Settings, config: Path | None = None) -> int:
+def run_demo(settings: Settings, config: Path | None = None, *, snowplow: bool = False) -> int:
     """``retrostitch demo``: the local broker, a worker and both connectors on the
-    embedded defaults; the sample stream before and after its identification, as rows."""
+    embedded defaults; the sample stream before and after its identification, as rows.
+    ``snowplow``: Snowplow's flavour, enriched TSV lines read with ``snowplow.ENVIRONMENT``
+    (which ``settings`` must already hold; the worker is given it too)."""
     logging.getLogger("connectors").setLevel(logging.ERROR)
-    before = (_SAMPLES / "before.jsonl").read_bytes().splitlines()
-    identify = (_SAMPLES / "identify.jsonl").read_bytes().splitlines()
+    if snowplow:
+        before, identify = demo_stream()
+    else:
+        before = (_SAMPLES / "before.jsonl").read_bytes().splitlines()
+        identify = (_SAMPLES / "identify.jsonl").read_bytes().splitlines()
+    input_format = settings.topics.input_format
     with ExitStack() as stack:
         broker = stack.enter_context(LocalBroker())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="retrostitch-demo-")))
@@ -70,6 +77,7 @@ def run_demo(settings: Settings, config: Path | None = None) -> int:
             "KAFKA_SESSION_TIMEOUT_SECONDS": "3",
             "KAFKA_HEARTBEAT_INTERVAL_SECONDS": "1",
             "RETROSTITCH_STATUS_PORT": "0",
+            **(ENVIRONMENT if snowplow else {}),
         }
         worker = stack.enter_context(WorkerProcess(env, tmp / "worker.log", config))
         readers = _start_connectors(settings, stack)
@@ -77,15 +85,19 @@ def run_demo(settings: Settings, config: Path | None = None) -> int:
         fed: list[bytes] = []
         for title, lines in (("before", before), ("after", identify)):
             produce_events(
-                broker.bootstrap_servers, settings.topics.input, lines, settings.recognition
+                broker.bootstrap_servers,
+                settings.topics.input,
+                lines,
+                settings.recognition,
+                input_format=input_format,
             )
             fed += lines
-            expected = expected_versions(fed, settings.recognition)
+            expected = expected_versions(fed, settings.recognition, input_format)
             for name, (_, read) in readers.items():
                 rows = _wait_for(partial(read, columns, False), expected, worker)
                 print(f"\n{name}, {title} identification:")
                 _print_table(columns.split(", "), rows)
-        mapped = expected_mappings(fed, settings.recognition)
+        mapped = expected_mappings(fed, settings.recognition, input_format)
         mapping = _mapping_columns(settings)
         for mapping_table, read in readers.values():
             rows = _wait_for(partial(read, mapping, True), dict.fromkeys(mapped, 1), worker)

@@ -14,12 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from streams.core.inputs import InputFormat
 from streams.core.record import SinkRecord
 from streams.core.rules import RecognitionRules
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
 from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
+from streams.worker.processor import InputRecord, route, stitch
 
 __all__ = ["WorkerProcess", "expected_mappings", "expected_versions"]
 
@@ -112,30 +113,44 @@ class WorkerProcess:
         self.stop()
 
 
-def expected_versions(lines: Iterable[bytes], rules: RecognitionRules) -> dict[str, int]:
+def expected_versions(
+    lines: Iterable[bytes],
+    rules: RecognitionRules,
+    input_format: InputFormat = InputFormat.JSON,
+) -> dict[str, int]:
     """The latest version of each event id that the rules give for these lines, computed
     in memory: what the sink topic must show once the worker has processed them."""
     latest: dict[str, int] = {}
-    for record in _in_memory(lines, rules, mappings=False):
+    for record in _in_memory(lines, rules, input_format, mappings=False):
         event_id = record.key.decode()
         latest[event_id] = max(latest.get(event_id, 0), record.version)
     return latest
 
 
-def expected_mappings(lines: Iterable[bytes], rules: RecognitionRules) -> set[str]:
+def expected_mappings(
+    lines: Iterable[bytes],
+    rules: RecognitionRules,
+    input_format: InputFormat = InputFormat.JSON,
+) -> set[str]:
     """The anonymous ids these lines give a user mapping row (an identity record)."""
     prefix = b"identity:"
-    records = _in_memory(lines, rules, mappings=True)
+    records = _in_memory(lines, rules, input_format, mappings=True)
     return {r.key[len(prefix) :].decode() for r in records if r.key.startswith(prefix)}
 
 
 def _in_memory(
-    lines: Iterable[bytes], rules: RecognitionRules, *, mappings: bool
+    lines: Iterable[bytes], rules: RecognitionRules, input_format: InputFormat, *, mappings: bool
 ) -> list[SinkRecord]:
+    """The sink records of the lines, as the route agent and the stitch agent give them."""
     records = []
     for offset, line in enumerate(lines):
         value = line.rstrip(b"\r\n")
         if value.strip():
             records.append(InputRecord("expected", 0, offset, None, value))
+    routed = route(records, rules, Counters(), input_format=input_format)
+    forwarded = [
+        InputRecord("repartition", 0, offset, forward.key, forward.value)
+        for offset, forward in enumerate(routed.forward)
+    ]
     state = PartitionState(MemoryStore(), mappings=mappings)
-    return stitch(records, state, rules, Counters()).sink
+    return routed.sink + stitch(forwarded, state, rules, Counters()).sink

@@ -27,6 +27,7 @@ __all__ = [
     "WEB_PAGE",
     "FieldValue",
     "context",
+    "demo_stream",
     "enriched_line",
     "mobile_screen_view",
     "web_page_view",
@@ -247,3 +248,31 @@ def mobile_screen_view(
             event_version="1-0-0",
         )
     )
+
+
+def demo_stream() -> tuple[list[bytes], list[bytes]]:
+    """``retrostitch demo --snowplow``: enriched lines before and after identification. A
+    shared browser (three anonymous page views; user A signs in, one more view; user B
+    signs in, one more view), an app install (anonymous, then signed in as C), and a line
+    that is no enriched event."""
+    device = "b2f1c6c0-8f4e-4c1e-9d2a-3c1f0e7d5a41"
+    phone = "3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d"
+
+    def web(n: int, user_id: str | None = None) -> bytes:
+        stamp = f"2024-05-01 12:00:0{n}.000"
+        line = web_page_view(
+            event_id=f"web-{n}", domain_userid=device, user_id=user_id, collector_tstamp=stamp
+        )
+        return line.encode()
+
+    def app(n: int, user_id: str | None = None) -> bytes:
+        stamp = f"2024-05-01 12:05:0{n}.000"
+        line = mobile_screen_view(
+            event_id=f"app-{n}", mobile_user_id=phone, user_id=user_id, collector_tstamp=stamp
+        )
+        return line.encode()
+
+    before = [web(1), web(2), web(3), app(1)]
+    broken = b"not an enriched event: a dead letter, with the reason"
+    after = [web(4, "user-a"), web(5), web(6, "user-b"), web(7), app(2, "user-c"), broken]
+    return before, after
