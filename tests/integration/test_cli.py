@@ -220,7 +220,7 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     report = done.stdout.decode()
-    assert "recognition:  identified 1, amended 1, stitched 0, anonymous 1" in report
+    assert "recognition:  identified 1, amended 1, restitched 0, stitched 0, anonymous 1" in report
     assert "merge limit:  claimed 1, quarantined 0, refused anonymous ids 0" in report
     assert "table identity-claims" in report
     assert "last identification:" in report
