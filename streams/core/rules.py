@@ -339,11 +339,12 @@ def _re_emit(
     """A held event one version up under ``identity``, and whether it carried an
     identification of its own (only ``latest`` keeps those)."""
     event = orjson.loads(held.raw)
+    own = rules.policy is Policy.LATEST and _own_identity(event, rules) is not None
     version = held.version + 1
     amended = _amended_event(
         event, held.event_id, anonymous_id, identity, version, Status.AMENDED, rules
     )
-    return amended, _own_identity(event, rules) is not None
+    return amended, own
 
 
 def _amended(
