@@ -165,8 +165,9 @@ class Parsed:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """An anonymous-origin event kept in state: waiting for an identity (``retain``) or,
-    under ``latest``, kept so that a newer identity can be written into it again."""
+    """An event kept in state: an anonymous one waiting for an identity (``retain``), or,
+    under ``latest``, any event of an anonymous id, so that each newer identity becomes
+    its stitched user id too."""
 
     seq: int  # orders the held events of one anonymous id by arrival
     event_id: str
