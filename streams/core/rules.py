@@ -283,7 +283,9 @@ def _identifying(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRul
     claimed = rules.claims and _claimed(memory.identity, parsed.identity)
     claim = parsed.identity if claimed else None
     identity, changed, conflict = _next_identity(memory.identity, parsed.identity)
-    records = [_as_is(parsed, Status.IDENTIFIED)]
+    # as it arrived, under the anonymous id's identity: one that this event only completes
+    # (an email to a known user id) keeps the stitched user id of the id's other rows
+    records = [_as_is(parsed, Status.IDENTIFIED, identity.user_id)]
     held = sorted(memory.held, key=lambda h: h.seq)
     if rules.policy is Policy.RETAIN:
         # The first identity amends every waiting event; a later one applies from its own
@@ -374,9 +376,13 @@ def _amended_event(
     return sink_record(event_id, anonymous_id, identity.user_id, version, status, event)
 
 
-def _as_is(parsed: Parsed, status: Status) -> SinkRecord:
-    if parsed.identity is not None:
-        stitched_user_id: Scalar | None = parsed.identity.user_id
+def _as_is(parsed: Parsed, status: Status, stitched: Scalar | None = None) -> SinkRecord:
+    """The event as it arrived; its stitched user id ``stitched``, else its own identity's,
+    else its anonymous id."""
+    if stitched is not None:
+        stitched_user_id: Scalar | None = stitched
+    elif parsed.identity is not None:
+        stitched_user_id = parsed.identity.user_id
     else:
         stitched_user_id = parsed.anonymous_id
     return sink_record(

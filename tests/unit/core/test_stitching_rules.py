@@ -246,6 +246,21 @@ def test_a_non_conflicting_newer_identity_completes_the_current_one() -> None:
     assert run.counts.conflicts == 0
 
 
+@pytest.mark.parametrize("policy", list(Policy))
+def test_an_event_that_completes_the_identity_keeps_the_ids_stitched_user_id(
+    policy: Policy,
+) -> None:
+    """An email arriving for a known user id is the same person: every row of the anonymous
+    id, this one too, has the user id as its stitched user id."""
+    run = Run(RecognitionRules(policy=policy))
+    run.feed(event("e1"), event("e2", user_id="u-1"), event("e3", email="a@b.com"), event("e4"))
+    latest = run.latest()
+    assert {e: r["stitched_user_id"] for e, r in latest.items()} == dict.fromkeys(
+        ("e1", "e2", "e3", "e4"), "u-1"
+    )
+    assert latest["e3"]["event"]["user"] == {"anonymous_id": "1", "email": "a@b.com"}
+
+
 # -- rule 6: a new identity on an identified anonymous id -------------------------------
 
 
