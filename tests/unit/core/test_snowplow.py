@@ -21,7 +21,6 @@ from streams.core.snowplow import (
 )
 from streams.dev.snowplow import (
     CLIENT_SESSION,
-    SCREEN_VIEW,
     FieldValue,
     context,
     enriched_line,
@@ -419,32 +418,3 @@ def test_any_line_is_an_event_that_encodes_or_a_bad_record(fields: dict[str, str
 def test_any_bytes_are_an_event_or_a_bad_record(noise: bytes, tabs: int) -> None:
     assert _outcome(noise)
     assert _outcome(b"\t" * tabs + noise)
-
-
-# -- the line builder ------------------------------------------------------------------
-
-
-def test_the_builder_puts_each_value_in_its_field_and_leaves_the_rest_empty() -> None:
-    values = enriched_line(event_id="e1", doc_width=1280, br_cookies=False).split("\t")
-    assert len(values) == 131
-    assert {FIELDS[i]: v for i, v in enumerate(values) if v} == {
-        "event_id": "e1",
-        "doc_width": "1280",
-        "br_cookies": "0",
-    }
-
-
-def test_the_builder_refuses_unknown_fields_and_values_that_break_the_line() -> None:
-    with pytest.raises(ValueError, match=r"'user_idd' is not a field .* did you mean 'user_id'"):
-        enriched_line(user_idd="a")
-    with pytest.raises(ValueError, match="page_title: a value cannot hold a tab"):
-        enriched_line(page_title="a\tb")
-    with pytest.raises(ValueError, match="app_id: only contexts, derived_contexts"):
-        enriched_line(app_id={"a": 1})
-
-
-def test_the_builder_wraps_an_unstruct_event_once() -> None:
-    wrapped = {"schema": UNSTRUCT_EVENT_SCHEMA, "data": context(SCREEN_VIEW, {"name": "a"})}
-    assert enriched_line(unstruct_event=wrapped) == enriched_line(
-        unstruct_event=context(SCREEN_VIEW, {"name": "a"})
-    )
