@@ -4,7 +4,8 @@ Starts the local broker, a worker, and both connectors (ClickHouse in-process th
 chdb; Postgres where one answers at ``RETROSTITCH_POSTGRES_DSN``), feeds the sample stream
 (the seed's example and a second visitor), and prints the warehouse tables before and
 after the visitors identify themselves, the user mapping tables after, then the dead
-letters.
+letters. ``--snowplow``: the same with enriched TSV lines (a shared browser, an app install)
+read with Snowplow's settings (``streams.dev.snowplow``).
 """
 
 from __future__ import annotations
