@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test unit integration lint format bench chaos clean
+.PHONY: setup run run-snowplow test unit integration lint format bench chaos clean
 
 setup: $(STAMP)  ## virtualenv with retrostitch and its dev tools (idempotent)
 
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 run: setup  ## local broker + stitcher + the sample stream, printed before and after
 	$(BIN)/retrostitch demo
+
+run-snowplow: setup  ## the same in Snowplow's flavour: enriched TSV, its user identifier, latest user id wins
+	$(BIN)/retrostitch demo --snowplow
 
 test: lint  ## lint, then every test (unit and integration, against the real broker)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
