@@ -48,7 +48,6 @@ __all__ = [
     "read_sink_record",
     "table_columns",
     "to_row",
-    "value_type",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,11 +274,35 @@ def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
     return Row(values, version, key, raw, source)
 
 
-#: the column name of each field, by the path of the object that holds it: the names of a
-#: stream's few shapes are found with one dict lookup a field (bounded against hostile
-#: streams whose field names never repeat: past the bound names are computed each time)
-_CHILDREN: dict[tuple[str, ...], dict[str, str]] = {}
-_MAX_NAMES = 4096
+class _ColumnNames:
+    """The column name of each field, by the path of the object that holds it: the names
+    of a stream's few shapes are found with one dict lookup a field. At most ``limit``
+    names are kept in all (as ``_column_name``'s cache): past it, against a hostile stream
+    whose field names never repeat, a name is computed each time."""
+
+    def __init__(self, limit: int) -> None:
+        self._by_path: dict[tuple[str, ...], dict[str, str]] = {}
+        self._room = limit
+
+    def under(self, path: tuple[str, ...]) -> dict[str, str]:
+        """The names known under ``path`` (a dict to read; ``name`` adds to it)."""
+        names = self._by_path.get(path)
+        if names is None:
+            names = {}
+            if self._room > 0:
+                self._by_path[path] = names
+        return names
+
+    def name(self, names: dict[str, str], path: tuple[str, ...], field: str) -> str:
+        """The column of ``field`` under ``path``, kept in ``names`` while there is room."""
+        column = _column_name((*path, field))
+        if self._room > 0:
+            names[field] = column
+            self._room -= 1
+        return column
+
+
+_NAMES = _ColumnNames(65536)
 
 
 def _flatten(node: dict[str, Any], path: tuple[str, ...], into: dict[str, Any]) -> None:
@@ -288,21 +311,13 @@ def _flatten(node: dict[str, Any], path: tuple[str, ...], into: dict[str, Any]) 
     Arrays are kept as JSON text (Jitsu's rule), and an integer outside 64 bits as its
     decimal text: no warehouse column type holds it, and a text column is where it goes.
     """
-    names = _CHILDREN.get(path)
-    if names is None:
-        names = {}
-        if len(_CHILDREN) < _MAX_NAMES:
-            _CHILDREN[path] = names
+    names = _NAMES.under(path)
     for name, value in node.items():
         kind = type(value)
         if kind is dict:
             _flatten(value, (*path, name), into)
         elif value is not None:
-            column = names.get(name)
-            if column is None:
-                column = _column_name((*path, name))
-                if len(names) < _MAX_NAMES:
-                    names[name] = column
+            column = names.get(name) or _NAMES.name(names, path, name)
             if column in into:
                 continue
             if kind is list:
@@ -334,19 +349,9 @@ def _timestamp(value: Any) -> datetime | None:
 
 _MIN_INT, _MAX_INT = -(2**63), 2**63 - 1  # an INT column's range (BIGINT, Int64)
 
-#: the column type of each type of a row's value (a flattened field, ``_flatten``)
+#: the narrowest column type of each type of a row's value (a flattened field, whose ints
+#: fit 64 bits: ``_flatten``); any other holds as text
 _KINDS = {bool: ColumnType.BOOL, int: ColumnType.INT, float: ColumnType.FLOAT}
-
-
-def value_type(value: Any) -> ColumnType:
-    """The narrowest column type that holds ``value``."""
-    if isinstance(value, bool):
-        return ColumnType.BOOL
-    if isinstance(value, int):
-        return ColumnType.INT if _MIN_INT <= value <= _MAX_INT else ColumnType.TEXT
-    if isinstance(value, float):
-        return ColumnType.FLOAT
-    return ColumnType.TEXT
 
 
 @dataclass(slots=True)

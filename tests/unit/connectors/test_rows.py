@@ -17,6 +17,7 @@ from connectors.rows import (
     Layout,
     Row,
     Schema,
+    _ColumnNames,
     cell,
     column_name,
     grouped_erasures,
@@ -274,3 +275,14 @@ def test_a_malformed_identity_record_says_what_is_wrong() -> None:
     ]:
         with pytest.raises(BadSinkRecord, match=reason):
             read_sink_record(_identity(**changes), "s", LAYOUT, IDENTITIES)
+
+
+def test_column_names_are_kept_up_to_the_bound_then_computed_each_time() -> None:
+    names = _ColumnNames(2)
+    page = names.under(("page",))
+    assert [names.name(page, ("page",), f) for f in ("url", "Title", "x")] == [
+        "page_url", "page_title", "page_x"
+    ]  # fmt: skip
+    assert page == {"url": "page_url", "Title": "page_title"}  # the third is not kept
+    assert names.under(("other",)) == {}
+    assert names.under(("other",)) is not names.under(("other",))  # no room for a new path
