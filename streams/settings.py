@@ -17,8 +17,9 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -240,18 +241,19 @@ def _limit(value: Any) -> int | None:
     return _count(value) or None
 
 
-def _policy(value: Any) -> Policy:
-    try:
-        return Policy(str(value).strip().lower())
-    except ValueError:
-        raise ValueError(f"expected one of {', '.join(p.value for p in Policy)}") from None
+E = TypeVar("E", bound=StrEnum)
 
 
-def _input_format(value: Any) -> InputFormat:
-    try:
-        return InputFormat(str(value).strip().lower())
-    except ValueError:
-        raise ValueError(f"expected one of {', '.join(f.value for f in InputFormat)}") from None
+def _one_of(kind: type[E]) -> Callable[[Any], E]:
+    """A parser of one of the enum's values (case and surrounding blanks ignored)."""
+
+    def parse(value: Any) -> E:
+        try:
+            return kind(str(value).strip().lower())
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(k.value for k in kind)}") from None
+
+    return parse
 
 
 def _log_format(value: Any) -> str:
@@ -301,7 +303,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.junk_anonymous_id_pattern", "USER_RECOGNITION_JUNK_ANONYMOUS_ID_PATTERN", _pattern, "recognition.junk_pattern", re.compile(DEFAULT_JUNK_PATTERN)),
     Setting("users_recognition.bot_user_agent_node", "USER_RECOGNITION_BOT_USER_AGENT_NODE", _optional_pointer, "recognition.bot_user_agent", _R.bot_user_agent),
     Setting("users_recognition.bot_user_agent_markers", "USER_RECOGNITION_BOT_USER_AGENT_MARKERS", _markers, "recognition.bot_markers", _R.bot_markers),
-    Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _policy, "recognition.policy", _R.policy),
+    Setting("users_recognition.identity_conflict_policy", "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY", _one_of(Policy), "recognition.policy", _R.policy),
     Setting("users_recognition.ttl_minutes.anonymous_events", "USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS", _minutes_or_never, "retention.ttl_ms", _N.ttl_ms),
     Setting("users_recognition.ttl_minutes.identities", "USER_RECOGNITION_TTL_MINUTES_IDENTITIES", _minutes_or_never, "retention.identity_ttl_ms", _N.identity_ttl_ms),
     Setting("users_recognition.max_waiting_events_per_anonymous_id", "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID", _limit, "retention.max_held_per_id", _N.max_held_per_id),
@@ -320,7 +322,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topics.control", "RETROSTITCH_CONTROL_TOPIC", _text, "topics.control", _T.control),
     Setting("topics.quarantine", "RETROSTITCH_QUARANTINE_TOPIC", _text, "topics.quarantine", _T.quarantine),
     Setting("topics.partitions", "RETROSTITCH_PARTITIONS", _positive(int), "topics.partitions", _T.partitions),
-    Setting("topics.input_format", "RETROSTITCH_INPUT_FORMAT", _input_format, "topics.input_format", _T.input_format),
+    Setting("topics.input_format", "RETROSTITCH_INPUT_FORMAT", _one_of(InputFormat), "topics.input_format", _T.input_format),
     Setting("topics.input_keyed_by_anonymous_id", "RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID", _bool, "topics.input_keyed_by_anonymous_id", _T.input_keyed_by_anonymous_id),
     Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),
     Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(_text(v)), "state_dir", _S.state_dir),

@@ -93,6 +93,7 @@ def test_empty_environment_variable_does_not_override(tmp_path: Path) -> None:
             "users_recognition:\n  junk_anonymous_id_pattern: '[0-'\n",
             "not a valid regular expression",
         ),
+        ("topics:\n  input_format: csv\n", "expected one of json, snowplow_enriched_tsv"),
         ("topics:\n  partitions: 0\n", "topics.partitions"),
         ("topics:\n  partitions: -3\n", "expected a positive int"),
         (
