@@ -194,14 +194,14 @@ def stitch(
     """
     stitched = Stitched()
     latest = 0
-    fmt = input_format if keyed else None
+    fmt = input_format if keyed else InputFormat.JSON  # the repartition topic carries JSON
     for record in records:
         if keyed:  # else ``route`` counted it
             counts.on_received()
         timestamp = capped(record.timestamp, clock_ms)
         latest = max(latest, timestamp)
         try:
-            outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, fmt, counts)
+            outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, fmt, counts)
         except (BadRecord, StateError) as exc:
             stitched.dead.append(_dead_letter(record, exc, counts))
             continue
@@ -411,14 +411,13 @@ def _stitch_one(
     timestamp: int,
     state: PartitionState,
     rules: RecognitionRules,
-    input_format: InputFormat | None,
+    keyed: bool,
+    input_format: InputFormat,
     counts: Counters,
 ) -> tuple[Outcome, str | None]:
-    """The outcome of one event (applied to ``state``), and its anonymous id; the record
-    comes from the input (its value in ``input_format``) or, None, from the repartition
-    topic."""
-    keyed = input_format is not None
-    parsed = parse(as_json(_value(record), input_format or InputFormat.JSON), rules)
+    """The outcome of one event (its value in ``input_format``; applied to ``state``), and
+    its anonymous id."""
+    parsed = parse(as_json(_value(record), input_format), rules)
     anonymous_id = parsed.anonymous_id
     if not stitchable(parsed, rules) or anonymous_id is None:
         if parsed.bot:
