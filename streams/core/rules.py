@@ -399,7 +399,8 @@ def unmerged(held: Held, anonymous_id: str, rules: RecognitionRules) -> SinkReco
     """A held event emitted again as it arrived, one version up (its identity undone): its
     stitched user id is the identification it carried itself (``latest`` keeps identified
     events too), else the anonymous id."""
-    own = _own_identity(orjson.loads(held.raw), rules)
+    latest = rules.policy is Policy.LATEST  # retain keeps anonymous-origin events only
+    own = _own_identity(orjson.loads(held.raw), rules) if latest else None
     return sink_record(
         held.event_id,
         anonymous_id,
