@@ -19,8 +19,10 @@ import orjson
 from streams.core.snowplow import CONTEXTS_SCHEMA, FIELDS, UNSTRUCT_EVENT_SCHEMA
 
 __all__ = [
+    "BROWSER",
     "CLIENT_SESSION",
     "ENVIRONMENT",
+    "INSTALL",
     "PERFORMANCE_TIMING",
     "SCREEN_VIEW",
     "USER_IDENTIFIER",
@@ -50,6 +52,11 @@ ENVIRONMENT = {
     "USER_RECOGNITION_IDENTITY_CONFLICT_POLICY": "latest",
     "RETROSTITCH_EVENT_TIME_NODE": "/collector_tstamp",
 }
+
+#: the examples' visitors: a browser's first-party cookie (``domain_userid``) and an app
+#: install's user identifier (the client session's ``userId``)
+BROWSER = "b2f1c6c0-8f4e-4c1e-9d2a-3c1f0e7d5a41"
+INSTALL = "3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d"
 
 #: the schemas of the examples' entities
 WEB_PAGE = "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0"
@@ -143,7 +150,7 @@ def _common(**fields: FieldValue) -> dict[str, FieldValue]:
 def web_page_view(
     *,
     event_id: str = "c6ef3124-b53a-4b13-a233-0088f79dcbcb",
-    domain_userid: str = "b2f1c6c0-8f4e-4c1e-9d2a-3c1f0e7d5a41",
+    domain_userid: str = BROWSER,
     user_id: str | None = None,
     domain_sessionid: str = "59ed13b1-a5c6-42d2-b4e1-36b1b0b9ac4b",
     domain_sessionidx: int = 1,
@@ -207,7 +214,7 @@ def web_page_view(
 def mobile_screen_view(
     *,
     event_id: str = "f1c7b8d2-3e4a-4b5c-8d9e-0a1b2c3d4e5f",
-    mobile_user_id: str = "3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d",
+    mobile_user_id: str = INSTALL,
     user_id: str | None = None,
     session_id: str = "0e5a9c1b-2d3f-4e6a-8b7c-9d0e1f2a3b4c",
     session_index: int = 1,
@@ -251,28 +258,22 @@ def mobile_screen_view(
 
 
 def demo_stream() -> tuple[list[bytes], list[bytes]]:
-    """``retrostitch demo --snowplow``: enriched lines before and after identification. A
-    shared browser (three anonymous page views; user A signs in, one more view; user B
-    signs in, one more view), an app install (anonymous, then signed in as C), and a line
-    that is no enriched event."""
-    device = "b2f1c6c0-8f4e-4c1e-9d2a-3c1f0e7d5a41"
-    phone = "3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d"
+    """``retrostitch demo --snowplow``, and the tests': enriched lines before and after
+    identification. The shared device of the README's rule 6 on a browser (``BROWSER``;
+    page views ``web-1`` … ``web-8``: three anonymous, user-a signs in, two more, user-b
+    signs in, one more), an app install (``INSTALL``; ``app-1`` anonymous, ``app-2``
+    signed in as user-c), and a line that is no enriched event."""
 
     def web(n: int, user_id: str | None = None) -> bytes:
         stamp = f"2024-05-01 12:00:0{n}.000"
-        line = web_page_view(
-            event_id=f"web-{n}", domain_userid=device, user_id=user_id, collector_tstamp=stamp
-        )
-        return line.encode()
+        return web_page_view(event_id=f"web-{n}", user_id=user_id, collector_tstamp=stamp).encode()
 
     def app(n: int, user_id: str | None = None) -> bytes:
         stamp = f"2024-05-01 12:05:0{n}.000"
-        line = mobile_screen_view(
-            event_id=f"app-{n}", mobile_user_id=phone, user_id=user_id, collector_tstamp=stamp
-        )
+        line = mobile_screen_view(event_id=f"app-{n}", user_id=user_id, collector_tstamp=stamp)
         return line.encode()
 
-    before = [web(1), web(2), web(3), app(1)]
     broken = b"not an enriched event: a dead letter, with the reason"
-    after = [web(4, "user-a"), web(5), web(6, "user-b"), web(7), app(2, "user-c"), broken]
+    before = [web(1), web(2), web(3), app(1)]
+    after = [web(4, "user-a"), web(5), web(6), web(7, "user-b"), web(8), app(2, "user-c"), broken]
     return before, after

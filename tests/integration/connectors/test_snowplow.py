@@ -23,9 +23,6 @@ from tests.integration.harness import (
     table_rows,
 )
 
-DEVICE = "b2f1c6c0-8f4e-4c1e-9d2a-3c1f0e7d5a41"  # one browser's domain_userid
-PHONE = "3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d"  # one app install's client session userId
-
 
 @pytest.fixture
 def snowplow_settings(pipeline: Pipeline, postgres_dsn: str) -> Iterator[Settings]:
@@ -38,22 +35,6 @@ def snowplow_settings(pipeline: Pipeline, postgres_dsn: str) -> Iterator[Setting
         yield settings
 
 
-def _web(n: int, user_id: str | None = None) -> bytes:
-    line = snowplow.web_page_view(
-        event_id=f"w{n}", domain_userid=DEVICE, user_id=user_id,
-        collector_tstamp=f"2024-05-01 12:00:0{n}.000",
-    )  # fmt: skip
-    return line.encode()
-
-
-def _mobile(n: int, user_id: str | None = None) -> bytes:
-    line = snowplow.mobile_screen_view(
-        event_id=f"m{n}", mobile_user_id=PHONE, user_id=user_id,
-        collector_tstamp=f"2024-05-01 12:05:0{n}.000",
-    )  # fmt: skip
-    return line.encode()
-
-
 def test_latest_user_id_wins_on_every_row_from_enriched_tsv(
     pipeline: Pipeline, snowplow_settings: Settings
 ) -> None:
@@ -61,36 +42,38 @@ def test_latest_user_id_wins_on_every_row_from_enriched_tsv(
     dead = TopicReader(pipeline.bootstrap_servers, settings.topics.dead_letter)
     pipeline.worker()
     with running_sink(settings, PostgresWarehouse(settings), "pg"):
-        # a shared browser: three anonymous views, A signs in, two views, B signs in, one view
-        pipeline.produce(_web(1), _web(2), _web(3), _web(4, "A"), _web(5), _web(6))
-        pipeline.produce(_web(7, "B"), _web(8))
-        # an app install, known by its client session's userId; then signed in as C
-        pipeline.produce(_mobile(1), _mobile(2, "C"))
-        pipeline.produce(b"not\tan enriched event")
+        # a shared browser: three anonymous views, user-a signs in, two views, user-b signs
+        # in, one view; an app install, known by its client session's userId, then user-c
+        before, after = snowplow.demo_stream()
+        pipeline.produce(*before)
+        pipeline.produce(*after)
         columns = "event_id, user_id, stitched_user_id, anonymous_id, event_time"
+        device, phone = snowplow.BROWSER, snowplow.INSTALL
         expected = [
-            *(("m1", None, "C", PHONE), ("m2", "C", "C", PHONE)),
-            *((f"w{n}", None, "B", DEVICE) for n in (1, 2, 3)),
-            ("w4", "A", "B", DEVICE),
-            *((f"w{n}", None, "B", DEVICE) for n in (5, 6)),
-            ("w7", "B", "B", DEVICE),
-            ("w8", None, "B", DEVICE),
-        ]
+            ("app-1", None, "user-c", phone), ("app-2", "user-c", "user-c", phone),
+            *((f"web-{n}", None, "user-b", device) for n in (1, 2, 3)),
+            ("web-4", "user-a", "user-b", device),
+            *((f"web-{n}", None, "user-b", device) for n in (5, 6)),
+            ("web-7", "user-b", "user-b", device),
+            ("web-8", None, "user-b", device),
+        ]  # fmt: skip
         rows = lambda: [r[:4] for r in table_rows(settings, columns)]  # noqa: E731
         eventually(lambda: rows() == expected, 90, "postgres rows following the latest user id")
-        [w1] = [r for r in table_rows(settings, columns) if r[0] == "w1"]
+        [w1] = [r for r in table_rows(settings, columns) if r[0] == "web-1"]
         assert w1[4].isoformat() == "2024-05-01T12:00:01+00:00"  # collector_tstamp
         mapping = table_rows(
             settings, "anonymous_id, user_id, stitched_user_id", "events_identities"
         )
-        assert sorted(mapping) == sorted([(DEVICE, "B", "B"), (PHONE, "C", "C")])
-        [payload] = [r[0] for r in table_rows(settings, "payload, event_id") if r[1] == "m1"]
-        assert _contexts(payload) == [{"userId": PHONE}]
+        assert sorted(mapping) == sorted(
+            [(device, "user-b", "user-b"), (phone, "user-c", "user-c")]
+        )
+        [payload] = [r[0] for r in table_rows(settings, "payload, event_id") if r[1] == "app-1"]
+        assert _contexts(payload) == [{"userId": phone}]
     dead.wait_for(lambda messages: len(messages) >= 1, timeout=30)
     [bad] = dead.messages
-    assert bad.value == b"not\tan enriched event"  # as it arrived, with the reason
+    assert bad.value == after[-1]  # as it arrived, with the reason
     reason = bad.headers["retrostitch.reason"].decode()
-    assert "131 tab-separated fields; this line has 2" in reason
+    assert "131 tab-separated fields; this line has 1" in reason
 
 
 def _contexts(payload: Any) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.core.snowplow import FIELDS, UNSTRUCT_EVENT_SCHEMA, enriched_event
-from streams.dev.snowplow import SCREEN_VIEW, context, demo_stream, enriched_line
+from streams.dev.snowplow import BROWSER, SCREEN_VIEW, context, demo_stream, enriched_line
 
 
 def test_the_builder_puts_each_value_in_its_field_and_leaves_the_rest_empty() -> None:
@@ -39,7 +39,7 @@ def test_the_demo_stream_is_a_shared_browser_an_app_and_one_bad_line() -> None:
     *good, bad = after
     events = [enriched_event(line) for line in (*before, *good)]
     assert [e.get("user_id") for e in events if e["platform"] == "web"] == [
-        None, None, None, "user-a", None, "user-b", None,
+        None, None, None, "user-a", None, None, "user-b", None,
     ]  # fmt: skip
-    assert {e.get("domain_userid") for e in events if e["platform"] == "web"} != {None}
+    assert {e.get("domain_userid") for e in events if e["platform"] == "web"} == {BROWSER}
     assert "\t" not in bad.decode()

@@ -17,7 +17,6 @@ from streams.worker.processor import InputRecord, route, stitch
 
 TSV = InputFormat.SNOWPLOW_ENRICHED_TSV
 RULES: RecognitionRules = load_settings(environ=snowplow.ENVIRONMENT).recognition
-PHONE = "3a4b5c6d-7e8f-4a0b-9c1d-2e3f4a5b6c7d"
 
 
 def _records(*lines: str, key: bytes | None = None) -> list[InputRecord]:
@@ -33,7 +32,8 @@ def test_routed_lines_go_on_as_json_and_a_bad_one_is_a_dead_letter() -> None:
     line = snowplow.mobile_screen_view()
     routed = route(_records(line, "a\tb"), RULES, Counters(), input_format=TSV)
     [forward] = routed.forward
-    assert forward.key == PHONE.encode()  # the client session's userId: the user identifier
+    # the client session's userId: the user identifier
+    assert forward.key == snowplow.INSTALL.encode()
     assert orjson.loads(forward.value) == enriched_event(line.encode())
     [dead] = routed.dead
     assert "131 tab-separated fields; this line has 2" in dead.reason
