@@ -50,12 +50,10 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def _run_worker(settings: Settings, status: StatusServer | None) -> int:
-    import faust
-
     from streams.dev.broker import local_defaults
     from streams.ops.counters import values
     from streams.ops.topics import ensure_topics
-    from streams.worker.app import create_app, restored
+    from streams.worker.app import create_app, restored, run
     from streams.worker.metrics import WorkerMetrics
 
     created = ensure_topics(settings)
@@ -78,14 +76,7 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
             gauges=lambda: metrics.gauges,
             histograms=lambda: [metrics.batch_seconds, metrics.amend_seconds],
         )
-    worker = faust.Worker(
-        app,
-        loglevel=settings.log_level.upper(),
-        quiet=True,
-        logging_config=logging_config(settings) if settings.log_format == "json" else None,
-    )
-    tune_gc_for_streaming()
-    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
+    run(app, settings, ready=tune_gc_for_streaming)  # until SIGTERM/SIGINT, then exits
     return 0
 
 

@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 
 from streams.core.rules import RecognitionRules, parse
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
 
 Record = tuple[bytes | None, bytes | None]
 

@@ -9,7 +9,7 @@ Each record goes through two steps:
 
 ``Memory`` is what the state held for the event's anonymous id before it: the current
 identity, whether this event id was seen, and, only when ``needs_held`` says so, the
-events waiting for an identity. The caller (``streams.worker.processor``) reads that from the
+events waiting for an identity. The caller (``streams.pipeline.stitch``) reads that from the
 state store and applies the outcome; this module never touches storage.
 
 The seed's example, anonymous id 1 and email a@b.com at event3 (policy ``retain``):

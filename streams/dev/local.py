@@ -17,10 +17,12 @@ from types import TracebackType
 from streams.core.inputs import InputFormat
 from streams.core.record import SinkRecord
 from streams.core.rules import RecognitionRules
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.route import route
+from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, route, stitch
 
 __all__ = ["WorkerProcess", "expected_mappings", "expected_versions"]
 

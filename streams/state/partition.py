@@ -1,10 +1,11 @@
 """The stitch state of one partition, as one batch sees it (layout: ``streams.state.keys``).
 
-``PartitionState`` answers what the rules ask about an anonymous id (its identity, whether
-an event id was seen, the events it holds) and takes what an outcome changes, through one
-``Pending`` buffer over the partition's store: later records of a batch see the changes of
-earlier ones, and ``changes()`` hands them over in the order a crash may safely cut. It
-applies the bounds of ``Retention`` in the same batch.
+``PartitionState`` answers what the rules ask about an event in one read (``memory``: its
+anonymous id's identity, whether its event id was seen, the events the id holds) and
+takes what the outcome changes (``apply``), through one ``Pending`` buffer over the
+partition's store: later records of a batch see the changes of earlier ones, and
+``changes()`` hands them over in the order a crash may safely cut. It applies the bounds
+of ``Retention`` in the same batch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from dataclasses import dataclass
 
 import orjson
 
-from streams.core.rules import Held, Identity, Outcome, claim_key
+from streams.core.rules import (
+    Held,
+    Identity,
+    Memory,
+    Outcome,
+    Parsed,
+    RecognitionRules,
+    claim_key,
+    needs_held,
+)
 from streams.state.keys import (
     ARRIVED,
     BY_VALUE,
@@ -83,14 +93,31 @@ class PartitionState:
         self._dropped_upto: dict[bytes, bytes] = {}  # per held prefix: the last stored key dropped
         self.dropped = Dropped()  # what the bounds let go in this batch
 
+    def memory(self, parsed: Parsed, rules: RecognitionRules, *, before: int) -> Memory:
+        """What state knows for deciding on ``parsed`` (an event with an anonymous id): its
+        anonymous id's identity, whether its event id was seen, whether the identity waits
+        for the merge limit's answer, and, only where the rules need them, the events the
+        id holds that arrived before offset ``before`` (``held``). Raises StateError for
+        an id too long to store, before the event changes anything."""
+        anonymous_id = str(parsed.anonymous_id)
+        anon = id_part(anonymous_id)
+        identity = self.identity(anonymous_id)
+        memory = Memory(
+            identity=identity,
+            seen=self._pending.get(SEEN + anon + event_id_bytes(parsed.event_id)) is not None,
+            unconfirmed=(
+                rules.claims
+                and identity is not None
+                and self._pending.get(UNCONFIRMED + anon) is not None
+            ),
+        )
+        if not needs_held(parsed, memory, rules):
+            return memory
+        return Memory(identity, memory.seen, self.held(anonymous_id, before), memory.unconfirmed)
+
     def identity(self, anonymous_id: str) -> Identity | None:
         value = self._pending.get(PROFILE + id_part(anonymous_id))
         return None if value is None else Identity(tuple(orjson.loads(value)))
-
-    def unconfirmed(self, anonymous_id: str) -> str | None:
-        """The identity A was bound to that the merge limit has not confirmed yet."""
-        value = self._pending.get(UNCONFIRMED + id_part(anonymous_id))
-        return None if value is None else value.decode()
 
     def confirmed(self, anonymous_id: str, identity: str) -> None:
         """The merge limit answered for ``identity``: A's events need not be kept for it."""

@@ -42,7 +42,7 @@ the table's), dead-lettering an event whose key is not its anonymous id.
 
 The agents take their records a fetch at a time (``streams.worker.transport``: feeds,
 around Faust's per-record stream machinery); what they do with a batch is
-``streams.worker.handlers``: the processor, one librdkafka producer
+``streams.worker.handlers``: a flow of ``streams.pipeline``, one librdkafka producer
 (``streams.worker.outbox``), and a checkpoint in the order ``streams.worker.checkpoint``
 states (output, then changelog, then RocksDB, then the input offsets). An agent that
 raises stops the worker: its batch is not acknowledged, so the next worker reads it
@@ -60,6 +60,7 @@ from mode import CrashingSupervisor
 
 from streams.core.merges import answers_topic, claims_topic
 from streams.ops.counters import values
+from streams.ops.logs import logging_config
 from streams.ops.status import Heartbeat
 from streams.settings import Settings
 from streams.worker.checkpoint import Checkpoint
@@ -70,7 +71,7 @@ from streams.worker.metrics import LAST_IDENTIFICATION, WorkerMetrics
 from streams.worker.outbox import Outbox
 from streams.worker.transport import SCHEME, App
 
-__all__ = ["create_app", "restored"]
+__all__ = ["create_app", "restored", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,19 @@ def _timers(
     app.timer(interval=5.0)(gauges)
     app.timer(interval=30.0)(report_counts)
     app.timer(interval=5.0)(beat)
+
+
+def run(app: faust.App, settings: Settings, ready: Callable[[], None]) -> None:
+    """Run ``app`` as Faust's worker until SIGTERM or SIGINT, then exit the process;
+    ``ready`` is called once the worker is built, before it starts."""
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        logging_config=logging_config(settings) if settings.log_format == "json" else None,
+    )
+    ready()
+    worker.execute_from_commandline()
 
 
 def restored(app: faust.App) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterab
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from streams.worker.processor import InputRecord
+from streams.pipeline.records import InputRecord
 
 __all__ = ["Batch", "DeliveryOrder", "Feed", "Verdict"]
 

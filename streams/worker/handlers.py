@@ -1,10 +1,10 @@
-"""What each agent does with one batch: the processor's functions, emitted, checkpointed.
+"""What each agent does with one batch: a flow of the pipeline, emitted, checkpointed.
 
 ``Handlers`` holds what the three agents share (the settings, the outbox, the counters)
-and has one method per agent. Each takes one ``Batch`` of its feed, runs it through the
-processor (``streams.worker.processor``) against the partitions' state, sends what that
-gives to its topics, and checkpoints (``streams.worker.checkpoint``); the batch is
-acknowledged only by its checkpoint, so an exception leaves it to be read again.
+and has one method per agent. Each takes one ``Batch`` of its feed, runs it through its
+flow (``streams.pipeline``) against the partitions' state, sends what that gives to its
+topics, and checkpoints (``streams.worker.checkpoint``); the batch is acknowledged only
+by its checkpoint, so an exception leaves it to be read again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from dataclasses import dataclass, replace
 
 from streams.core.merges import Claim, Forget, MergeLimit, Release, encode
 from streams.core.record import HEADER_TRUNCATED, SinkRecord, why
+from streams.pipeline.arbitrate import arbitrate
+from streams.pipeline.records import DeadLetter
+from streams.pipeline.route import route
+from streams.pipeline.stitch import Sources, stitch_partition
 from streams.settings import Settings
 from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
@@ -22,15 +26,6 @@ from streams.worker.checkpoint import Checkpoint
 from streams.worker.feed import Batch
 from streams.worker.metrics import WorkerMetrics
 from streams.worker.outbox import Outbox
-from streams.worker.processor import (
-    DeadLetter,
-    InputRecord,
-    answers,
-    arbitrate,
-    control,
-    route,
-    stitch,
-)
 
 __all__ = ["Handlers", "TopicNames"]
 
@@ -62,8 +57,14 @@ class Handlers:
         self._limit: MergeLimit = settings.merges
         self.limited = self._limit.max_anonymous_ids is not None
         self._rules = replace(settings.recognition, claims=self.limited)
-        self._keyed = settings.topics.input_keyed_by_anonymous_id
         self._input_format = settings.topics.input_format
+        self._sources = Sources(
+            control=topics.control,
+            answers=topics.answers,
+            keyed=settings.topics.input_keyed_by_anonymous_id,
+            input_format=self._input_format,
+            merge_limit=self.limited,
+        )
 
     async def route(self, batch: Batch, checkpoint: Checkpoint) -> None:
         """Input -> repartition (keyed by anonymous id), sink (passed through), dead letters."""
@@ -79,37 +80,19 @@ class Handlers:
     async def stitch(self, batch: Batch, checkpoint: Checkpoint) -> None:
         """Per partition: the events against its state, then answers, then commands."""
         started = time.perf_counter()
-        counts, topics = self._counts, self._topics
+        counts = self._counts
         identified = counts.identified
         done = []
         clock_ms = int(time.time() * 1000)
-        for partition, records in batch.by_partition().items():
-            store = checkpoint.store(partition)
+        for number, records in batch.by_partition().items():
+            store = checkpoint.store(number)
             state = PartitionState(
                 store, self._settings.retention, mappings=self._settings.identity_records
             )
-            by_topic = _by_topic(records, topics.control, topics.answers)
-            result = stitch(
-                by_topic[""],
-                state,
-                self._rules,
-                counts,
-                keyed=self._keyed,
-                clock_ms=clock_ms,
-                input_format=self._input_format,
+            result = stitch_partition(
+                records, state, self._rules, counts, self._sources, clock_ms=clock_ms
             )
-            # after the events (their changes are pending in `state`): answers, commands
-            for more in (
-                answers(by_topic[topics.answers], state, self._rules, counts),
-                control(
-                    by_topic[topics.control], state, self._rules, counts, merge_limit=self.limited
-                ),
-            ):
-                result.sink += more.sink
-                result.dead += more.dead
-                result.claims += more.claims
-                result.changes = more.changes
-            done.append((partition, store, result))
+            done.append((number, store, result))
         for _, _, result in done:
             self._emit(result.sink, result.dead)
             self._claim(result.claims)
@@ -164,11 +147,3 @@ class Handlers:
 
 def _cut(data: bytes | None, limit: int | None) -> bytes | None:
     return data if data is None or limit is None else data[:limit]
-
-
-def _by_topic(records: Iterable[InputRecord], *topics: str) -> dict[str, list[InputRecord]]:
-    """Records of ``topics`` under their names, the others under ""; each in order."""
-    groups: dict[str, list[InputRecord]] = {name: [] for name in ("", *topics)}
-    for record in records:
-        groups[record.topic if record.topic in groups else ""].append(record)
-    return groups

@@ -17,6 +17,12 @@ partition is restored from the start of its changelog, as a worker with an empty
 restores it. A database locked by another process is not such a case: Faust waits for it.
 A volume lost or rolled back needs nothing of this: Faust reads the changelog from where
 that state stands.
+
+Private names of Faust, mode and aiokafka used here, and why:
+
+    ``_build_offsets``   Faust's recovery computes where each partition's restore starts
+                         there: the one place to see the applied offset beside the end
+    ``_recovery``        the table manager's recovery, built on first use: ours instead
 """
 
 from __future__ import annotations

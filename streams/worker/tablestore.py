@@ -8,6 +8,13 @@ a partition's database can be moved aside (``set_aside``), which happens when it
 be opened or is ahead of its changelog (``streams.worker.recovery`` says why). It is
 registered under the URL scheme ``retrostitch`` (an entry point of the ``faust.stores``
 group in ``pyproject.toml``); ``streams.worker.app`` uses it.
+
+Private names of Faust, mode and aiokafka used here, and why:
+
+    ``_open_for_partition``   opens one partition's database: where an unreadable one
+                              is set aside and opened again empty
+    ``_dbs``                  the open databases by partition: one set aside is closed
+                              and dropped from it
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Faust's aiokafka transport, handing fetched records to the agents a fetch at a time.
 
-This module is the one place that reaches into Faust's and aiokafka's internals; the rest
-of the worker uses what it exports. Faust stays the application: group membership,
-partition assignment (standbys included), the tables' changelogs and their recovery,
-seeks to the committed offsets after a rebalance, and the commits themselves. What goes
-around Faust is how records of the agents' topics reach the agents:
+This module reaches furthest into Faust's and aiokafka's internals (``tablestore`` and
+``recovery`` touch a few names too, each listed in its docstring); the rest of the worker
+uses what it exports. Faust stays the application: group membership, partition
+assignment (standbys included), the tables' changelogs and their recovery, seeks to the
+committed offsets after a rebalance, and the commits themselves. What goes around Faust
+is how records of the agents' topics reach the agents:
 
 - **Feeds** (``streams.worker.feed``). Faust hands every record to a stream as an event
   (a message, an event, a channel queue, stream iteration and one ack each): about half a
@@ -25,17 +26,22 @@ around Faust is how records of the agents' topics reach the agents:
   a broker that holds it that long even when records arrive (the local one does) adds
   that much to every amend's latency: 100 ms here.
 
-Private attributes of Faust and aiokafka used here, and why:
+Private names of Faust, mode and aiokafka used here, and why:
 
     aiokafka consumer ``_fetch_max_wait_ms``   the fetch wait (Faust passes no setting)
     Faust consumer ``_read_offset``            where each partition was read to: Faust's
                                                seek sets it, lag is computed from it
     ``_seek``                                  seek without Faust's bookkeeping
     ``_wait_next_records``, ``_buffered_partitions``, ``_stopped``, ``_add_gap``,
-    ``_commit_every``, ``_n_acked``            Faust's own fetch loop, written again with
+    ``_commit_every``, ``_n_acked``, ``_acked``, ``_drain_messages``, ``_to_message``
+                                               Faust's own fetch loop, written again with
                                                one delivery per fetch
     ``_new_offset``, ``_filter_tps_with_pending_acks``
                                                a batch's offsets join Faust's commits
+    ``_new_consumer_thread``, ``_create_worker_consumer``
+                                               the consumer thread and the aiokafka
+                                               consumer it makes are ours, so that the
+                                               fetch wait and the loop above apply
     table ``data._db_for_partition``, ``data._dbs``, ``data.offset_key``
                                                the agents write a table's RocksDB and its
                                                changelog offset themselves (``partition_db``)
@@ -56,9 +62,9 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka
 from rocksdict import Rdict
 
+from streams.pipeline.records import InputRecord
 from streams.state.store import Change
 from streams.worker.feed import DeliveryOrder, Feed, Verdict
-from streams.worker.processor import InputRecord
 
 __all__ = [
     "SCHEME",
@@ -333,7 +339,7 @@ class BatchDeliveringConsumer(aiokafka.Consumer):
 
 
 def _input_record(record: Any) -> InputRecord:
-    """aiokafka's record as the processor's (timestamps in ms; none: 0)."""
+    """aiokafka's record as the pipeline's (timestamps in ms; none: 0)."""
     return InputRecord(
         record.topic, record.partition, record.offset, record.key, record.value,
         record.timestamp or 0,

@@ -20,11 +20,12 @@ from connectors.base import Warehouse
 from connectors.runner import BatchingSink
 from streams.core.record import SinkRecord
 from streams.core.rules import RecognitionRules
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import stitch
 from streams.settings import Settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
 from tests.bench.workload import MIXES, events
 
 __all__ = ["produce_sink_records", "sink_records", "throughput"]

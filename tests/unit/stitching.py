@@ -8,11 +8,12 @@ from typing import Any
 import orjson
 
 from streams.core.rules import RecognitionRules
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.retention import Retention
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
 
 
 def event(

@@ -1,4 +1,4 @@
-"""The core and the state layer stay pure: no Kafka client, Faust, RocksDB or database
+"""The core, the state layer and the pipeline stay pure: no Kafka client, Faust, RocksDB or database
 driver, no clock, disk or network (``streams.state.rocks``, the RocksDB adapter, aside).
 import-linter (`make lint`) checks the imports between packages; this checks every
 module's own imports, standard library included, and what importing them loads."""
@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).parents[2]
 PURE = sorted(
     str(path.relative_to(ROOT))
-    for package in ("streams/core", "streams/state")
+    for package in ("streams/core", "streams/state", "streams/pipeline")
     for path in (ROOT / package).glob("*.py")
     if path.name != "rocks.py"
 )
@@ -28,6 +28,7 @@ FORBIDDEN = {
 def test_the_pure_packages_are_all_checked() -> None:
     assert "streams/core/rules.py" in PURE
     assert "streams/state/partition.py" in PURE
+    assert "streams/pipeline/stitch.py" in PURE
     assert "streams/state/rocks.py" not in PURE
 
 

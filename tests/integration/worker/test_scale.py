@@ -16,11 +16,12 @@ import pytest
 from connectors.postgres import PostgresWarehouse
 from streams.core.rules import RecognitionRules
 from streams.dev.reader import Message, TopicReader
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import stitch
 from streams.settings import Settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
 from tests.integration.conftest import make_pipeline
 from tests.integration.harness import (
     Pipeline,

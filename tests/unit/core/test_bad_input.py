@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.rules import RecognitionRules
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.route import route
+from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, route, stitch
 from tests.badinput import oracle, stream
 
 SCALARS = (

@@ -11,9 +11,10 @@ from streams.core.control import Command, Verb, encode, parse_command
 from streams.core.errors import BadRecord
 from streams.core.record import ERASED_VERSION
 from streams.core.rules import Policy, RecognitionRules
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import control
 from streams.state.partition import PartitionState
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, control
 from tests.unit.stitching import Run, event
 
 

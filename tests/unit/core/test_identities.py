@@ -9,9 +9,10 @@ import orjson
 from streams.core.control import Command, Verb, encode
 from streams.core.merges import MergeLimit
 from streams.core.rules import Policy, RecognitionRules
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import control
 from streams.state.keys import MAPPING
 from streams.state.retention import Retention
-from streams.worker.processor import InputRecord, control
 from tests.unit.core.test_merges import T0, Limited
 from tests.unit.stitching import Run, event
 

@@ -22,11 +22,13 @@ from streams.core.merges import (
     parse_claims_record,
 )
 from streams.core.rules import Policy, RecognitionRules
+from streams.pipeline.arbitrate import Quarantined, arbitrate
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import answers, control, stitch
 from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, Quarantined, answers, arbitrate, control, stitch
 from tests.unit.stitching import Run, event
 
 T0 = 1_700_000_000_000

@@ -11,10 +11,11 @@ import pytest
 from streams.core.errors import BadRecord
 from streams.core.pointer import Pointer
 from streams.core.rules import Policy, RecognitionRules, derived_event_id, parse
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
 from tests.unit.stitching import Run, event
 
 SEED = [

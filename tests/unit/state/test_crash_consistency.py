@@ -14,10 +14,11 @@ import orjson
 import pytest
 
 from streams.core.rules import Policy, RecognitionRules
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, stitch
 from tests.unit.stitching import event
 
 BEFORE = [

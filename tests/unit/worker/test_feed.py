@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from streams.pipeline.records import InputRecord
 from streams.worker.feed import Batch, Feed
-from streams.worker.processor import InputRecord
 
 A, B = ("events", 0), ("events", 1)
 

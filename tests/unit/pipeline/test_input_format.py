@@ -9,11 +9,13 @@ from streams.core.inputs import InputFormat
 from streams.core.rules import Policy, RecognitionRules
 from streams.core.snowplow import enriched_event
 from streams.dev import snowplow
+from streams.pipeline.counts import Counters
+from streams.pipeline.records import InputRecord
+from streams.pipeline.route import route
+from streams.pipeline.stitch import stitch
 from streams.settings import load_settings
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
-from streams.worker.metrics import Counters
-from streams.worker.processor import InputRecord, route, stitch
 
 TSV = InputFormat.SNOWPLOW_ENRICHED_TSV
 RULES: RecognitionRules = load_settings(environ=snowplow.ENVIRONMENT).recognition
