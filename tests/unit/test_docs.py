@@ -49,12 +49,13 @@ def without_code_spans(line: str) -> str:
     return re.sub(r"(`+).*?\1", "", line)
 
 
+#: an inline link or image: ](target) or ](<target> "title")
+LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
 def links(text: str) -> list[str]:
     """Targets of the inline links and images of ``text``, code left out."""
-    found: list[str] = []
-    for line in prose(text):
-        found += re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", without_code_spans(line))
-    return found
+    return [target for line in prose(text) for target in LINK.findall(without_code_spans(line))]
 
 
 def slug(heading: str) -> str:
