@@ -134,7 +134,7 @@ def test_every_setting_has_a_unique_key_and_variable() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     for setting in SETTINGS:
         assert setting.key.rpartition(".")[2] + ":" in readme, setting.key
         assert setting.env is None or setting.env in readme, setting.env

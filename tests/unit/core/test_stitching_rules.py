@@ -449,7 +449,7 @@ def test_the_bot_filter_can_be_turned_off_and_its_markers_changed() -> None:
 def test_the_readme_table_of_both_policies_on_a_shared_device(
     policy: Policy, stitched: str
 ) -> None:
-    """README, rule 6: three anonymous events, A logs in, two events, B logs in, one event."""
+    """docs/rules.md, rule 6: three anonymous events, A logs in, two, B logs in, one."""
     run = Run(RecognitionRules(policy=policy))
     emails = [None, None, None, "a", None, None, "b", None]
     run.feed(*(event(f"e{i + 1}", "d", email=email) for i, email in enumerate(emails)))

@@ -77,7 +77,8 @@ def _batch(store: MemoryStore, values: list[bytes], offset: int, rules: Recognit
                 strict=True,
                 reason="known gap: under `latest`, a prefix holding the batch's new identity "
                 "but not its seen markers makes the re-run stitch earlier events at once, at "
-                "versions the first run already used with other values (README: Delivery)",
+                "versions the first run already used with other values "
+                "(docs/internals.md: crash safety)",
             ),
         ),
     ],
