@@ -20,7 +20,7 @@ turns errors into warnings, so it must convert nothing) and converted by the ``I
 A server that refuses ``LOAD DATA LOCAL`` gets one multi-row ``INSERT … VALUES`` instead.
 
 PyMySQL is the driver: pure Python, so it installs from PyPI alone where mysqlclient and
-the MariaDB connector need the C client's headers to build (README: MySQL and MariaDB).
+the MariaDB connector need the C client's headers to build (docs/warehouses.md: MySQL and MariaDB).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Settings: one frozen object per process, read from a YAML file and the environment.
 
 Every setting has a YAML key, most have an environment variable, and the variable wins.
-``SETTINGS`` below is the one table of them all (the README's settings table follows it).
+``SETTINGS`` below is the one table of them all (docs/configuration.md lists it; a test keeps the two equal).
 A wrong value fails at start with a ``ConfigError`` naming the key and what was expected.
 
     users_recognition:                      # Jitsu's words, so Jitsu users feel at home
@@ -81,7 +81,7 @@ class TopicSettings:
     partitions: int = 8
     #: true: the input is keyed by anonymous id (as ``retrostitch produce`` keys it) and has
     #: ``partitions`` partitions, so the stitcher reads it directly and skips the repartition
-    #: hop (about twice the throughput); an event keyed otherwise goes to the dead letters
+    #: hop (docs/performance.md measures it); an event keyed otherwise goes to the dead letters
     input_keyed_by_anonymous_id: bool = False
     #: the input's record values: JSON events, or Snowplow enrich's enriched TSV lines, each
     #: turned into the JSON of Snowplow's analytics SDKs before the rules read it

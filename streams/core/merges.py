@@ -52,7 +52,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class MergeLimit:
-    """How many distinct anonymous ids one identity may absorb per window (README)."""
+    """How many distinct anonymous ids one identity may absorb per window (docs/rules.md:
+    the merge limit)."""
 
     #: None: no limit (identifications apply at once, no claims are sent)
     max_anonymous_ids: int | None = 100

@@ -1,4 +1,4 @@
-"""The sink record: what the stitcher emits and every connector reads (README: sink record).
+"""The sink record: what the stitcher emits and every connector reads (docs/warehouses.md).
 
 One JSON object per record, keyed by event id:
 

@@ -259,7 +259,7 @@ def mobile_screen_view(
 
 def demo_stream() -> tuple[list[bytes], list[bytes]]:
     """``retrostitch demo --snowplow``, and the tests': enriched lines before and after
-    identification. The shared device of the README's rule 6 on a browser (``BROWSER``;
+    identification. The shared device of rule 6 (docs/rules.md) on a browser (``BROWSER``;
     page views ``web-1`` … ``web-8``: three anonymous, user-a signs in, two more, user-b
     signs in, one more), an app install (``INSTALL``; ``app-1`` anonymous, ``app-2``
     signed in as user-c), and a line that is no enriched event."""

@@ -1,4 +1,4 @@
-"""What state keeps, and for how long (README: bounded state).
+"""What state keeps, and for how long (docs/rules.md: bounded state).
 
 The bounds are applied inside the same batches and the same changelog as every other
 change, so a restart or a takeover keeps them: an event's held copy and seen marker leave

@@ -4,7 +4,7 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
 
     input        topics.input               key: anything       value: a JSON event
     repartition  <app_id>-by-anonymous-id   key: anonymous id   value: the event, unchanged
-    sink         topics.sink                key: event id       value: sink record (README)
+    sink         topics.sink                key: event id       value: sink record
     dead letters topics.dead_letter         key, value: as received; headers
                                             retrostitch.reason, retrostitch.source
     control      topics.control             key: none           value: a command

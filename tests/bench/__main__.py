@@ -236,7 +236,7 @@ def _mean_event_bytes(mix: Mix) -> float:
 
 
 def table(results: dict[str, Any]) -> str:
-    """The results as the README shows them."""
+    """The results as docs/performance.md shows them."""
     machine = results["machine"]
     lines = [
         f"retrostitch bench: commit {machine['commit']}, {machine['cores']} cores, "
