@@ -11,7 +11,7 @@ Order of one flush (offsets are committed only once the batch is in the warehous
     3. the batch's offsets are committed.
 
 A crash anywhere re-delivers the batch, and writing a row again changes nothing: for each
-key the highest version wins in both warehouses, whatever the order of arrival.
+key the highest version wins in every warehouse, whatever the order of arrival.
 
 While the warehouse is away the connector keeps its place in the group: it pauses its
 partitions and goes on polling between retries (the group measures

@@ -130,7 +130,7 @@ class Settings:
     identity_records: bool = True
     standby_replicas: int = 1
     log_level: str = "info"
-    #: text, or json: one JSON object per line (streams/logs.py)
+    #: text, or json: one JSON object per line (streams/ops/logs.py)
     log_format: str = "text"
     #: /healthz, /readyz and /metrics of this process; 0 turns it off. None: the default
     #: of its kind (``streams.ops.status.DEFAULT_PORTS``), so that a worker, a replay and
