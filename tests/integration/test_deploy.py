@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from connectors.registry import SECTIONS
 from streams.cli import build_parser
 from streams.settings import SETTINGS, load_settings
 
@@ -65,8 +66,9 @@ def test_commands_variables_probes_and_ports_are_the_products(overlay: str, tmp_
     objects = _render(overlay)
     config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["retrostitch.yaml"]
     (tmp_path / "retrostitch.yaml").write_text(config)
-    settings = load_settings(tmp_path / "retrostitch.yaml", environ={})  # no ConfigError
-    known_variables = {s.env for s in SETTINGS}
+    # no ConfigError: every key of the file is a setting, each warehouse's included
+    settings = load_settings(tmp_path / "retrostitch.yaml", environ={}, sections=SECTIONS)
+    known_variables = {s.env for s in (*SETTINGS, *(r for s in SECTIONS for r in s.settings))}
     commands = {}
     for name, container in _containers(objects):
         args = build_parser().parse_args(container["args"])  # exits on an unknown command
