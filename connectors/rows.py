@@ -63,7 +63,7 @@ class ColumnType(StrEnum):
     FLOAT = "float"
     TEXT = "text"
     TIMESTAMP = "timestamp"
-    JSON = "json"  # the whole event: JSONB in Postgres, a JSON string in ClickHouse
+    JSON = "json"  # the whole event: the warehouse's JSON type, or a JSON string
 
 
 def column_name(path: Sequence[str]) -> str:
