@@ -4,19 +4,28 @@
 method writes a batch of rows, version-guarded, and returns the rows it refused; one
 deletes what a batch's erase records name. ``write_or_split`` finds the refused records
 of a batch by halving it, so that one bad record costs a few writes, not the batch.
+``WarehouseKind`` is all the rest of the product knows of a warehouse, declared once in
+the warehouse's module and listed in ``connectors.registry``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from connectors.errors import describe
 from connectors.rows import Erasure, Layout, Row
-from streams.settings import Settings
+from streams.settings import Section, Settings
 
-__all__ = ["Rejected", "Warehouse", "identities_layout", "layout_of", "write_or_split"]
+__all__ = [
+    "Rejected",
+    "Warehouse",
+    "WarehouseKind",
+    "identities_layout",
+    "layout_of",
+    "write_or_split",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +60,27 @@ class Warehouse(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseKind:
+    """One warehouse as the CLI, the status ports, the settings and the README know it."""
+
+    #: ``retrostitch sink <name>``; the consumer group ``<app_id>-sink-<name>``
+    name: str
+    #: how the README names it
+    title: str
+    #: its connector's status port where ``stitcher.status_port`` is not set: one of its
+    #: own, so that each connector starts beside a worker and a replay on one host
+    status_port: int
+    #: the client library, as the README names it
+    driver: str
+    #: the modules of that library it imports (import-linter keeps them out of the core)
+    driver_modules: tuple[str, ...]
+    #: its own settings (``Settings.section(section.kind)``), read by every process
+    section: Section[Any]
+    #: its connector's writer of the events table, from the settings
+    connect: Callable[[Settings], Warehouse]
 
 
 def write_or_split(

@@ -7,7 +7,7 @@
     │                         record goes to the dead-letter topic, the rest of the batch lands
     └── BadSinkRecord         a sink record that is not in the documented format: dead letter
 
-Driver exceptions (psycopg, clickhouse-connect) are translated into these where they are
+A driver's exceptions are translated into these in its warehouse's module, where they are
 caught, with ``raise … from exc``; connection strings never appear in a message.
 """
 

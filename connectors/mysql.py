@@ -20,7 +20,11 @@ turns errors into warnings, so it must convert nothing) and converted by the ``I
 A server that refuses ``LOAD DATA LOCAL`` gets one multi-row ``INSERT … VALUES`` instead.
 
 PyMySQL is the driver: pure Python, so it installs from PyPI alone where mysqlclient and
-the MariaDB connector need the C client's headers to build (docs/warehouses.md: MySQL and MariaDB).
+the MariaDB connector need the C client's headers to build (docs/warehouses.md: MySQL and
+MariaDB).
+
+Its settings (``warehouse.mysql_dsn``) are ``MySQLSettings``; ``WAREHOUSE`` is its entry in
+``connectors.registry``.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from connectors.base import Rejected, layout_of, write_or_split
+from connectors.base import Rejected, WarehouseKind, layout_of, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.rows import (
     ColumnType,
@@ -49,9 +54,16 @@ from connectors.rows import (
 )
 from streams.core.errors import ConfigError
 from streams.core.record import Status
-from streams.settings import Settings
+from streams.settings import Section, Setting, Settings, text
 
-__all__ = ["MySQLWarehouse", "connection_options", "quoted"]
+__all__ = [
+    "SECTION",
+    "WAREHOUSE",
+    "MySQLSettings",
+    "MySQLWarehouse",
+    "connection_options",
+    "quoted",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,19 @@ KEY_TYPE = "VARCHAR(768)"
 #: retrying will not cure them, so the batch is split and the record dead-lettered
 ROW_ERRORS = frozenset({1048, 1264, 1265, 1292, 1366, 1367, 1406, 1416, 3140, 4025})
 DUPLICATE_COLUMN = 1060
+
+
+@dataclass(frozen=True, slots=True)
+class MySQLSettings:
+    """Where the MySQL connector writes (``warehouse.mysql_dsn``)."""
+
+    dsn: str = "mysql://root@127.0.0.1:3306/test"
+
+
+SECTION = Section(
+    MySQLSettings,
+    (Setting("warehouse.mysql_dsn", "RETROSTITCH_MYSQL_DSN", text, "dsn", MySQLSettings().dsn),),
+)
 
 
 def quoted(*names: str) -> str:
@@ -118,7 +143,7 @@ class MySQLWarehouse:
         server refuses it; False writes with ``INSERT`` only."""
         self._settings = settings
         self.layout = layout_of(settings) if layout is None else layout
-        self._options = connection_options(settings.warehouse.mysql_dsn)
+        self._options = connection_options(settings.section(MySQLSettings).dsn)
         self._database = self._options["database"]
         self._table_name = self.layout.table
         self.table = quoted(self._database, self._table_name)
@@ -310,6 +335,16 @@ class MySQLWarehouse:
             parameters,
         )
 
+
+WAREHOUSE = WarehouseKind(
+    name=MySQLWarehouse.name,
+    title="MySQL / MariaDB",
+    status_port=8084,
+    driver="PyMySQL (pure Python: no C client to build)",
+    driver_modules=("pymysql",),
+    section=SECTION,
+    connect=MySQLWarehouse,
+)
 
 #: where batches are written for LOAD DATA LOCAL: memory where there is some
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None

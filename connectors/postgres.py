@@ -10,20 +10,23 @@ erasure marker (``status: erased``, the highest version there is) wins that upse
 row is then deleted, in the same transaction; an erase record (every row of an anonymous
 id or identity) is one ``DELETE``. Every identifier goes through
 ``psycopg.sql.Identifier``; every value is sent as data by COPY.
+
+Its settings (``warehouse.postgres_*``) are ``PostgresSettings``; ``WAREHOUSE`` is its entry
+in ``connectors.registry``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.base import Rejected, layout_of, write_or_split
+from connectors.base import Rejected, WarehouseKind, layout_of, write_or_split
 from connectors.errors import WarehouseUnavailable, describe
 from connectors.rows import (
     ColumnType,
@@ -35,9 +38,9 @@ from connectors.rows import (
     table_columns,
 )
 from streams.core.record import Status
-from streams.settings import Settings
+from streams.settings import Section, Setting, Settings, text
 
-__all__ = ["PostgresWarehouse"]
+__all__ = ["SECTION", "WAREHOUSE", "PostgresSettings", "PostgresWarehouse"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,26 @@ FROM_SQL = {name: kind for kind, name in SQL_TYPES.items()}
 PERMANENT = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
 
 
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """Where the Postgres connector writes (``warehouse.postgres_*``)."""
+
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    schema: str = "public"
+
+
+_P = PostgresSettings()
+SECTION = Section(
+    PostgresSettings,
+    (
+        Setting("warehouse.postgres_dsn", "RETROSTITCH_POSTGRES_DSN", text, "dsn", _P.dsn),
+        Setting(
+            "warehouse.postgres_schema", "RETROSTITCH_POSTGRES_SCHEMA", text, "schema", _P.schema
+        ),
+    ),
+)
+
+
 class PostgresWarehouse:
     """The sink topic into a PostgreSQL table keyed on ``primary_key_fields``, upserted
     with a version guard: an older version never overwrites a newer one."""
@@ -63,9 +86,10 @@ class PostgresWarehouse:
     def __init__(self, settings: Settings, layout: Layout | None = None) -> None:
         self._settings = settings
         self.layout = layout_of(settings) if layout is None else layout
-        self._dsn = settings.warehouse.postgres_dsn
-        self.table = sql.Identifier(settings.warehouse.postgres_schema, self.layout.table)
-        self._schema_name = settings.warehouse.postgres_schema
+        section = settings.section(PostgresSettings)
+        self._dsn = section.dsn
+        self.table = sql.Identifier(section.schema, self.layout.table)
+        self._schema_name = section.schema
         self._table_name = self.layout.table
         self._conn: psycopg.Connection[Any] | None = None
         self.schema: Schema | None = None
@@ -212,6 +236,17 @@ class PostgresWarehouse:
                 ).format(table=self.table, key=key, batch=batch),
                 (Status.ERASED.value, Status.ERASED.value),
             )
+
+
+WAREHOUSE = WarehouseKind(
+    name=PostgresWarehouse.name,
+    title="PostgreSQL",
+    status_port=8082,
+    driver="psycopg 3",
+    driver_modules=("psycopg",),
+    section=SECTION,
+    connect=PostgresWarehouse,
+)
 
 
 def _without_nul(row: Row) -> Row:

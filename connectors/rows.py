@@ -1,7 +1,7 @@
 """Sink records as warehouse rows: fixed columns, flattened event fields, column types.
 
-Pure: no database, no Kafka. Both connectors turn a batch of sink records into ``Row``s
-here and ask ``Schema`` which columns to add or widen before they write.
+Pure: no database, no Kafka. Every connector turns a batch of sink records into ``Row``s
+here and asks ``Schema`` which columns to add or widen before they write.
 
     {"event_id": "e1", "anonymous_id": "1", "stitched_user_id": "a@b.com", "version": 2,
      "status": "amended", "event": {"user": {"anonymous_id": "1", "email": "a@b.com"},
@@ -56,14 +56,14 @@ MAX_COLUMN_NAME = 63  # PostgreSQL's identifier limit; ClickHouse has none lower
 
 
 class ColumnType(StrEnum):
-    """A column's type, as both warehouses name it in their own terms."""
+    """A column's type, as every warehouse names it in its own terms."""
 
     BOOL = "bool"
     INT = "int"
     FLOAT = "float"
     TEXT = "text"
     TIMESTAMP = "timestamp"
-    JSON = "json"  # the whole event: JSONB in Postgres, a JSON string in ClickHouse
+    JSON = "json"  # the whole event: the warehouse's JSON type, or a JSON string
 
 
 def column_name(path: Sequence[str]) -> str:

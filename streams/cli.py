@@ -15,9 +15,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from connectors.registry import SECTIONS, WAREHOUSES, named
 from streams.core.errors import ConfigError, RetrostitchError
 from streams.ops.logs import logging_config
 from streams.ops.status import DEFAULT_PORTS, Heartbeat, StatusServer, port_of
@@ -39,14 +40,15 @@ def tune_gc_for_streaming() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _status_server(kind: str, settings: Settings) -> StatusServer | None:
-    """The process's status port, taken first: a port in use stops it before anything."""
-    port = port_of(kind, settings.status_port)
+def _status_server(default: int, settings: Settings) -> StatusServer | None:
+    """The process's status port (``default``: its kind's), taken first: a port in use
+    stops it before anything."""
+    port = port_of(default, settings.status_port)
     return StatusServer(port) if port else None
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
-    return _run_worker(settings, _status_server("worker", settings))
+    return _run_worker(settings, _status_server(DEFAULT_PORTS["worker"], settings))
 
 
 def _run_worker(settings: Settings, status: StatusServer | None) -> int:
@@ -90,7 +92,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.app_id == settings.app_id:
         raise ConfigError(f"replay needs a new app id, not the live one ({settings.app_id!r})")
     settings = replace(settings, app_id=args.app_id)
-    status = _status_server("replay", settings)
+    status = _status_server(DEFAULT_PORTS["replay"], settings)
     ensure_topics(settings)
     start_progress(settings, set_start(settings, start))
     return _run_worker(settings, status)
@@ -129,21 +131,13 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
-    from connectors.base import Warehouse
-    from connectors.clickhouse import ClickHouseWarehouse
-    from connectors.mysql import MySQLWarehouse
-    from connectors.postgres import PostgresWarehouse
     from connectors.runner import BatchingSink
     from streams.ops.topics import ensure_topics
 
-    kinds: dict[str, Callable[[Settings], Warehouse]] = {
-        "clickhouse": ClickHouseWarehouse,
-        "postgres": PostgresWarehouse,
-        "mysql": MySQLWarehouse,
-    }
-    status = _status_server(f"sink {args.warehouse}", settings)
+    kind = named(args.warehouse)
+    status = _status_server(kind.status_port, settings)
     ensure_topics(settings)
-    warehouse: Warehouse = kinds[args.warehouse](settings)
+    warehouse = kind.connect(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -191,7 +185,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from streams.worker.metrics import SHOWN as WORKER
 
     # without URLs: the configured port, else every kind's default port that answers
-    ports = [settings.status_port] if settings.status_port else sorted(DEFAULT_PORTS.values())
+    defaults = [*DEFAULT_PORTS.values(), *(kind.status_port for kind in WAREHOUSES)]
+    ports = [settings.status_port] if settings.status_port else sorted(defaults)
     urls = args.url or [f"http://127.0.0.1:{port}" for port in ports]
     failed = 0
     for url in urls:
@@ -217,7 +212,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.snowplow import ENVIRONMENT
 
     if args.snowplow:  # Snowplow's settings over the file's and the environment's
-        settings = load_settings(args.config, {**os.environ, **ENVIRONMENT})
+        settings = load_settings(args.config, {**os.environ, **ENVIRONMENT}, SECTIONS)
     return run_demo(settings, args.config, snowplow=args.snowplow)
 
 
@@ -251,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sink = commands.add_parser(
         "sink", help="write the sink topic to a warehouse (a consumer group)"
     )
-    sink.add_argument("warehouse", choices=["clickhouse", "postgres", "mysql"])
+    sink.add_argument("warehouse", choices=[kind.name for kind in WAREHOUSES])
     sink.set_defaults(run=_sink)
     erase = commands.add_parser(
         "erase", help="forget an anonymous id (or every one identified so) and delete its rows"
@@ -289,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, sections=SECTIONS)
         logging.config.dictConfig(logging_config(settings))
         code: int = args.run(settings, args)
     except RetrostitchError as exc:

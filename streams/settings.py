@@ -1,7 +1,11 @@
 """Settings: one frozen object per process, read from a YAML file and the environment.
 
 Every setting has a YAML key, most have an environment variable, and the variable wins.
-``SETTINGS`` below is the one table of them all (docs/configuration.md lists it; a test keeps the two equal).
+``SETTINGS`` below is the table of the settings every process shares (docs/configuration.md
+lists them, and a test keeps the two equal); a layer above declares settings of its own as
+a ``Section`` (each warehouse does, in its connector's module), which ``load_settings`` is
+given and reads with the rest, so that a process reads and checks every key of a file
+whatever it runs.
 A wrong value fails at start with a ``ConfigError`` naming the key and what was expected.
 
     users_recognition:                      # Jitsu's words, so Jitsu users feel at home
@@ -15,11 +19,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import yaml
 
@@ -33,11 +37,16 @@ from streams.state.retention import Retention
 __all__ = [
     "SETTINGS",
     "KafkaSettings",
+    "Section",
+    "Setting",
     "Settings",
     "TopicSettings",
     "WarehouseSettings",
     "load_settings",
+    "text",
 ]
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +99,8 @@ class TopicSettings:
 
 @dataclass(frozen=True, slots=True)
 class WarehouseSettings:
-    """What the connectors (``retrostitch sink clickhouse|postgres``) write, and how."""
+    """What every connector (``retrostitch sink <warehouse>``) writes, and how; where a
+    warehouse is, and what else it alone needs, is its own section (``Settings.section``)."""
 
     table: str = "events"
     #: the user mapping table (one row per anonymous id, from identity records); empty:
@@ -99,12 +109,6 @@ class WarehouseSettings:
     #: columns that identify a row (Jitsu's primary_key_fields): upserts and ORDER BY use them
     primary_key_fields: tuple[str, ...] = ("event_id",)
     event_time_node: Pointer = Pointer.parse("/_timestamp")
-    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
-    mysql_dsn: str = "mysql://root@127.0.0.1:3306/test"
-    postgres_schema: str = "public"
-    clickhouse_url: str = "chdb://./state/clickhouse"
-    clickhouse_database: str = "default"
-    clickhouse_cluster: str = ""  # set: ReplicatedReplacingMergeTree ON CLUSTER
     batch_max_rows: int = 5000
     batch_max_seconds: float = 0.5
     dead_letter_topic: str = "events.stitched.dlq"
@@ -130,12 +134,29 @@ class Settings:
     identity_records: bool = True
     standby_replicas: int = 1
     log_level: str = "info"
-    #: text, or json: one JSON object per line (streams/logs.py)
+    #: text, or json: one JSON object per line (streams/ops/logs.py)
     log_format: str = "text"
     #: /healthz, /readyz and /metrics of this process; 0 turns it off. None: the default
-    #: of its kind (``streams.ops.status.DEFAULT_PORTS``), so that a worker, a replay and
-    #: each connector start side by side on one host
+    #: of its kind (``streams.ops.status.DEFAULT_PORTS``, a warehouse's in its registry
+    #: entry), so that a worker, a replay and each connector start side by side on one host
     status_port: int | None = None
+    #: the sections declared above the settings (``Section``: a warehouse's), those that
+    #: differ from their defaults; read them with ``section``
+    sections: tuple[Any, ...] = ()
+
+    def section(self, kind: type[S]) -> S:
+        """The settings of the section whose dataclass is ``kind``; its defaults where the
+        file and the environment set none of it (or it was not loaded)."""
+        for value in self.sections:
+            if isinstance(value, kind):
+                return value
+        return kind()
+
+    def with_section(self, value: object) -> Settings:
+        """These settings with ``value`` as its section's settings."""
+        others = tuple(v for v in self.sections if type(v) is not type(value))
+        kept = () if value == type(value)() else (value,)
+        return replace(self, sections=(*others, *kept))
 
 
 # -- parsing of one value; each raises ValueError saying what was expected ------------
@@ -144,15 +165,15 @@ class Settings:
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
+    word = str(value).strip().lower()
+    if word in {"1", "true", "yes", "on"}:
         return True
-    if text in {"0", "false", "no", "off"}:
+    if word in {"0", "false", "no", "off"}:
         return False
     raise ValueError("expected true or false")
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
     if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
         raise ValueError("expected a non-empty string")
     return str(value).strip()
@@ -196,7 +217,7 @@ def _pattern(value: Any) -> re.Pattern[str] | None:
     if value is None or value == "":
         return None
     try:
-        return re.compile(_text(value))
+        return re.compile(text(value))
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from exc
 
@@ -257,14 +278,14 @@ def _one_of(kind: type[E]) -> Callable[[Any], E]:
 
 
 def _log_format(value: Any) -> str:
-    kind = _text(value).lower()
+    kind = text(value).lower()
     if kind not in {"text", "json"}:
         raise ValueError("expected text or json")
     return kind
 
 
 def _log_level(value: Any) -> str:
-    level = _text(value).lower()
+    level = text(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise ValueError("expected one of debug, info, warning, error")
     return level
@@ -277,12 +298,25 @@ class Setting:
     key: str  # dotted YAML path
     env: str | None
     parse: Callable[[Any], Any]
-    target: str  # "section.field" in Settings, or "field"
+    target: str  # "section.field" in Settings, or "field"; in a Section, a field of its kind
     default: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Section(Generic[S]):
+    """Settings that a layer above declares for itself: a frozen dataclass whose every field
+    has a default, and its rows, each row's target one of the dataclass's fields.
+
+    ``load_settings(…, sections=[…])`` reads its rows with ``SETTINGS`` (a key of a section
+    not given is an unknown key) and ``Settings.section(kind)`` hands the result back.
+    """
+
+    kind: type[S]
+    settings: tuple[Setting, ...]
+
+
 def _identifiers(value: Any) -> tuple[str, ...]:
-    names = tuple(_text(item) for item in _list(value))
+    names = tuple(text(item) for item in _list(value))
     if not names:
         raise ValueError("expected at least one column name")
     return names
@@ -309,23 +343,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.max_waiting_events_per_anonymous_id", "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID", _limit, "retention.max_held_per_id", _N.max_held_per_id),
     Setting("users_recognition.max_anonymous_ids_per_identity", "USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY", _limit, "merges.max_anonymous_ids", _M.max_anonymous_ids),
     Setting("users_recognition.merge_window_minutes", "USER_RECOGNITION_MERGE_WINDOW_MINUTES", _positive_minutes, "merges.window_ms", _M.window_ms),
-    Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", _text, "kafka.bootstrap_servers", _K.bootstrap_servers),
+    Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", text, "kafka.bootstrap_servers", _K.bootstrap_servers),
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
     Setting("kafka.heartbeat_interval_seconds", "KAFKA_HEARTBEAT_INTERVAL_SECONDS", _positive(float), "kafka.heartbeat_interval", _K.heartbeat_interval),
     Setting("kafka.max_poll_interval_seconds", "KAFKA_MAX_POLL_INTERVAL_SECONDS", _positive(float), "kafka.max_poll_interval", _K.max_poll_interval),
     Setting("kafka.replication_factor", "KAFKA_REPLICATION_FACTOR", _positive(int), "kafka.replication_factor", _K.replication_factor),
     Setting("kafka.producer_max_batch_bytes", "KAFKA_PRODUCER_MAX_BATCH_BYTES", _positive(int), "kafka.producer_max_batch_bytes", _K.producer_max_batch_bytes),
     Setting("kafka.inexact_end_offsets", "KAFKA_INEXACT_END_OFFSETS", _bool, "kafka.inexact_end_offsets", _K.inexact_end_offsets),
-    Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", _text, "topics.input", _T.input),
-    Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", _text, "topics.sink", _T.sink),
-    Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", _text, "topics.dead_letter", _T.dead_letter),
-    Setting("topics.control", "RETROSTITCH_CONTROL_TOPIC", _text, "topics.control", _T.control),
-    Setting("topics.quarantine", "RETROSTITCH_QUARANTINE_TOPIC", _text, "topics.quarantine", _T.quarantine),
+    Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", text, "topics.input", _T.input),
+    Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", text, "topics.sink", _T.sink),
+    Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", text, "topics.dead_letter", _T.dead_letter),
+    Setting("topics.control", "RETROSTITCH_CONTROL_TOPIC", text, "topics.control", _T.control),
+    Setting("topics.quarantine", "RETROSTITCH_QUARANTINE_TOPIC", text, "topics.quarantine", _T.quarantine),
     Setting("topics.partitions", "RETROSTITCH_PARTITIONS", _positive(int), "topics.partitions", _T.partitions),
     Setting("topics.input_format", "RETROSTITCH_INPUT_FORMAT", _one_of(InputFormat), "topics.input_format", _T.input_format),
     Setting("topics.input_keyed_by_anonymous_id", "RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID", _bool, "topics.input_keyed_by_anonymous_id", _T.input_keyed_by_anonymous_id),
-    Setting("stitcher.app_id", "RETROSTITCH_APP_ID", _text, "app_id", _S.app_id),
-    Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(_text(v)), "state_dir", _S.state_dir),
+    Setting("stitcher.app_id", "RETROSTITCH_APP_ID", text, "app_id", _S.app_id),
+    Setting("stitcher.state_dir", "RETROSTITCH_STATE_DIR", lambda v: Path(text(v)), "state_dir", _S.state_dir),
     Setting("stitcher.batch_max_events", "RETROSTITCH_BATCH_MAX_EVENTS", _positive(int), "batch_max_events", _S.batch_max_events),
     Setting("stitcher.max_event_bytes", "RETROSTITCH_MAX_EVENT_BYTES", _limit, "recognition.max_event_bytes", _R.max_event_bytes),
     Setting("stitcher.identity_records", "RETROSTITCH_IDENTITY_RECORDS", _bool, "identity_records", _S.identity_records),
@@ -333,37 +367,50 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stitcher.status_port", "RETROSTITCH_STATUS_PORT", _count, "status_port", _S.status_port),
     Setting("stitcher.log_level", "RETROSTITCH_LOG_LEVEL", _log_level, "log_level", _S.log_level),
     Setting("stitcher.log_format", "RETROSTITCH_LOG_FORMAT", _log_format, "log_format", _S.log_format),
-    Setting("warehouse.table", "RETROSTITCH_WAREHOUSE_TABLE", _text, "warehouse.table", _W.table),
-    Setting("warehouse.identities_table", "RETROSTITCH_IDENTITIES_TABLE", _text, "warehouse.identities_table", _W.identities_table),
+    Setting("warehouse.table", "RETROSTITCH_WAREHOUSE_TABLE", text, "warehouse.table", _W.table),
+    Setting("warehouse.identities_table", "RETROSTITCH_IDENTITIES_TABLE", text, "warehouse.identities_table", _W.identities_table),
     Setting("warehouse.primary_key_fields", "RETROSTITCH_PRIMARY_KEY_FIELDS", _identifiers, "warehouse.primary_key_fields", _W.primary_key_fields),
     Setting("warehouse.event_time_node", "RETROSTITCH_EVENT_TIME_NODE", _pointer, "warehouse.event_time_node", _W.event_time_node),
-    Setting("warehouse.postgres_dsn", "RETROSTITCH_POSTGRES_DSN", _text, "warehouse.postgres_dsn", _W.postgres_dsn),
-    Setting("warehouse.mysql_dsn", "RETROSTITCH_MYSQL_DSN", _text, "warehouse.mysql_dsn", _W.mysql_dsn),
-    Setting("warehouse.postgres_schema", "RETROSTITCH_POSTGRES_SCHEMA", _text, "warehouse.postgres_schema", _W.postgres_schema),
-    Setting("warehouse.clickhouse_url", "RETROSTITCH_CLICKHOUSE_URL", _text, "warehouse.clickhouse_url", _W.clickhouse_url),
-    Setting("warehouse.clickhouse_database", "RETROSTITCH_CLICKHOUSE_DATABASE", _text, "warehouse.clickhouse_database", _W.clickhouse_database),
-    Setting("warehouse.clickhouse_cluster", "RETROSTITCH_CLICKHOUSE_CLUSTER", lambda v: "" if v is None else str(v).strip(), "warehouse.clickhouse_cluster", _W.clickhouse_cluster),
     Setting("warehouse.batch_max_rows", "RETROSTITCH_SINK_BATCH_MAX_ROWS", _positive(int), "warehouse.batch_max_rows", _W.batch_max_rows),
     Setting("warehouse.batch_max_seconds", "RETROSTITCH_SINK_BATCH_MAX_SECONDS", _positive(float), "warehouse.batch_max_seconds", _W.batch_max_seconds),
-    Setting("warehouse.dead_letter_topic", "RETROSTITCH_SINK_DEAD_LETTER_TOPIC", _text, "warehouse.dead_letter_topic", _W.dead_letter_topic),
+    Setting("warehouse.dead_letter_topic", "RETROSTITCH_SINK_DEAD_LETTER_TOPIC", text, "warehouse.dead_letter_topic", _W.dead_letter_topic),
 )  # fmt: skip
 
 
 def load_settings(
-    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    sections: Sequence[Section[Any]] = (),
 ) -> Settings:
-    """Settings from an optional YAML file, overridden by environment variables."""
+    """Settings from an optional YAML file, overridden by environment variables: those of
+    ``SETTINGS`` and of each of ``sections`` (the CLI gives every warehouse's)."""
     environ = os.environ if environ is None else environ
     document = _read_yaml(config_file) if config_file is not None else {}
     flat = _flatten(document)
     known = {setting.key for setting in SETTINGS}
+    known.update(setting.key for section in sections for setting in section.settings)
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(
             f"{config_file}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}"
         )
+    settings = _build(_read(SETTINGS, flat, environ, config_file))
+    for section in sections:
+        values = _read(section.settings, flat, environ, config_file)
+        settings = settings.with_section(section.kind(**values))
+    return settings
+
+
+def _read(
+    settings: Sequence[Setting],
+    flat: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: Path | None,
+) -> dict[str, Any]:
+    """Each setting's value by its target: the environment's, else the file's, else its
+    default."""
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
+    for setting in settings:
         if setting.env is not None and environ.get(setting.env, "") != "":
             raw, origin = environ[setting.env], f"environment variable {setting.env}"
         elif setting.key in flat:
@@ -375,7 +422,7 @@ def load_settings(
             values[setting.target] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{origin} = {raw!r}: {exc}") from None
-    return _build(values)
+    return values
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

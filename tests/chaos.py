@@ -35,6 +35,8 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from connectors.postgres import PostgresSettings
+from connectors.registry import SECTIONS
 from streams.dev.broker import configured_or_local
 from streams.dev.local import WorkerProcess
 from streams.ops.topics import produce_events
@@ -143,14 +145,15 @@ def _pipeline(plan: Plan, bootstrap: str, dsn: str, tmp: Path) -> tuple[Settings
     """An isolated deployment (the integration tests' own), writing Postgres at ``dsn``."""
     pipeline = make_pipeline(bootstrap, tmp, partitions=plan.partitions)
     env = pipeline.env | {"RETROSTITCH_POSTGRES_DSN": dsn, "RETROSTITCH_POSTGRES_SCHEMA": "public"}
-    return load_settings(environ=env), env
+    return load_settings(environ=env, sections=SECTIONS), env
 
 
 def _rows(settings: Settings) -> dict[str, Any]:
-    table = sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
+    postgres = settings.section(PostgresSettings)
+    table = sql.Identifier(postgres.schema, settings.warehouse.table)
     query = sql.SQL("SELECT event_id, stitched_user_id FROM {}").format(table)
     try:
-        with psycopg.connect(settings.warehouse.postgres_dsn, connect_timeout=5) as conn:
+        with psycopg.connect(postgres.dsn, connect_timeout=5) as conn:
             return dict(conn.execute(query).fetchall())
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
         return {}

@@ -27,8 +27,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from psycopg import sql
 
 from connectors.base import Warehouse, identities_layout
-from connectors.clickhouse import ClickHouseWarehouse
-from connectors.postgres import PostgresWarehouse
+from connectors.clickhouse import ClickHouseSettings, ClickHouseWarehouse
+from connectors.postgres import PostgresSettings, PostgresWarehouse
 from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
 from streams.dev.local import WorkerProcess, expected_mappings, expected_versions
@@ -61,15 +61,16 @@ def run_demo(settings: Settings, config: Path | None = None, *, snowplow: bool =
         broker = stack.enter_context(LocalBroker())
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="retrostitch-demo-")))
         print(f"local broker on {broker.bootstrap_servers}; work files in {tmp}")
-        settings = replace(
-            settings,
-            kafka=replace(settings.kafka, bootstrap_servers=broker.bootstrap_servers),
-            warehouse=replace(
-                settings.warehouse,
-                clickhouse_url=f"chdb://{tmp / 'clickhouse'}",
-                postgres_schema=_SCHEMA,
-                batch_max_seconds=0.2,
-            ),
+        settings = (
+            replace(
+                settings,
+                kafka=replace(settings.kafka, bootstrap_servers=broker.bootstrap_servers),
+                warehouse=replace(settings.warehouse, batch_max_seconds=0.2),
+            )
+            .with_section(
+                replace(settings.section(ClickHouseSettings), url=f"chdb://{tmp / 'clickhouse'}")
+            )
+            .with_section(replace(settings.section(PostgresSettings), schema=_SCHEMA))
         )
         ensure_topics(settings)
         env = {
@@ -128,7 +129,7 @@ def _start_connectors(settings: Settings, stack: ExitStack) -> dict[str, tuple[s
         f"ClickHouse {mapping_view}",
         read_clickhouse,
     )
-    dsn = settings.warehouse.postgres_dsn
+    dsn = settings.section(PostgresSettings).dsn
     try:
         with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
             conn.execute(

@@ -30,19 +30,17 @@ __all__ = [
     "prometheus_text",
 ]
 
-#: each kind of process's status port where ``stitcher.status_port`` is not set
+#: the worker's and the replay's status port where ``stitcher.status_port`` is not set; a
+#: connector's is its warehouse's (``connectors.registry``), each different from these
 DEFAULT_PORTS = {
     "worker": 8080,
-    "sink clickhouse": 8081,
-    "sink postgres": 8082,
     "replay": 8083,
-    "sink mysql": 8084,
 }
 
 
-def port_of(kind: str, configured: int | None) -> int:
-    """The status port of a process of ``kind``: the configured one, else its kind's."""
-    return DEFAULT_PORTS[kind] if configured is None else configured
+def port_of(default: int, configured: int | None) -> int:
+    """A process's status port: the configured one, else its kind's ``default``."""
+    return default if configured is None else configured
 
 
 class Heartbeat:

@@ -28,9 +28,9 @@ from typing import Any
 import pymysql
 
 from connectors.base import Warehouse
-from connectors.clickhouse import ClickHouseWarehouse
-from connectors.mysql import MySQLWarehouse, connection_options, quoted
-from connectors.postgres import PostgresWarehouse
+from connectors.clickhouse import ClickHouseSettings, ClickHouseWarehouse
+from connectors.mysql import MySQLSettings, MySQLWarehouse, connection_options, quoted
+from connectors.postgres import PostgresSettings, PostgresWarehouse
 from streams.cli import tune_gc_for_streaming
 from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics
@@ -180,15 +180,13 @@ def _connectors(
         for run in range(runs):
             schema = f"bench_{uuid.uuid4().hex[:8]}"
             settings = load_settings(environ=stitcher.environment(bootstrap, PARTITIONS))
-            settings = replace(
-                settings,
-                warehouse=WarehouseSettings(
-                    postgres_dsn=dsn,
-                    postgres_schema=schema,
-                    clickhouse_url=work.clickhouse,
-                    mysql_dsn=mysql_dsn,
-                    table=f"bench_{uuid.uuid4().hex[:8]}",
-                ),
+            settings = (
+                replace(
+                    settings, warehouse=WarehouseSettings(table=f"bench_{uuid.uuid4().hex[:8]}")
+                )
+                .with_section(PostgresSettings(dsn, schema))
+                .with_section(ClickHouseSettings(url=work.clickhouse))
+                .with_section(MySQLSettings(mysql_dsn))
             )
             ensure_topics(settings)
             connectors.produce_sink_records(settings, records)
@@ -209,7 +207,7 @@ def _connectors(
 
 
 def _drop_mysql_table(settings: Settings) -> None:
-    options = connection_options(settings.warehouse.mysql_dsn)
+    options = connection_options(settings.section(MySQLSettings).dsn)
     with pymysql.connect(**options, autocommit=True) as conn, conn.cursor() as cursor:
         for table in (settings.warehouse.table, f"{settings.warehouse.table}_identities"):
             cursor.execute(f"DROP TABLE IF EXISTS {quoted(table)}")

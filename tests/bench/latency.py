@@ -27,6 +27,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from psycopg import sql
 
 from connectors.clickhouse import ClickHouseWarehouse
+from connectors.postgres import PostgresSettings
+from connectors.registry import SECTIONS
 from connectors.runner import BatchingSink
 from streams.dev.local import WorkerProcess
 from streams.ops.topics import ensure_topics
@@ -61,7 +63,7 @@ def amend_latency(env: dict[str, str], workdir: Path, rate: int = 5000) -> Laten
         **{k: v for k, v in os.environ.items() if k.startswith("RETROSTITCH_SINK_")},
         "RETROSTITCH_STATE_DIR": str(workdir / "state"),
     }
-    settings = load_settings(environ=env)
+    settings = load_settings(environ=env, sections=SECTIONS)
     ensure_topics(settings)
     python = [sys.executable, "-m", "streams.cli"]
     worker = WorkerProcess(env, workdir / "worker.log", command=[*python, "worker"]).start()
@@ -151,7 +153,7 @@ def _wait_until_flowing(settings: Settings, clickhouse: ClickHouseWarehouse) -> 
 
 def _postgres_has(settings: Settings, event_id: str) -> bool:
     try:
-        with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+        with psycopg.connect(settings.section(PostgresSettings).dsn, autocommit=True) as conn:
             return bool(
                 conn.execute(
                     sql.SQL("SELECT 1 FROM {} WHERE event_id = %s").format(_pg_table(settings)),
@@ -172,7 +174,7 @@ def _clickhouse_has(clickhouse: ClickHouseWarehouse, event_id: str) -> bool:
 
 
 def _pg_table(settings: Settings) -> sql.Identifier:
-    return sql.Identifier(settings.warehouse.postgres_schema, settings.warehouse.table)
+    return sql.Identifier(settings.section(PostgresSettings).schema, settings.warehouse.table)
 
 
 def _produce_paced(settings: Settings, rate: int, produced: dict[str, float]) -> None:
@@ -219,7 +221,7 @@ def _poll(
         " WHERE anonymous_id IN {pending:Array(String)} AND status = 'amended'"
         f" GROUP BY anonymous_id HAVING uniqExact(event_id) >= {held} SETTINGS max_threads = 1"
     )
-    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.section(PostgresSettings).dsn, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS bench_by_anonymous_id ON {} (anonymous_id)").format(
                 _pg_table(settings)

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from connectors.base import Warehouse
+from connectors.postgres import PostgresSettings
 from connectors.runner import BatchingSink
 from streams.core.record import Status
 from streams.dev.local import WorkerProcess
@@ -136,9 +137,9 @@ def eventually(check: Callable[[], bool], timeout: float = 60.0, what: str = "co
 def postgres_schema(settings: Settings, dsn: str, **warehouse: Any) -> Iterator[Settings]:
     """``settings`` writing Postgres into a schema of its own, dropped afterwards."""
     schema = f"rs_{uuid.uuid4().hex[:10]}"
-    options = WarehouseSettings(postgres_dsn=dsn, postgres_schema=schema, **warehouse)
+    options = WarehouseSettings(**warehouse)
     try:
-        yield replace(settings, warehouse=options)
+        yield replace(settings, warehouse=options).with_section(PostgresSettings(dsn, schema))
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
@@ -150,9 +151,10 @@ def table_rows(
     """The connector's Postgres table (or ``table_name``), ordered by its first column; []
     before it exists."""
     name = settings.warehouse.table if table_name is None else table_name
-    table = sql.Identifier(settings.warehouse.postgres_schema, name)
+    postgres = settings.section(PostgresSettings)
+    table = sql.Identifier(postgres.schema, name)
     query = sql.SQL("SELECT {} FROM {} ORDER BY 1").format(sql.SQL(columns), table)
-    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         try:
             return conn.execute(query).fetchall()
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from connectors.registry import SECTIONS, WAREHOUSES
 from streams.cli import build_parser
 from streams.settings import SETTINGS, load_settings
 
@@ -65,8 +66,9 @@ def test_commands_variables_probes_and_ports_are_the_products(overlay: str, tmp_
     objects = _render(overlay)
     config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["retrostitch.yaml"]
     (tmp_path / "retrostitch.yaml").write_text(config)
-    settings = load_settings(tmp_path / "retrostitch.yaml", environ={})  # no ConfigError
-    known_variables = {s.env for s in SETTINGS}
+    # no ConfigError: every key of the file is a setting, each warehouse's included
+    settings = load_settings(tmp_path / "retrostitch.yaml", environ={}, sections=SECTIONS)
+    known_variables = {s.env for s in (*SETTINGS, *(r for s in SECTIONS for r in s.settings))}
     commands = {}
     for name, container in _containers(objects):
         args = build_parser().parse_args(container["args"])  # exits on an unknown command
@@ -79,20 +81,38 @@ def test_commands_variables_probes_and_ports_are_the_products(overlay: str, tmp_
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # the stitcher, and a connector for every warehouse of the registry (sink-<name>.yaml)
     assert commands == {
         "retrostitch-stitcher": ("worker", None),
-        "retrostitch-sink-postgres": ("sink", "postgres"),
-        "retrostitch-sink-clickhouse": ("sink", "clickhouse"),
+        **{f"retrostitch-sink-{kind.name}": ("sink", kind.name) for kind in WAREHOUSES},
     }
+    assert {"retrostitch-sink-postgres", "retrostitch-sink-clickhouse"} < commands.keys()
     for obj in objects:
         if obj["kind"] in {"StatefulSet", "Deployment"}:
             annotations = obj["spec"]["template"]["metadata"]["annotations"]
             assert annotations["prometheus.io/path"] == "/metrics"
             assert int(annotations["prometheus.io/port"]) == settings.status_port
             assert obj["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    budgets = {o["metadata"]["name"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    assert set(commands) <= budgets
     stitcher = next(o for o in objects if o["kind"] == "StatefulSet")
     assert stitcher["spec"]["replicas"] <= settings.topics.partitions
     assert stitcher["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_connector_reads_its_connection_string_from_the_secret(overlay: str) -> None:
+    """Passwords stay out of the ConfigMap: a connector's one variable is its warehouse's
+    (its section's), from the Secret retrostitch-warehouses."""
+    for name, container in _containers(_render(overlay)):
+        if name == "retrostitch-stitcher":
+            continue
+        kind = next(k for k in WAREHOUSES if container["args"][-1] == k.name)
+        (variable,) = container["env"]
+        assert variable["name"] in {row.env for row in kind.section.settings}
+        secret = variable["valueFrom"]["secretKeyRef"]
+        assert secret["name"] == "retrostitch-warehouses"
+        assert secret["key"].startswith(f"{kind.name}-")
 
 
 def test_the_image_runs_the_cli_as_a_non_root_user() -> None:
@@ -111,3 +131,12 @@ def test_the_grafana_dashboard_is_a_configmap_its_sidecar_picks_up(overlay: str)
     titles = " ".join(panel["title"].lower() for panel in document["panels"])
     for shown in ("throughput", "latency", "lag", "state", "recognition", "dead letters", "outage"):
         assert shown in titles
+    # one line per connector: its rows written and its write time
+    by_connector = [
+        panel
+        for panel in document["panels"]
+        if any(
+            "by (job" in t["expr"] and "sink_write_seconds" in t["expr"] for t in panel["targets"]
+        )
+    ]
+    assert by_connector

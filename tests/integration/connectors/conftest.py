@@ -10,7 +10,8 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from connectors.mysql import connection_options, quoted
+from connectors.clickhouse import ClickHouseSettings
+from connectors.mysql import MySQLSettings, connection_options, quoted
 from streams.ops.topics import ensure_topics
 from streams.settings import Settings, WarehouseSettings
 from tests.integration.harness import Pipeline, postgres_schema
@@ -19,11 +20,13 @@ from tests.integration.harness import Pipeline, postgres_schema
 @pytest.fixture
 def warehouse_settings(pipeline: Pipeline, postgres_dsn: str, tmp_path: Path) -> Iterator[Settings]:
     options = {
-        "clickhouse_url": f"chdb://{tmp_path / 'clickhouse'}",
         "batch_max_seconds": 0.2,
         "dead_letter_topic": f"{pipeline.settings.app_id}.sink.dlq",
     }
     with postgres_schema(pipeline.settings, postgres_dsn, **options) as settings:
+        settings = settings.with_section(
+            ClickHouseSettings(url=f"chdb://{tmp_path / 'clickhouse'}")
+        )
         ensure_topics(settings)
         yield settings
 
@@ -37,11 +40,10 @@ def mysql_settings(pipeline: Pipeline, mysql_dsn: str) -> Iterator[Settings]:
     admin.cursor().execute(f"CREATE DATABASE {quoted(database)}")
     dsn = mysql_dsn.rsplit("/", 1)[0] + f"/{database}"
     warehouse = WarehouseSettings(
-        mysql_dsn=dsn,
         batch_max_seconds=0.2,
         dead_letter_topic=f"{pipeline.settings.app_id}.sink.dlq",
     )
-    settings = replace(pipeline.settings, warehouse=warehouse)
+    settings = replace(pipeline.settings, warehouse=warehouse).with_section(MySQLSettings(dsn))
     ensure_topics(settings)
     yield settings
     admin.cursor().execute(f"DROP DATABASE IF EXISTS {quoted(database)}")

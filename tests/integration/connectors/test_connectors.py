@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from connectors.clickhouse import ClickHouseWarehouse
-from connectors.postgres import PostgresWarehouse
+from connectors.postgres import PostgresSettings, PostgresWarehouse
 from connectors.rows import column_name
 from streams.core.control import Command, Verb
 from streams.dev.reader import TopicReader
@@ -337,9 +337,8 @@ def test_postgres_away_longer_than_the_poll_interval_loses_and_duplicates_nothin
     name, dsn = outage_database
     settings = replace(
         warehouse_settings,
-        warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn),
         kafka=replace(warehouse_settings.kafka, max_poll_interval=4.0),
-    )
+    ).with_section(replace(warehouse_settings.section(PostgresSettings), dsn=dsn))
     _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
     with running_sink(settings, PostgresWarehouse(settings), "pg") as sink:
         eventually(lambda: len(table_rows(settings, "event_id")) == 50, 60, "first half")
@@ -369,8 +368,8 @@ def test_a_rebalance_while_postgres_is_away_loses_and_duplicates_nothing(
     its batch uncommitted when the group takes partitions away, and reads again what it
     polled of the partitions it was given meanwhile."""
     name, dsn = outage_database
-    settings = replace(
-        warehouse_settings, warehouse=replace(warehouse_settings.warehouse, postgres_dsn=dsn)
+    settings = warehouse_settings.with_section(
+        replace(warehouse_settings.section(PostgresSettings), dsn=dsn)
     )
     _send(settings, *(_record(f"e{i:03}", 1) for i in range(50)))
     with running_sink(settings, PostgresWarehouse(settings), "pg") as first:
@@ -408,13 +407,14 @@ def test_hostile_field_names_get_columns_of_their_own_and_stay_data(
     # a NUL: ClickHouse keeps it; Postgres text and jsonb cannot hold one, U+FFFD stands in
     assert _ch_rows(clickhouse, "event_id, v") == [("hostile", None), ("nul-value", "a\x00b")]
     assert table_rows(settings, "event_id, v") == [("hostile", None), ("nul-value", "a\ufffdb")]
-    with psycopg.connect(settings.warehouse.postgres_dsn, autocommit=True) as conn:
+    postgres = settings.section(PostgresSettings)
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         columns = {
             name
             for (name,) in conn.execute(
                 "SELECT column_name FROM information_schema.columns"
                 " WHERE table_schema = %s AND table_name = %s",
-                (settings.warehouse.postgres_schema, settings.warehouse.table),
+                (postgres.schema, settings.warehouse.table),
             )
         }
     assert len(columns) == len(set(columns))

@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 
 from connectors.base import Warehouse, identities_layout
 from connectors.clickhouse import ClickHouseWarehouse
-from connectors.mysql import MySQLWarehouse, connection_options, quoted
+from connectors.mysql import MySQLSettings, MySQLWarehouse, connection_options, quoted
 from connectors.postgres import PostgresWarehouse
 from streams.core.record import Status, erase_rows, identity_record
 from streams.settings import Settings
@@ -67,7 +67,7 @@ def _mysql(settings: Settings) -> tuple[Warehouse, Reader]:
     table = quoted(identities_layout(settings).table)
 
     def read() -> list[tuple[Any, ...]]:
-        options = connection_options(settings.warehouse.mysql_dsn)
+        options = connection_options(settings.section(MySQLSettings).dsn)
         with pymysql.connect(**options) as conn, conn.cursor() as cursor:
             try:
                 cursor.execute(f"SELECT {COLUMNS} FROM {table} ORDER BY 1")

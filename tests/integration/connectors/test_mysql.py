@@ -17,7 +17,7 @@ import pymysql
 import pytest
 from confluent_kafka import Producer
 
-from connectors.mysql import MySQLWarehouse, connection_options, quoted
+from connectors.mysql import MySQLSettings, MySQLWarehouse, connection_options, quoted
 from connectors.rows import column_name
 from streams.core.record import ERASED_VERSION, HEADER_REASON
 from streams.dev.reader import TopicReader
@@ -26,7 +26,7 @@ from tests.integration.harness import Pipeline, counter, eventually, free_port, 
 
 
 def _rows(settings: Settings, columns: str) -> list[tuple[Any, ...]]:
-    options = connection_options(settings.warehouse.mysql_dsn)
+    options = connection_options(settings.section(MySQLSettings).dsn)
     with pymysql.connect(**options, charset="utf8mb4") as conn, conn.cursor() as cursor:
         try:
             cursor.execute(f"SELECT {columns} FROM {quoted(settings.warehouse.table)} ORDER BY 1")
@@ -132,7 +132,7 @@ def test_sink_mysql_command_serves_metrics_and_stops_on_sigterm(
 ) -> None:
     port = free_port()
     env = {**os.environ, **pipeline.env}
-    env |= {"RETROSTITCH_MYSQL_DSN": mysql_settings.warehouse.mysql_dsn}
+    env |= {"RETROSTITCH_MYSQL_DSN": mysql_settings.section(MySQLSettings).dsn}
     env |= {"RETROSTITCH_STATUS_PORT": str(port)}
     _send(mysql_settings, _record("e1", 1))
     command = [sys.executable, "-m", "streams.cli", "sink", "mysql"]
