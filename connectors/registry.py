@@ -2,9 +2,9 @@
 
 The CLI takes its choices and every warehouse's settings section from ``WAREHOUSES``, the
 status ports of the connectors from their entries, and the README's warehouse table is
-``readme_table()`` (a test compares them). A warehouse is its module (its settings
-section, its writer, its ``WAREHOUSE`` entry), its tests, its Kubernetes manifest, and its
-line here.
+``readme_table()`` (a test compares them). A warehouse is its package (its settings
+section and ``WAREHOUSE`` entry; its writer and driver in ``<name>.warehouse``), its tests,
+its Kubernetes manifest, and its line here.
 """
 
 from __future__ import annotations

@@ -27,8 +27,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from psycopg import sql
 
 from connectors.base import Warehouse, identities_layout
-from connectors.clickhouse import ClickHouseSettings, ClickHouseWarehouse
-from connectors.postgres import PostgresSettings, PostgresWarehouse
+from connectors.clickhouse import ClickHouseSettings
+from connectors.clickhouse.warehouse import ClickHouseWarehouse
+from connectors.postgres import PostgresSettings
+from connectors.postgres.warehouse import PostgresWarehouse
 from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
 from streams.dev.local import WorkerProcess, expected_mappings, expected_versions

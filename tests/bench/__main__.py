@@ -28,9 +28,12 @@ from typing import Any
 import pymysql
 
 from connectors.base import Warehouse
-from connectors.clickhouse import ClickHouseSettings, ClickHouseWarehouse
-from connectors.mysql import MySQLSettings, MySQLWarehouse, connection_options, quoted
-from connectors.postgres import PostgresSettings, PostgresWarehouse
+from connectors.clickhouse import ClickHouseSettings
+from connectors.clickhouse.warehouse import ClickHouseWarehouse
+from connectors.mysql import MySQLSettings
+from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
+from connectors.postgres import PostgresSettings
+from connectors.postgres.warehouse import PostgresWarehouse
 from streams.cli import tune_gc_for_streaming
 from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics

@@ -26,7 +26,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from psycopg import sql
 
-from connectors.clickhouse import ClickHouseWarehouse
+from connectors.clickhouse.warehouse import ClickHouseWarehouse
 from connectors.postgres import PostgresSettings
 from connectors.registry import SECTIONS
 from connectors.runner import BatchingSink

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pymysql
 
-from connectors.mysql import connection_options
+from connectors.mysql.warehouse import connection_options
 
 DEFAULT_DSN = "mysql://root@127.0.0.1:3306/test"
 HOW_TO_GET_ONE = (

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.postgres import PostgresWarehouse
+from connectors.postgres.warehouse import PostgresWarehouse
 from connectors.runner import BatchingSink
 from streams.core.errors import ConfigError
 from streams.ops.replay import Start, parse_start

@@ -11,7 +11,8 @@ import pymysql
 import pytest
 
 from connectors.clickhouse import ClickHouseSettings
-from connectors.mysql import MySQLSettings, connection_options, quoted
+from connectors.mysql import MySQLSettings
+from connectors.mysql.warehouse import connection_options, quoted
 from streams.ops.topics import ensure_topics
 from streams.settings import Settings, WarehouseSettings
 from tests.integration.harness import Pipeline, postgres_schema

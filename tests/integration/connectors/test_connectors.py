@@ -22,8 +22,9 @@ from confluent_kafka import Producer
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from connectors.clickhouse import ClickHouseWarehouse
-from connectors.postgres import PostgresSettings, PostgresWarehouse
+from connectors.clickhouse.warehouse import ClickHouseWarehouse
+from connectors.postgres import PostgresSettings
+from connectors.postgres.warehouse import PostgresWarehouse
 from connectors.rows import column_name
 from streams.core.control import Command, Verb
 from streams.dev.reader import TopicReader

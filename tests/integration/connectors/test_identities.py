@@ -12,9 +12,10 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Producer
 
 from connectors.base import Warehouse, identities_layout
-from connectors.clickhouse import ClickHouseWarehouse
-from connectors.mysql import MySQLSettings, MySQLWarehouse, connection_options, quoted
-from connectors.postgres import PostgresWarehouse
+from connectors.clickhouse.warehouse import ClickHouseWarehouse
+from connectors.mysql import MySQLSettings
+from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
+from connectors.postgres.warehouse import PostgresWarehouse
 from streams.core.record import Status, erase_rows, identity_record
 from streams.settings import Settings
 from tests.integration.harness import eventually, running_sink, table_rows

@@ -17,7 +17,8 @@ import pymysql
 import pytest
 from confluent_kafka import Producer
 
-from connectors.mysql import MySQLSettings, MySQLWarehouse, connection_options, quoted
+from connectors.mysql import MySQLSettings
+from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
 from connectors.rows import column_name
 from streams.core.record import ERASED_VERSION, HEADER_REASON
 from streams.dev.reader import TopicReader

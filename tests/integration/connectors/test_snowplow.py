@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.postgres import PostgresWarehouse
+from connectors.postgres.warehouse import PostgresWarehouse
 from streams.dev import snowplow
 from streams.dev.reader import TopicReader
 from streams.ops.topics import ensure_topics

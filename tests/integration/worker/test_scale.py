@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.postgres import PostgresWarehouse
+from connectors.postgres.warehouse import PostgresWarehouse
 from streams.core.rules import RecognitionRules
 from streams.dev.reader import Message, TopicReader
 from streams.pipeline.counts import Counters

@@ -4,6 +4,8 @@ the import contracts and the README take their warehouses from it."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -94,3 +96,15 @@ def test_the_import_contracts_forbid_every_warehouses_driver_below_the_connector
     for kind in WAREHOUSES:
         for contract in below:
             assert set(kind.driver_modules) <= set(contract["forbidden_modules"]), contract["name"]
+
+
+def test_reading_every_warehouses_settings_loads_no_driver() -> None:
+    """A worker reads and checks every warehouse's keys; only a connector loads a driver."""
+    drivers = sorted({module for kind in WAREHOUSES for module in kind.driver_modules})
+    check = (
+        "import sys; from connectors.registry import SECTIONS; "
+        "from streams.settings import load_settings; load_settings(sections=SECTIONS); "
+        f"print([m for m in {drivers!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -195,7 +195,7 @@ def test_a_refused_record_is_isolated_by_splitting_and_the_rest_is_written() -> 
 def test_clickhouse_errors_that_blame_a_row_are_told_from_the_others() -> None:
     from clickhouse_connect.driver.exceptions import DatabaseError
 
-    from connectors.clickhouse import blames_a_row
+    from connectors.clickhouse.warehouse import blames_a_row
 
     parse = DatabaseError("DB::Exception: Cannot parse input: expected '\"'", code=27)
     missing = DatabaseError("DB::Exception: Table default.events does not exist", code=60)

@@ -23,8 +23,8 @@ PyMySQL is the driver: pure Python, so it installs from PyPI alone where mysqlcl
 the MariaDB connector need the C client's headers to build (docs/warehouses.md: MySQL and
 MariaDB).
 
-Its settings (``warehouse.mysql_dsn``) are ``MySQLSettings``; ``WAREHOUSE`` is its entry in
-``connectors.registry``.
+Its settings are ``MySQLSettings`` and its registry entry ``WAREHOUSE``, both in
+``connectors.mysql``, which imports this module only to start a connector.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from connectors.base import Rejected, WarehouseKind, layout_of, write_or_split
+from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
+from connectors.mysql import NAME, MySQLSettings
 from connectors.rows import (
     ColumnType,
     Erasure,
@@ -54,16 +54,9 @@ from connectors.rows import (
 )
 from streams.core.errors import ConfigError
 from streams.core.record import Status
-from streams.settings import Section, Setting, Settings, text
+from streams.settings import Settings
 
-__all__ = [
-    "SECTION",
-    "WAREHOUSE",
-    "MySQLSettings",
-    "MySQLWarehouse",
-    "connection_options",
-    "quoted",
-]
+__all__ = ["MySQLWarehouse", "connection_options", "quoted"]
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +81,6 @@ KEY_TYPE = "VARCHAR(768)"
 #: retrying will not cure them, so the batch is split and the record dead-lettered
 ROW_ERRORS = frozenset({1048, 1264, 1265, 1292, 1366, 1367, 1406, 1416, 3140, 4025})
 DUPLICATE_COLUMN = 1060
-
-
-@dataclass(frozen=True, slots=True)
-class MySQLSettings:
-    """Where the MySQL connector writes (``warehouse.mysql_dsn``)."""
-
-    dsn: str = "mysql://root@127.0.0.1:3306/test"
-
-
-SECTION = Section(
-    MySQLSettings,
-    (Setting("warehouse.mysql_dsn", "RETROSTITCH_MYSQL_DSN", text, "dsn", MySQLSettings().dsn),),
-)
 
 
 def quoted(*names: str) -> str:
@@ -134,7 +114,7 @@ class MySQLWarehouse:
     """The sink topic into a MySQL or MariaDB table keyed on ``primary_key_fields``,
     upserted with a version guard: an older version never overwrites a newer one."""
 
-    name = "mysql"
+    name = NAME
 
     def __init__(
         self, settings: Settings, layout: Layout | None = None, *, local_infile: bool = True
@@ -335,16 +315,6 @@ class MySQLWarehouse:
             parameters,
         )
 
-
-WAREHOUSE = WarehouseKind(
-    name=MySQLWarehouse.name,
-    title="MySQL / MariaDB",
-    status_port=8084,
-    driver="PyMySQL (pure Python: no C client to build)",
-    driver_modules=("pymysql",),
-    section=SECTION,
-    connect=MySQLWarehouse,
-)
 
 #: where batches are written for LOAD DATA LOCAL: memory where there is some
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None

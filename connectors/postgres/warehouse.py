@@ -11,23 +11,24 @@ row is then deleted, in the same transaction; an erase record (every row of an a
 id or identity) is one ``DELETE``. Every identifier goes through
 ``psycopg.sql.Identifier``; every value is sent as data by COPY.
 
-Its settings (``warehouse.postgres_*``) are ``PostgresSettings``; ``WAREHOUSE`` is its entry
-in ``connectors.registry``.
+Its settings are ``PostgresSettings`` and its registry entry ``WAREHOUSE``, both in
+``connectors.postgres``, which imports this module only to start a connector.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.base import Rejected, WarehouseKind, layout_of, write_or_split
+from connectors.base import Rejected, layout_of, write_or_split
 from connectors.errors import WarehouseUnavailable, describe
+from connectors.postgres import NAME, PostgresSettings
 from connectors.rows import (
     ColumnType,
     Erasure,
@@ -38,9 +39,9 @@ from connectors.rows import (
     table_columns,
 )
 from streams.core.record import Status
-from streams.settings import Section, Setting, Settings, text
+from streams.settings import Settings
 
-__all__ = ["SECTION", "WAREHOUSE", "PostgresSettings", "PostgresWarehouse"]
+__all__ = ["PostgresWarehouse"]
 
 log = logging.getLogger(__name__)
 
@@ -57,31 +58,11 @@ FROM_SQL = {name: kind for kind, name in SQL_TYPES.items()}
 PERMANENT = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
 
 
-@dataclass(frozen=True, slots=True)
-class PostgresSettings:
-    """Where the Postgres connector writes (``warehouse.postgres_*``)."""
-
-    dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
-    schema: str = "public"
-
-
-_P = PostgresSettings()
-SECTION = Section(
-    PostgresSettings,
-    (
-        Setting("warehouse.postgres_dsn", "RETROSTITCH_POSTGRES_DSN", text, "dsn", _P.dsn),
-        Setting(
-            "warehouse.postgres_schema", "RETROSTITCH_POSTGRES_SCHEMA", text, "schema", _P.schema
-        ),
-    ),
-)
-
-
 class PostgresWarehouse:
     """The sink topic into a PostgreSQL table keyed on ``primary_key_fields``, upserted
     with a version guard: an older version never overwrites a newer one."""
 
-    name = "postgres"
+    name = NAME
 
     def __init__(self, settings: Settings, layout: Layout | None = None) -> None:
         self._settings = settings
@@ -236,17 +217,6 @@ class PostgresWarehouse:
                 ).format(table=self.table, key=key, batch=batch),
                 (Status.ERASED.value, Status.ERASED.value),
             )
-
-
-WAREHOUSE = WarehouseKind(
-    name=PostgresWarehouse.name,
-    title="PostgreSQL",
-    status_port=8082,
-    driver="psycopg 3",
-    driver_modules=("psycopg",),
-    section=SECTION,
-    connect=PostgresWarehouse,
-)
 
 
 def _without_nul(row: Row) -> Row:

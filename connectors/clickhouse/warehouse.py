@@ -15,15 +15,14 @@ its directory to one process and has no async client, so the connector owns its 
 serializes every call on one lock, and offers ``query`` to readers in the same process;
 the user mapping table's writer (``beside``) shares that client and lock.
 
-Its settings (``warehouse.clickhouse_*``) are ``ClickHouseSettings``; ``WAREHOUSE`` is its
-entry in ``connectors.registry``.
+Its settings are ``ClickHouseSettings`` and its registry entry ``WAREHOUSE``, both in
+``connectors.clickhouse``, which imports this module only to start a connector.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,14 @@ from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from connectors.base import Rejected, WarehouseKind, layout_of, write_or_split
+from connectors.base import Rejected, layout_of, write_or_split
+from connectors.clickhouse import NAME, ClickHouseSettings
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.rows import ColumnType, Erasure, Layout, Row, Schema, grouped_erasures
 from streams.core.record import Status
-from streams.settings import Section, Setting, Settings, text
+from streams.settings import Settings
 
-__all__ = ["SECTION", "WAREHOUSE", "ClickHouseSettings", "ClickHouseWarehouse", "client_dsn"]
+__all__ = ["ClickHouseWarehouse", "client_dsn"]
 
 CH_TYPES = {
     ColumnType.BOOL: "Bool",
@@ -67,43 +67,6 @@ DELETED = "is_deleted"
 #: ClickHouse error codes that blame the data of a row (a value it cannot parse or hold),
 #: not the server or the table: the batch is split to find the row, which is dead-lettered
 ROW_ERRORS = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131})
-
-
-@dataclass(frozen=True, slots=True)
-class ClickHouseSettings:
-    """Where the ClickHouse connector writes (``warehouse.clickhouse_*``)."""
-
-    #: ``http(s)://user:password@host:port``, or ``chdb://path`` for the engine in-process
-    url: str = "chdb://./state/clickhouse"
-    database: str = "default"
-    cluster: str = ""  # set: ReplicatedReplacingMergeTree ON CLUSTER
-
-
-def _cluster(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
-_C = ClickHouseSettings()
-SECTION = Section(
-    ClickHouseSettings,
-    (
-        Setting("warehouse.clickhouse_url", "RETROSTITCH_CLICKHOUSE_URL", text, "url", _C.url),
-        Setting(
-            "warehouse.clickhouse_database",
-            "RETROSTITCH_CLICKHOUSE_DATABASE",
-            text,
-            "database",
-            _C.database,
-        ),
-        Setting(
-            "warehouse.clickhouse_cluster",
-            "RETROSTITCH_CLICKHOUSE_CLUSTER",
-            _cluster,
-            "cluster",
-            _C.cluster,
-        ),
-    ),
-)
 
 
 def blames_a_row(exc: DatabaseError) -> bool:
@@ -148,7 +111,7 @@ class ClickHouseWarehouse:
     """The sink topic into a ClickHouse ReplacingMergeTree table (``version`` its version
     column), over HTTP or in-process chdb through one clickhouse-connect ``Client``."""
 
-    name = "clickhouse"
+    name = NAME
 
     def __init__(
         self, settings: Settings, layout: Layout | None = None, *, session: _Session | None = None
@@ -312,14 +275,3 @@ class ClickHouseWarehouse:
                 raise
 
         return write_or_split(rows, insert, (DataError, RecordRejected), self.name)
-
-
-WAREHOUSE = WarehouseKind(
-    name=ClickHouseWarehouse.name,
-    title="ClickHouse",
-    status_port=8081,
-    driver="clickhouse-connect (chdb in-process by default)",
-    driver_modules=("clickhouse_connect", "chdb"),
-    section=SECTION,
-    connect=ClickHouseWarehouse,
-)
