@@ -1,0 +1,260 @@
+"""The persons protocol, run over simulated partitions in random orders (no I/O).
+
+Each partition is a FIFO of messages, as a Kafka partition keyed by value is; the
+simulation delivers from a random partition at each step, injects the identifications at
+random moments, and may deliver a message twice (a batch processed again). Without limits
+the persons must be the connected components of the values linked by identities, each
+rooted at its smallest value, whatever the order; with limits, no person may ever exceed
+them and every wait must end.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.core.persons import (
+    Attach,
+    Key,
+    Linked,
+    Merged,
+    Message,
+    Node,
+    PersonLimits,
+    Refused,
+    step,
+    values_of,
+)
+
+NO_LIMITS = PersonLimits(per_node=(None, None))
+PARTITIONS = 3
+
+
+@dataclass
+class Partition:
+    nodes: dict[Key, Node] = field(default_factory=dict)
+
+    def node(self, key: Key) -> Node | None:
+        return self.nodes.get(key)
+
+    def put(self, key: Key, node: Node) -> None:
+        self.nodes[key] = node
+
+
+def home(key: Key) -> int:
+    return sum(f"{key[0]}{key[1]}".encode()) % PARTITIONS
+
+
+@dataclass
+class Cluster:
+    """Partitions, their queues, and what happened, in order."""
+
+    limits: PersonLimits
+    partitions: list[Partition] = field(
+        default_factory=lambda: [Partition() for _ in range(PARTITIONS)]
+    )
+    queues: list[deque[Message]] = field(
+        default_factory=lambda: [deque() for _ in range(PARTITIONS)]
+    )
+    happened: list[Linked | Merged | Refused] = field(default_factory=list)
+    steps: int = 0
+
+    def send(self, message: Message) -> None:
+        self.queues[home(message.to)].append(message)
+
+    def deliver(self, rng: random.Random, twice: float = 0.0) -> bool:
+        ready = [i for i, queue in enumerate(self.queues) if queue]
+        if not ready:
+            return False
+        number = rng.choice(ready)
+        message = self.queues[number][0]
+        if rng.random() >= twice:
+            self.queues[number].popleft()
+        done = step(message, self.partitions[number], self.limits)
+        for sent in done.messages:
+            self.send(sent)
+        self.happened += done.happened
+        self.steps += 1
+        assert self.steps < 100_000, "the protocol does not settle"
+        return True
+
+    def node(self, key: Key) -> Node:
+        found = self.partitions[home(key)].node(key)
+        assert found is not None, key
+        return found
+
+    def root(self, key: Key) -> Key:
+        seen = set()
+        while (parent := self.node(key).parent) is not None:
+            assert key not in seen, "a cycle of parents"
+            seen.add(key)
+            key = parent
+        return key
+
+    def values(self) -> set[Key]:
+        return {key for partition in self.partitions for key in partition.nodes}
+
+
+def run(
+    identities: list[tuple[str, tuple[object, ...]]],
+    limits: PersonLimits,
+    seed: int,
+    twice: float = 0.0,
+) -> Cluster:
+    """Every identity attached (at random moments), then every message delivered."""
+    rng = random.Random(seed)
+    cluster = Cluster(limits)
+    waiting = list(identities)
+    rng.shuffle(waiting)
+    while waiting or cluster.deliver(rng, twice):
+        if waiting and rng.random() < 0.3:
+            anonymous_id, values = waiting.pop()
+            keys = values_of(values)
+            cluster.send(Attach(keys[0], anonymous_id, keys))
+    return cluster
+
+
+def one_after_another(
+    identities: list[tuple[str, tuple[object, ...]]], limits: PersonLimits
+) -> Cluster:
+    """Each identity attached once everything before it has settled."""
+    rng = random.Random(0)
+    cluster = Cluster(limits)
+    for anonymous_id, values in identities:
+        keys = values_of(values)
+        cluster.send(Attach(keys[0], anonymous_id, keys))
+        while cluster.deliver(rng):
+            pass
+    return cluster
+
+
+def components(identities: list[tuple[str, tuple[object, ...]]]) -> dict[Key, Key]:
+    """Reference: each value's component, as its smallest value (union-find)."""
+    parent: dict[Key, Key] = {}
+
+    def find(key: Key) -> Key:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for _, values in identities:
+        keys = values_of(values)
+        find(keys[0])
+        for key in keys[1:]:
+            a, b = find(keys[0]), find(key)
+            parent[max(a, b)] = min(a, b)
+    return {key: find(key) for key in list(parent)}
+
+
+USER_IDS = st.sampled_from([f"u{i}" for i in range(6)])
+EMAILS = st.sampled_from([f"e{i}@x" for i in range(6)])
+IDENTITY = st.one_of(
+    st.tuples(USER_IDS, st.none()),
+    st.tuples(st.none(), EMAILS),
+    st.tuples(USER_IDS, EMAILS),
+)
+IDENTITIES = st.lists(IDENTITY, min_size=1, max_size=14).map(
+    lambda found: [(f"a{i}", values) for i, values in enumerate(found)]
+)
+
+
+def _settled(cluster: Cluster) -> None:
+    """Nothing waits, nothing is queued, every root holds exactly its values."""
+    assert not any(cluster.queues)
+    by_root: dict[Key, set[Key]] = {}
+    for key in cluster.values():
+        by_root.setdefault(cluster.root(key), set()).add(key)
+    for root, members in by_root.items():
+        node = cluster.node(root)
+        assert not node.waiting
+        assert not node.queue
+        assert node.members == members
+        assert root == min(members)
+
+
+@given(IDENTITIES, st.integers(0, 2**32))
+@settings(max_examples=300, deadline=None)
+def test_without_limits_persons_are_the_connected_components(
+    identities: list[tuple[str, tuple[object, ...]]], seed: int
+) -> None:
+    cluster = run(identities, NO_LIMITS, seed)
+    _settled(cluster)
+    expected = components(identities)
+    assert cluster.values() == set(expected)
+    assert {key: cluster.root(key) for key in expected} == expected
+    assert not any(isinstance(h, Refused) for h in cluster.happened)
+
+
+@given(IDENTITIES, st.integers(0, 2**32), st.integers(0, 2**32))
+@settings(max_examples=200, deadline=None)
+def test_without_limits_any_order_and_redelivery_give_the_same_persons(
+    identities: list[tuple[str, tuple[object, ...]]], one: int, other: int
+) -> None:
+    first = run(identities, NO_LIMITS, one)
+    again = run(identities, NO_LIMITS, other, twice=0.2)
+    _settled(again)
+    assert {k: first.root(k) for k in first.values()} == {k: again.root(k) for k in again.values()}
+
+
+@given(IDENTITIES, st.integers(0, 2**32), st.sampled_from([0.0, 0.2]))
+@settings(max_examples=300, deadline=None)
+def test_with_limits_no_person_exceeds_them_and_every_wait_ends(
+    identities: list[tuple[str, tuple[object, ...]]], seed: int, twice: float
+) -> None:
+    limits = PersonLimits()  # one user id, one email
+    cluster = run(identities, limits, seed, twice)
+    _settled(cluster)
+    for key in cluster.values():
+        root = cluster.root(key)
+        assert limits.refusal(cluster.node(root).members) is None
+
+
+@given(IDENTITIES, st.integers(0, 2**32))
+@settings(max_examples=200, deadline=None)
+def test_each_anonymous_id_is_linked_to_its_anchors_person(
+    identities: list[tuple[str, tuple[object, ...]]], seed: int
+) -> None:
+    cluster = run(identities, PersonLimits(), seed)
+    merged = {h.loser: h.winner for h in cluster.happened if isinstance(h, Merged)}
+    linked = {
+        h.identifier: h.root
+        for h in cluster.happened
+        if isinstance(h, Linked) and isinstance(h.identifier, str)
+    }
+    for anonymous_id, values in identities:
+        root = linked[anonymous_id]
+        while root in merged:  # the warehouse follows merges the same way
+            root = merged[root]
+        assert root == cluster.root(values_of(values)[0])
+
+
+def test_a_user_id_and_an_email_on_two_devices_become_one_person_on_a_third() -> None:
+    identities: list[tuple[str, tuple[object, ...]]] = [
+        ("device-a", ("u-7", None)),
+        ("device-b", (None, "kim@example.com")),
+        ("device-c", ("u-7", "kim@example.com")),
+    ]
+    cluster = one_after_another(identities, PersonLimits())
+    assert cluster.root((1, "kim@example.com")) == (0, "u-7")
+    assert any(
+        isinstance(h, Merged) and h.loser == (1, "kim@example.com") for h in cluster.happened
+    )
+
+
+def test_a_second_user_id_is_refused() -> None:
+    identities: list[tuple[str, tuple[object, ...]]] = [
+        ("device-a", ("u-7", "kim@example.com")),
+        ("device-b", ("u-8", "kim@example.com")),
+    ]
+    cluster = one_after_another(identities, PersonLimits())  # the first to arrive decides
+    refused = [h for h in cluster.happened if isinstance(h, Refused)]
+    assert len(refused) == 1
+    assert "2 values of /user/id" in refused[0].reason
+    assert cluster.root((0, "u-8")) == (0, "u-8")
+    assert cluster.root((1, "kim@example.com")) == (0, "u-7")
