@@ -71,9 +71,12 @@ class Cluster:
         if not ready:
             return False
         number = rng.choice(ready)
-        message = self.queues[number][0]
-        if rng.random() >= twice:
-            self.queues[number].popleft()
+        message = self.queues[number].popleft()
+        if rng.random() < twice:  # handled again: at once, or after what came since
+            if rng.random() < 0.5:
+                self.queues[number].appendleft(message)
+            else:
+                self.queues[number].append(message)
         done = step(message, self.partitions[number], self.limits)
         for sent in done.messages:
             self.send(sent)
