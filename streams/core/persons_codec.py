@@ -29,15 +29,16 @@ from streams.core.persons import (
     Yield,
 )
 
-__all__ = ["encode", "parse_message"]
+__all__ = ["as_object", "encode", "from_object", "parse_message"]
 
 
 def encode(message: Message) -> bytes:
     """A persons record's value (``parse_message`` reads it back)."""
-    return orjson.dumps(_encoded(message))
+    return orjson.dumps(as_object(message))
 
 
-def _encoded(message: Message) -> dict[str, Any]:
+def as_object(message: Message) -> dict[str, Any]:
+    """The message as the JSON object its record holds (``from_object`` reads it back)."""
     fields: dict[str, Any] = {"to": list(message.to)}
     if isinstance(message, Attach):
         fields |= {
@@ -79,6 +80,11 @@ def parse_message(raw: bytes | None) -> Message:
         head = orjson.loads(raw or b"")
     except orjson.JSONDecodeError as exc:
         raise BadRecord(f"persons record is not valid JSON: {exc}") from exc
+    return from_object(head)
+
+
+def from_object(head: Any) -> Message:
+    """The message a decoded persons record holds; BadRecord says what is wrong."""
     if not isinstance(head, dict) or len(head) != 1:
         raise BadRecord("persons record must be one object with one verb")
     ((verb, fields),) = head.items()

@@ -54,6 +54,8 @@ __all__ = [
     "erase_rows",
     "erased",
     "identity_record",
+    "person_merge_record",
+    "person_record",
     "sink_record",
     "why",
 ]
@@ -80,6 +82,8 @@ class Status(StrEnum):
     ERASED = "erased"  # the event was erased: the warehouse deletes its row
     ERASE = "erase"  # not an event: delete every row of an anonymous id, or of an identity
     IDENTITY = "identity"  # not an event: the user mapping row of an anonymous id
+    PERSON = "person"  # not an event: an identifier's person (the persons table's row)
+    PERSON_MERGE = "person_merge"  # not an event: one person is now another
 
 
 #: The version of an erasure marker: above any version the rules give
@@ -116,6 +120,36 @@ def sink_record(
         }
     )
     return SinkRecord(event_id.encode(), value, status, version)
+
+
+def person_record(
+    identifier_id: str, kind: str, value: str, person_id: str, seen: int, version: int
+) -> SinkRecord:
+    """The persons table's row of one identifier (an anonymous id, or a value of an
+    identification node: ``kind``): the person it belongs to, as of ``seen`` (ms)."""
+    document = {
+        "status": Status.PERSON.value,
+        "identifier_id": identifier_id,
+        "kind": kind,
+        "value": value,
+        "person_id": person_id,
+        "seen": seen,
+        "version": version,
+    }
+    key = f"person:{identifier_id}".encode()
+    return SinkRecord(key, orjson.dumps(document), Status.PERSON, version)
+
+
+def person_merge_record(person_id: str, into: str, at: int) -> SinkRecord:
+    """Every row of the person ``person_id``, of any age, now belongs to ``into``."""
+    document = {
+        "status": Status.PERSON_MERGE.value,
+        "person_id": person_id,
+        "into": into,
+        "version": at,
+    }
+    key = f"person_merge:{person_id}".encode()
+    return SinkRecord(key, orjson.dumps(document), Status.PERSON_MERGE, at)
 
 
 def why(reason: str, source: str) -> Headers:
