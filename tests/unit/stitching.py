@@ -1,4 +1,4 @@
-"""Helpers for the unit tests: events, and a whole stream through the processor in memory."""
+"""Helpers for the unit tests: events, and a whole stream through the pipeline in memory."""
 
 from __future__ import annotations
 

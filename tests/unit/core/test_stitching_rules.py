@@ -1,4 +1,4 @@
-"""Every stitching rule, through the processor and an in-memory store (no I/O)."""
+"""Every stitching rule, through the pipeline and an in-memory store (no I/O)."""
 
 from __future__ import annotations
 

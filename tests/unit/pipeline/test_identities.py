@@ -13,7 +13,7 @@ from streams.pipeline.records import InputRecord
 from streams.pipeline.stitch import control
 from streams.state.keys import MAPPING
 from streams.state.retention import Retention
-from tests.unit.core.test_merges import T0, Limited
+from tests.unit.pipeline.test_merges import T0, Limited
 from tests.unit.stitching import Run, event
 
 

@@ -1,4 +1,4 @@
-"""Whatever bytes arrive, the processor gives sink records or dead letters with a reason,
+"""Whatever bytes arrive, the pipeline gives sink records or dead letters with a reason,
 and never raises: a worker is never stopped by its input."""
 
 from __future__ import annotations
