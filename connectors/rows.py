@@ -163,11 +163,15 @@ class Row:
     identities: bool = False  # a row of the user mapping table
 
 
+_PERSONS = frozenset({Status.PERSON, Status.PERSON_MERGE})
+
+
 def read_sink_record(
     raw: bytes, source: str, layout: Layout, identities: Layout | None = None
 ) -> Row | Erasure | None:
     """One sink record: a row (of ``identities`` for an identity record; None without
-    it), or an erasure of many; BadSinkRecord says what is wrong."""
+    it, and for a persons record), or an erasure of many; BadSinkRecord says what is
+    wrong."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -178,6 +182,8 @@ def read_sink_record(
             return _erasure(record, source)
         if status == Status.IDENTITY:
             return None if identities is None else _mapping_row(record, raw, source, identities)
+        if status in _PERSONS:
+            return None  # persons records (users_recognition.persons): no table takes them
     return _row(record, raw, source, layout)
 
 

@@ -30,6 +30,7 @@ import yaml
 from streams.core.errors import ConfigError
 from streams.core.inputs import InputFormat
 from streams.core.merges import MergeLimit
+from streams.core.persons import PersonLimits
 from streams.core.pointer import Pointer, PointerError
 from streams.core.rules import DEFAULT_JUNK_IDS, DEFAULT_JUNK_PATTERN, Policy, RecognitionRules
 from streams.state.retention import Retention
@@ -121,6 +122,7 @@ class Settings:
     recognition: RecognitionRules = field(default_factory=RecognitionRules)
     retention: Retention = field(default_factory=Retention)
     merges: MergeLimit = field(default_factory=MergeLimit)
+    persons: PersonLimits = field(default_factory=PersonLimits)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
@@ -277,6 +279,14 @@ def _one_of(kind: type[E]) -> Callable[[Any], E]:
     return parse
 
 
+def _per_node(value: Any) -> tuple[int | None, ...]:
+    """Whole numbers, one per identification node; 0 means no limit."""
+    limits = tuple(_count(item) or None for item in _list(value))
+    if not limits:
+        raise ValueError("expected one whole number per identification node (0: no limit)")
+    return limits
+
+
 def _log_format(value: Any) -> str:
     kind = text(value).lower()
     if kind not in {"text", "json"}:
@@ -325,6 +335,7 @@ def _identifiers(value: Any) -> tuple[str, ...]:
 _R, _K, _T, _W = RecognitionRules(), KafkaSettings(), TopicSettings(), WarehouseSettings()
 _N = Retention()
 _M = MergeLimit()
+_P = PersonLimits()
 _S = Settings()
 
 #: Every setting: YAML key, environment variable, parser, where it goes, default.
@@ -342,6 +353,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("users_recognition.ttl_minutes.identities", "USER_RECOGNITION_TTL_MINUTES_IDENTITIES", _minutes_or_never, "retention.identity_ttl_ms", _N.identity_ttl_ms),
     Setting("users_recognition.max_waiting_events_per_anonymous_id", "USER_RECOGNITION_MAX_WAITING_EVENTS_PER_ANONYMOUS_ID", _limit, "retention.max_held_per_id", _N.max_held_per_id),
     Setting("users_recognition.max_anonymous_ids_per_identity", "USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY", _limit, "merges.max_anonymous_ids", _M.max_anonymous_ids),
+    Setting("users_recognition.persons", "USER_RECOGNITION_PERSONS", _bool, "persons.enabled", _P.enabled),
+    Setting("users_recognition.max_values_per_person", "USER_RECOGNITION_MAX_VALUES_PER_PERSON", _per_node, "persons.per_node", _P.per_node),
     Setting("users_recognition.merge_window_minutes", "USER_RECOGNITION_MERGE_WINDOW_MINUTES", _positive_minutes, "merges.window_ms", _M.window_ms),
     Setting("kafka.bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", text, "kafka.bootstrap_servers", _K.bootstrap_servers),
     Setting("kafka.session_timeout_seconds", "KAFKA_SESSION_TIMEOUT_SECONDS", _positive(float), "kafka.session_timeout", _K.session_timeout),
@@ -455,6 +468,7 @@ def _build(values: dict[str, Any]) -> Settings:
         "recognition": {},
         "retention": {},
         "merges": {},
+        "persons": {},
         "kafka": {},
         "topics": {},
         "warehouse": {},
@@ -473,6 +487,7 @@ def _build(values: dict[str, Any]) -> Settings:
         recognition=RecognitionRules(**sections["recognition"]),
         retention=Retention(**sections["retention"]),
         merges=MergeLimit(**sections["merges"]),
+        persons=PersonLimits(**sections["persons"]),
         kafka=kafka,
         topics=TopicSettings(**sections["topics"]),
         warehouse=WarehouseSettings(**sections["warehouse"]),

@@ -56,7 +56,9 @@ __all__ = [
     "Step",
     "Task",
     "Yield",
+    "key_bytes",
     "person_id",
+    "persons_topic",
     "step",
     "values_of",
 ]
@@ -69,6 +71,16 @@ Key = tuple[int, str]
 REMEMBERED_REFUSALS = 64
 
 
+def persons_topic(app_id: str) -> str:
+    """The internal topic of the persons protocol, keyed by value (``key_bytes``)."""
+    return f"{app_id}-persons"
+
+
+def key_bytes(key: Key) -> bytes:
+    """A value's key as its persons records' Kafka key: one value, one partition."""
+    return f"{key[0]}:{key[1]}".encode()
+
+
 def person_id(root: Key) -> str:
     """The id of the person rooted at ``root``: stable, and no value in clear."""
     node, value = root
@@ -79,8 +91,15 @@ def person_id(root: Key) -> str:
 class PersonLimits:
     """The most values of each identification node one person may hold (None: any)."""
 
+    #: persons are resolved (the persons agent runs; the stitch flow attaches identities)
+    enabled: bool = False
     per_node: tuple[int | None, ...] = (1, 1)
+    #: the identification nodes' names, for the reasons of refusals
     names: tuple[str, ...] = ("/user/id", "/user/email")
+
+    def limit(self, node: int) -> int | None:
+        """The most values of ``node`` one person holds; a node beyond the list: one."""
+        return self.per_node[node] if node < len(self.per_node) else 1
 
     def refusal(self, members: frozenset[Key]) -> str | None:
         """Why a person of ``members`` may not be, or None where it may."""
@@ -88,7 +107,7 @@ class PersonLimits:
         for node, _ in members:
             counts[node] = counts.get(node, 0) + 1
         for node, count in sorted(counts.items()):
-            limit = self.per_node[node] if node < len(self.per_node) else None
+            limit = self.limit(node)
             if limit is not None and count > limit:
                 name = self.names[node] if node < len(self.names) else f"node {node}"
                 return f"the person would hold {count} values of {name}; the limit is {limit}"
@@ -100,11 +119,12 @@ class Task:
     """An identification to bring into one person: the anonymous id joins the anchor's
     person, and each pending value is merged into it, in order."""
 
-    anonymous_id: str
+    anonymous_id: str  # "": none to link (a shared device's new identity under retain)
     anchor: Key  # the identity's first value (its stitched user id)
     pending: tuple[Key, ...]  # the first is the one being merged
     at: int = 0  # ms: the identifying event's time
     source: str = ""  # topic[partition]@offset of the identifying event
+    event: str = ""  # the identifying event as it arrived: quarantined if refused
 
     def next(self) -> Task:
         return replace(self, pending=self.pending[1:])
@@ -116,10 +136,11 @@ class Attach:
     first); addressed to the anchor."""
 
     to: Key
-    anonymous_id: str
+    anonymous_id: str  # "": link the values only
     values: tuple[Key, ...]
     at: int = 0
     source: str = ""
+    event: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +296,14 @@ def _at_root(
     done: Step,
 ) -> None:
     if isinstance(message, Attach):
-        task = Task(message.anonymous_id, root, message.values[1:], message.at, message.source)
+        task = Task(
+            message.anonymous_id,
+            root,
+            message.values[1:],
+            message.at,
+            message.source,
+            message.event,
+        )
         _advance(task, root, node, done)
     elif isinstance(message, Resume):
         _advance(message.task, root, node, done)
@@ -298,7 +326,7 @@ def _advance(task: Task, root: Key, node: Node, done: Step) -> None:
         task = task.next()
     if task.pending:
         done.messages.append(Find(task.pending[0], root, task))
-    else:
+    elif task.anonymous_id:
         done.happened.append(Linked(task.anonymous_id, root, task.at))
 
 

@@ -45,7 +45,7 @@ def as_object(message: Message) -> dict[str, Any]:
             "anonymous_id": message.anonymous_id,
             "values": [list(v) for v in message.values],
         }
-        fields |= {"at": message.at, "source": message.source}
+        fields |= {"at": message.at, "source": message.source, "event": message.event}
     elif isinstance(message, Find):
         fields |= {"origin": list(message.origin), "task": _task(message.task)}
     elif isinstance(message, Yield):
@@ -71,6 +71,7 @@ def _task(task: Task) -> dict[str, Any]:
         "pending": [list(v) for v in task.pending],
         "at": task.at,
         "source": task.source,
+        "event": task.event,
     }
 
 
@@ -144,6 +145,7 @@ class _Fields:
             self.keys("pending", task),
             self.number("at", task),
             self.text("source", task),
+            self.text("event", task),
         )
 
 
@@ -151,7 +153,14 @@ def _attach(f: _Fields) -> Attach:
     values = f.keys("values")
     if not values:
         raise BadRecord("persons record attach: values must not be empty")
-    return Attach(f.key("to"), f.text("anonymous_id"), values, f.number("at"), f.text("source"))
+    return Attach(
+        f.key("to"),
+        f.text("anonymous_id"),
+        values,
+        f.number("at"),
+        f.text("source"),
+        f.text("event"),
+    )
 
 
 def _answer(f: _Fields) -> Answer:

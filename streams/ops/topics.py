@@ -20,6 +20,7 @@ from streams.core.control import Command, encode
 from streams.core.errors import BadRecord, BrokerError, ConfigError
 from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import answers_topic, claims_topic
+from streams.core.persons import persons_topic
 from streams.core.rules import RecognitionRules, parse
 from streams.settings import Settings
 
@@ -28,7 +29,8 @@ __all__ = ["end_offsets", "ensure_topics", "produce_events", "send_command"]
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create the input, sink, control, quarantine and both dead-letter topics where
-    missing, and the merge limit's claims and answers topics; return those created.
+    missing, the merge limit's claims and answers topics, and the persons topic where
+    persons are on; return those created.
 
     With ``topics.input_keyed_by_anonymous_id``, an existing input topic must have
     ``topics.partitions`` partitions (ConfigError otherwise).
@@ -62,6 +64,8 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     ]
     if settings.merges.max_anonymous_ids is not None:  # co-partitioned with the state
         wanted += [claims_topic(settings.app_id), answers_topic(settings.app_id)]
+    if settings.persons.enabled:
+        wanted.append(persons_topic(settings.app_id))
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
         return []

@@ -36,6 +36,8 @@ class Counters:
     anonymous: int = counter("recognition")  # anonymous events held for an identity
     conflicts: int = counter("recognition")  # a different identity on an identified id
     mappings: int = counter("recognition")  # user mapping rows emitted (identity records)
+    #: persons merged into others (persons on): one set-based re-label in each warehouse
+    person_merges: int = counter("recognition")
     held: int = counter("bounds")  # events newly held
     expired: int = counter("bounds")  # held events past the TTL
     capped: int = counter("bounds")  # held events over an anonymous id's cap
@@ -85,6 +87,9 @@ class Counters:
     def on_mapped(self) -> None:
         """An anonymous id's user mapping row emitted (its identity changed, or went)."""
         self.mappings += 1
+
+    def on_person_merge(self) -> None:
+        self.person_merges += 1
 
     def on_dead_letter(self) -> None:
         self.dead_lettered += 1

@@ -82,6 +82,8 @@ def resolve(
                 counts.on_quarantined()
             else:
                 done.sink.append(_row(happened, kinds))
+                if isinstance(happened, Merged):
+                    counts.on_person_merge()
     done.changes = graph.changes()
     return done
 

@@ -24,12 +24,14 @@ from streams.core.control import Verb, parse_command
 from streams.core.errors import BadRecord, StateError
 from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import Claim, Forget, Release, parse_answer
+from streams.core.persons import Attach, values_of
 from streams.core.record import SinkRecord, Status, erase_rows, erased, identity_record
 from streams.core.rules import (
     Held,
     Identity,
     Memory,
     Outcome,
+    Policy,
     RecognitionRules,
     claim_key,
     decide,
@@ -58,6 +60,8 @@ class Stitched:
     #: the times (ms, capped at the clock) of the events whose identification amended
     #: earlier ones: the worker's amend latency starts there
     amended_at: list[int] = field(default_factory=list)
+    #: to the persons topic, keyed by each one's anchor (persons on; streams.core.persons)
+    attaches: list[Attach] = field(default_factory=list)
 
     def then(self, more: Stitched) -> None:
         """Add what a later part of the partition's records made; its changes include
@@ -66,6 +70,7 @@ class Stitched:
         self.dead += more.dead
         self.claims += more.claims
         self.amended_at += more.amended_at
+        self.attaches += more.attaches
         self.changes = more.changes
 
 
@@ -80,6 +85,7 @@ class Sources:
     keyed: bool = False
     input_format: InputFormat = InputFormat.JSON  # of a keyed input's values
     merge_limit: bool = False  # the merge limit is on: claims and releases go out
+    persons: bool = False  # persons are resolved: each new identity is attached
 
 
 def stitch_partition(
@@ -101,6 +107,7 @@ def stitch_partition(
         keyed=sources.keyed,
         clock_ms=clock_ms,
         input_format=sources.input_format,
+        persons=sources.persons,
     )
     done.then(answers(parts[sources.answers], state, rules, counts))
     done.then(
@@ -118,6 +125,7 @@ def stitch(
     keyed: bool = False,
     clock_ms: int | None = None,
     input_format: InputFormat = InputFormat.JSON,
+    persons: bool = False,
 ) -> Stitched:
     """``keyed``: the records come straight from an input keyed by anonymous id (values in
     ``input_format``), so an event with an anonymous id must carry it as its key (else its
@@ -128,6 +136,8 @@ def stitch(
     later than ``clock_ms`` (the caller's clock: a producer's clock far in the future must
     not expire everything); a record without a timestamp counts as ``clock_ms``. After the
     records, the state expires what the latest of their times makes old (``Retention``).
+    With ``persons``, each new identity of an anonymous id is attached to its person
+    (``Stitched.attaches``).
     """
     stitched = Stitched()
     latest = 0
@@ -149,6 +159,8 @@ def stitch(
             if mapping is not None:
                 stitched.sink.append(_identified(anonymous_id, outcome.identity, mapping, rules))
                 counts.on_mapped()
+            if persons:
+                stitched.attaches.append(_attach(record, anonymous_id, outcome, timestamp, rules))
         if outcome.rehold and any(r.status is Status.AMENDED for r in outcome.records):
             stitched.amended_at.append(timestamp)
         if outcome.claim is not None and anonymous_id is not None:
@@ -262,6 +274,23 @@ def _stitch_one(
     )
     state.apply(anonymous_id, parsed.event_id, outcome, record.offset, timestamp)
     return outcome, anonymous_id
+
+
+def _attach(
+    record: InputRecord,
+    anonymous_id: str,
+    outcome: Outcome,
+    timestamp: int,
+    rules: RecognitionRules,
+) -> Attach:
+    """The persons message of an anonymous id's new identity: its values are one person's,
+    and the anonymous id joins it, except a shared device's new identity under ``retain``
+    (its earlier events stay with the first person: only the values are linked)."""
+    assert outcome.identity is not None
+    values = values_of(outcome.identity.values)
+    linked = "" if outcome.conflict and rules.policy is Policy.RETAIN else anonymous_id
+    event = value_of(record).decode(errors="replace")
+    return Attach(values[0], linked, values, timestamp, record.source, event)
 
 
 def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> list[Release]:

@@ -16,8 +16,11 @@ Topics, each declared once in ``create_app`` (partitions: ``topics.partitions``)
     quarantine   topics.quarantine          key: anonymous id   value: the identifying
                                             event the merge limit refused; headers as
                                             dead letters
-    changelogs   <app_id>-stitch-state-changelog, <app_id>-identity-claims-changelog
-                                            (Faust's, of the tables)
+    persons      <app_id>-persons           key: a value        value: a message of the
+                                            persons protocol (streams.core.persons;
+                                            users_recognition.persons on)
+    changelogs   <app_id>-stitch-state-changelog, <app_id>-identity-claims-changelog,
+                 <app_id>-person-graph-changelog    (Faust's, of the tables)
 
 Agents:
 
@@ -32,6 +35,9 @@ Agents:
             to claims, and a refusal on answers un-merges it
     arbitrate  claims -> answers, quarantine: how many anonymous ids each identity took
             within the window (table "identity-claims", streams.core.merges)
+    persons persons -> persons, sink (the persons table's rows, merges), quarantine:
+            each identity's values joined into one person (table "person-graph");
+            stitch sends each anonymous id's new identity there
 
 With ``topics.input_keyed_by_anonymous_id`` the input already is what the repartition
 topic would be: there is no route agent, and stitch reads the input (its partitions are
@@ -59,6 +65,7 @@ import faust
 from mode import CrashingSupervisor
 
 from streams.core.merges import answers_topic, claims_topic
+from streams.core.persons import persons_topic
 from streams.ops.counters import values
 from streams.ops.logs import logging_config
 from streams.ops.status import Heartbeat
@@ -104,6 +111,7 @@ def create_app(
         repartition=f"{app_id}-by-anonymous-id",
         claims=claims_topic(app_id),
         answers=answers_topic(app_id),
+        persons=persons_topic(app_id),
     )
     outbox = Outbox(settings.kafka)
     handlers = Handlers(settings, names, outbox, metrics)
@@ -137,6 +145,14 @@ def create_app(
                Checkpoint(outbox, claims_table, alone))  # fmt: skip
         tables["identity-claims"] = claims_table
         read.add(names.claims)
+    if settings.persons.enabled:
+        # persons (streams.core.persons): each value's node, in the partition of the value
+        graph = app.Table("person-graph", partitions=partitions, key_type=bytes, value_type=bytes)
+        persons_source = app.topic(names.persons, partitions=partitions, internal=True, **_RAW)
+        _agent(app, persons_source, "persons", settings, handlers.persons,
+               Checkpoint(outbox, graph, alone))  # fmt: skip
+        tables["person-graph"] = graph
+        read.add(names.persons)
     _timers(app, metrics, heartbeat, tables, frozenset(read))
     return app
 

@@ -14,14 +14,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from streams.core.merges import Claim, Forget, MergeLimit, Release, encode
+from streams.core.persons import Attach, Message, PersonLimits, key_bytes
+from streams.core.persons_codec import encode as encode_person
 from streams.core.record import HEADER_TRUNCATED, SinkRecord, why
 from streams.pipeline.arbitrate import arbitrate
+from streams.pipeline.persons import resolve
 from streams.pipeline.records import DeadLetter
 from streams.pipeline.route import route
 from streams.pipeline.stitch import Sources, stitch_partition
 from streams.settings import Settings
 from streams.state.claims import ClaimState
 from streams.state.partition import PartitionState
+from streams.state.persons import PersonGraph
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.feed import Batch
 from streams.worker.metrics import WorkerMetrics
@@ -41,6 +45,7 @@ class TopicNames:
     repartition: str  # the route agent's output (by anonymous id)
     claims: str  # the merge limit's (streams.core.merges)
     answers: str
+    persons: str  # the persons protocol's (streams.core.persons), keyed by value
 
 
 class Handlers:
@@ -64,7 +69,10 @@ class Handlers:
             keyed=settings.topics.input_keyed_by_anonymous_id,
             input_format=self._input_format,
             merge_limit=self.limited,
+            persons=settings.persons.enabled,
         )
+        names = tuple(pointer.text for pointer in settings.recognition.identification)
+        self._persons: PersonLimits = replace(settings.persons, names=names)
 
     async def route(self, batch: Batch, checkpoint: Checkpoint) -> None:
         """Input -> repartition (keyed by anonymous id), sink (passed through), dead letters."""
@@ -96,6 +104,7 @@ class Handlers:
         for _, _, result in done:
             self._emit(result.sink, result.dead)
             self._claim(result.claims)
+            self._send_persons(result.attaches)
         await checkpoint(batch, [(p, store, result.changes) for p, store, result in done])
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         now_ms = time.time() * 1000
@@ -125,6 +134,30 @@ class Handlers:
                 outbox.send(topics.quarantine, key, refused.claim.event, None, headers)
             self._emit((), result.dead)
         await checkpoint(batch, [(p, s, r.changes) for p, s, r in done])
+
+    async def persons(self, batch: Batch, checkpoint: Checkpoint) -> None:
+        """Persons records -> persons records, the persons table's rows and merges to the
+        sink, refused identifications to the quarantine."""
+        done = []
+        kinds = self._persons.names
+        for partition, records in batch.by_partition().items():
+            store = checkpoint.store(partition)
+            result = resolve(records, PersonGraph(store), self._persons, kinds, self._counts)
+            done.append((partition, store, result))
+        for _, _, result in done:
+            self._send_persons(result.sends)
+            self._emit(result.sink, result.dead)
+            for refused in result.refused:
+                task = refused.task
+                headers = why(refused.reason, task.source)
+                key = task.anonymous_id.encode() or key_bytes(refused.value)
+                self._outbox.send(self._topics.quarantine, key, task.event.encode(), None, headers)
+        await checkpoint(batch, [(p, s, r.changes) for p, s, r in done])
+
+    def _send_persons(self, messages: Iterable[Attach | Message]) -> None:
+        topic = self._topics.persons
+        for message in messages:
+            self._outbox.send(topic, key_bytes(message.to), encode_person(message))
 
     def _emit(self, sink: Iterable[SinkRecord], dead: Iterable[DeadLetter]) -> None:
         outbox, topics = self._outbox, self._topics

@@ -161,11 +161,14 @@ def table_rows(
             return []  # the connector makes tables and columns as batches need them
 
 
+NOT_EVENTS = frozenset({Status.IDENTITY, Status.PERSON, Status.PERSON_MERGE})
+
+
 def sink_events(values: Iterable[bytes | None]) -> list[dict[str, Any]]:
     """The sink records of events among ``values`` (a sink topic's), decoded: identity
-    records (the user mapping rows) left out."""
+    records (the user mapping rows) and persons records left out."""
     decoded = (orjson.loads(value or b"") for value in values)
-    return [record for record in decoded if record.get("status") != Status.IDENTITY]
+    return [record for record in decoded if record.get("status") not in NOT_EVENTS]
 
 
 def identity_records(values: Iterable[bytes | None]) -> list[dict[str, Any]]:

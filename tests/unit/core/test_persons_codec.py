@@ -28,6 +28,7 @@ TASKS = st.builds(
     st.lists(KEYS, max_size=3).map(tuple),
     st.integers(0, 2**53),
     st.text(max_size=30),
+    st.text(max_size=30),
 )
 MESSAGES: st.SearchStrategy[Message] = st.one_of(
     st.builds(
@@ -36,6 +37,7 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
         st.text(max_size=20),
         st.lists(KEYS, min_size=1, max_size=3).map(tuple),
         st.integers(0, 2**53),
+        st.text(max_size=30),
         st.text(max_size=30),
     ),
     st.builds(Find, KEYS, KEYS, TASKS),

@@ -1,0 +1,65 @@
+"""Persons on the real broker: people on several devices, identifying differently on each,
+end as one person in the persons records the worker emits, whichever partitions their
+values and devices fall in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from streams.core.persons import person_id
+from streams.dev.reader import Message
+from streams.pipeline.persons import identifier_id
+from tests.integration.harness import Pipeline
+
+
+def _event(event_id: str, anonymous_id: str, **user: str) -> bytes:
+    return orjson.dumps(
+        {"eventn_ctx_event_id": event_id, "user": {"anonymous_id": anonymous_id, **user}}
+    )
+
+
+def _persons(messages: Sequence[Message]) -> dict[str, str]:
+    """The warehouse's view: each identifier's person, merges followed."""
+    rows: list[dict[str, Any]] = [orjson.loads(m.value or b"") for m in messages]
+    persons = {r["identifier_id"]: r["person_id"] for r in rows if r.get("status") == "person"}
+    merged = {r["person_id"]: r["into"] for r in rows if r.get("status") == "person_merge"}
+    view = {}
+    for identifier, person in persons.items():
+        while person in merged:
+            person = merged[person]
+        view[identifier] = person
+    return view
+
+
+def test_three_devices_of_one_person_and_a_second_user_id_refused(pipeline: Pipeline) -> None:
+    pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
+    sink = pipeline.reader(pipeline.settings.topics.sink)
+    quarantine = pipeline.reader(pipeline.settings.topics.quarantine)
+    pipeline.worker()
+    pipeline.produce(
+        _event("a1", "device-a"),
+        _event("a2", "device-a", id="u-7"),
+        _event("b1", "device-b", email="kim@example.com"),
+    )
+    kim = person_id((0, "u-7"))
+    want = {identifier_id("device-a"): kim, identifier_id((0, "u-7")): kim}
+    sink.wait_for(lambda m: want.items() <= _persons(m).items(), timeout=60)
+    pipeline.produce(_event("c1", "device-c", id="u-7", email="kim@example.com"))
+    everyone = {
+        identifier_id(identifier): kim
+        for identifier in ("device-a", "device-b", "device-c", (0, "u-7"), (1, "kim@example.com"))
+    }
+    sink.wait_for(lambda m: everyone.items() <= _persons(m).items(), timeout=60)
+    # the first link to arrive decides: Kim has a user id, so a second one is refused
+    pipeline.produce(_event("d1", "device-d", id="u-8", email="kim@example.com"))
+    device_d = identifier_id("device-d")
+    view = _persons(sink.wait_for(lambda m: device_d in _persons(m), timeout=60))
+    assert everyone.items() <= view.items()
+    assert view[device_d] == person_id((0, "u-8"))
+    assert view[identifier_id((0, "u-8"))] == person_id((0, "u-8"))  # never Kim's
+    refused = quarantine.wait_for(lambda m: len(m) >= 1, timeout=60)
+    assert orjson.loads(refused[0].value or b"")["eventn_ctx_event_id"] == "d1"
+    assert b"2 values of /user/id" in dict(refused[0].headers)["retrostitch.reason"]
