@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 __all__ = [
+    "ANONYMOUS",
     "Answer",
     "Attach",
     "Find",
@@ -56,6 +57,7 @@ __all__ = [
     "Step",
     "Task",
     "Yield",
+    "identifier_id",
     "key_bytes",
     "person_id",
     "persons_topic",
@@ -69,6 +71,14 @@ Key = tuple[int, str]
 
 #: refused joins a root remembers, so that a join handled again is refused again
 REMEMBERED_REFUSALS = 64
+#: the node index that stands for anonymous ids (never a node of the graph)
+ANONYMOUS = -1
+
+
+def identifier_id(identifier: Key | str) -> str:
+    """An identifier's id: its own person's, before it joins another (an anonymous id's is
+    its key under ``ANONYMOUS``)."""
+    return person_id((ANONYMOUS, identifier) if isinstance(identifier, str) else identifier)
 
 
 def persons_topic(app_id: str) -> str:

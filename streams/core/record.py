@@ -107,19 +107,21 @@ def sink_record(
     version: int,
     status: Status,
     event: dict[str, Any] | orjson.Fragment,
+    person_key: str | None = None,
 ) -> SinkRecord:
-    """The sink record of one event (``event``: the event as emitted, or its raw bytes)."""
-    value = orjson.dumps(
-        {
-            "event_id": event_id,
-            "anonymous_id": anonymous_id,
-            "stitched_user_id": stitched_user_id,
-            "version": version,
-            "status": status.value,
-            "event": event,
-        }
-    )
-    return SinkRecord(event_id.encode(), value, status, version)
+    """The sink record of one event (``event``: the event as emitted, or its raw bytes).
+    ``person_key`` (persons on): the id of the identifier whose person the row is."""
+    document: dict[str, Any] = {
+        "event_id": event_id,
+        "anonymous_id": anonymous_id,
+        "stitched_user_id": stitched_user_id,
+        "version": version,
+        "status": status.value,
+        "event": event,
+    }
+    if person_key is not None:
+        document["person_key"] = person_key
+    return SinkRecord(event_id.encode(), orjson.dumps(document), status, version)
 
 
 def person_record(

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from streams.core.errors import BadRecord
+from streams.core.persons import identifier_id, values_of
 from streams.core.pointer import Pointer
 from streams.core.record import Scalar, SinkRecord, Status, sink_record
 
@@ -98,6 +99,9 @@ class RecognitionRules:
     #: (``Outcome.claim``); until the claim is confirmed, stitched events are kept too, so
     #: that a refusal can emit them again as they arrived
     claims: bool = False
+    #: persons are resolved (``streams.core.persons``): every event's sink record names the
+    #: identifier whose person it is (``person_key``)
+    persons: bool = False
     #: the largest event taken (bytes): a larger one is a dead letter, so that whatever the
     #: worker writes of it (sink record, held copy, changelog record, with ids of up to
     #: 64 KiB each added) stays below Kafka's default record limit of 1 MB. None: no limit
@@ -266,7 +270,9 @@ def decide(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRules) ->
         keep = Held(seq, parsed.event_id, parsed.raw, 1) if kept else None
         return Outcome(records=(stitched,), hold=keep, mark_seen=True)
     return Outcome(
-        records=(_as_is(parsed, Status.ANONYMOUS),),
+        records=(
+            _as_is(parsed, Status.ANONYMOUS, person=_person(parsed.anonymous_id, None, rules)),
+        ),
         hold=Held(seq, parsed.event_id, parsed.raw, 1),
         mark_seen=True,
     )
@@ -285,7 +291,8 @@ def _identifying(parsed: Parsed, memory: Memory, seq: int, rules: RecognitionRul
     identity, changed, conflict = _next_identity(memory.identity, parsed.identity)
     # as it arrived, under the anonymous id's identity: one that this event only completes
     # (an email to a known user id) keeps the stitched user id of the id's other rows
-    records = [_as_is(parsed, Status.IDENTIFIED, identity.user_id)]
+    person = _person(parsed.anonymous_id, identity, rules)
+    records = [_as_is(parsed, Status.IDENTIFIED, identity.user_id, person)]
     held = sorted(memory.held, key=lambda h: h.seq)
     if rules.policy is Policy.RETAIN:
         # The first identity amends every waiting event; a later one applies from its own
@@ -373,10 +380,27 @@ def _amended_event(
             if value is not None:
                 pointer.set(event, value)
     # Snowplow's (``latest``): every event as it arrived, the identity in stitched_user_id
-    return sink_record(event_id, anonymous_id, identity.user_id, version, status, event)
+    person = _person(anonymous_id, identity, rules)
+    return sink_record(event_id, anonymous_id, identity.user_id, version, status, event, person)
 
 
-def _as_is(parsed: Parsed, status: Status, stitched: Scalar | None = None) -> SinkRecord:
+def _person(
+    anonymous_id: str | None, identity: Identity | None, rules: RecognitionRules
+) -> str | None:
+    """The id of the identifier whose person a row of ``anonymous_id`` is, given the
+    ``identity`` it was emitted with (None: persons off). Under ``retain`` it is that
+    identity's first value (a shared device's earlier rows stay with the first person),
+    else the anonymous id; under ``latest`` every row follows its device."""
+    if not rules.persons or anonymous_id is None:
+        return None
+    if identity is None or rules.policy is Policy.LATEST:
+        return identifier_id(anonymous_id)
+    return identifier_id(values_of(identity.values)[0])
+
+
+def _as_is(
+    parsed: Parsed, status: Status, stitched: Scalar | None = None, person: str | None = None
+) -> SinkRecord:
     """The event as it arrived; its stitched user id ``stitched``, else its own identity's,
     else its anonymous id."""
     if stitched is not None:
@@ -392,6 +416,7 @@ def _as_is(parsed: Parsed, status: Status, stitched: Scalar | None = None) -> Si
         1,
         status,
         orjson.Fragment(parsed.raw),
+        person,
     )
 
 
@@ -408,6 +433,7 @@ def unmerged(held: Held, anonymous_id: str, rules: RecognitionRules) -> SinkReco
         held.version + 1,
         Status.UNMERGED,
         orjson.Fragment(held.raw),
+        _person(anonymous_id, None, rules),
     )
 
 

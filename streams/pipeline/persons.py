@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 from streams.core.errors import BadRecord, StateError
 from streams.core.persons import (
-    Key,
     Linked,
     Merged,
     Message,
     PersonLimits,
     Refused,
+    identifier_id,
     person_id,
     step,
 )
@@ -36,16 +36,7 @@ from streams.pipeline.records import DeadLetter, InputRecord, dead_letter
 from streams.state.persons import PersonGraph
 from streams.state.store import Change
 
-__all__ = ["ANONYMOUS", "Resolved", "identifier_id", "resolve"]
-
-#: the node index that stands for anonymous ids (never a node of the graph)
-ANONYMOUS = -1
-
-
-def identifier_id(identifier: Key | str) -> str:
-    """An identifier's id: its own person's, before it joins another (an anonymous id's
-    is its key under ``ANONYMOUS``)."""
-    return person_id((ANONYMOUS, identifier) if isinstance(identifier, str) else identifier)
+__all__ = ["Resolved", "resolve"]
 
 
 @dataclass(slots=True)

@@ -61,7 +61,9 @@ class Handlers:
         self._counts = metrics.counters
         self._limit: MergeLimit = settings.merges
         self.limited = self._limit.max_anonymous_ids is not None
-        self._rules = replace(settings.recognition, claims=self.limited)
+        self._rules = replace(
+            settings.recognition, claims=self.limited, persons=settings.persons.enabled
+        )
         self._input_format = settings.topics.input_format
         self._sources = Sources(
             control=topics.control,

@@ -9,9 +9,8 @@ from typing import Any
 
 import orjson
 
-from streams.core.persons import person_id
+from streams.core.persons import identifier_id, person_id
 from streams.dev.reader import Message
-from streams.pipeline.persons import identifier_id
 from tests.integration.harness import Pipeline
 
 

@@ -3,9 +3,11 @@ shared device's new identity under ``retain`` links its values but not the devic
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from streams.core.persons import Attach
+from streams.core.persons import Attach, identifier_id
+from streams.core.record import Status
 from streams.core.rules import Policy, RecognitionRules
 from streams.pipeline.counts import Counters
 from streams.pipeline.records import InputRecord
@@ -51,3 +53,42 @@ def test_without_persons_nothing_is_attached() -> None:
     records = [InputRecord("t", 0, 0, None, event("e1", user_id="u-7"))]
     done = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), Counters())
     assert done.attaches == []
+
+
+def _person_keys(policy: Policy, *values: bytes) -> list[tuple[str, str, str | None]]:
+    records = [InputRecord("t", 0, i, None, v, 1_000 + i) for i, v in enumerate(values)]
+    rules = RecognitionRules(policy=policy, persons=True)
+    done = stitch(records, PartitionState(MemoryStore()), rules, Counters(), persons=True)
+    rows = [orjson.loads(r.value) for r in done.sink if r.status is not Status.IDENTITY]
+    return [(row["event_id"], row["status"], row.get("person_key")) for row in rows]
+
+
+def test_under_retain_a_row_is_the_person_of_the_identity_it_was_given() -> None:
+    device, u7, u8 = identifier_id("1"), identifier_id((0, "u-7")), identifier_id((0, "u-8"))
+    assert _person_keys(
+        Policy.RETAIN,
+        event("e1"),
+        event("e2", user_id="u-7"),
+        event("e3"),
+        event("e4", user_id="u-8"),
+        event("e5"),
+    ) == [
+        ("e1", "anonymous", device),
+        ("e2", "identified", u7),
+        ("e1", "amended", u7),
+        ("e3", "stitched", u7),
+        ("e4", "identified", u8),
+        ("e5", "stitched", u8),
+    ]
+
+
+def test_under_latest_every_row_is_the_person_of_its_device() -> None:
+    device = identifier_id("1")
+    keys = _person_keys(Policy.LATEST, event("e1"), event("e2", user_id="u-7"))
+    assert {key for _, _, key in keys} == {device}
+
+
+def test_without_persons_no_row_names_a_person() -> None:
+    records = [InputRecord("t", 0, 0, None, event("e1"))]
+    done = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), Counters())
+    assert b"person_key" not in done.sink[0].value

@@ -11,10 +11,18 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.persons import Attach, Key, Message, PersonLimits, person_id, values_of
+from streams.core.persons import (
+    Attach,
+    Key,
+    Message,
+    PersonLimits,
+    identifier_id,
+    person_id,
+    values_of,
+)
 from streams.core.persons_codec import encode
 from streams.pipeline.counts import Counters
-from streams.pipeline.persons import identifier_id, resolve
+from streams.pipeline.persons import resolve
 from streams.pipeline.records import InputRecord
 from streams.state.persons import PersonGraph
 from streams.state.store import MemoryStore
