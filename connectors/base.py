@@ -12,18 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from connectors.errors import describe
-from connectors.rows import Erasure, Layout, Row
+from connectors.rows import Erasure, Layout, PersonMerge, Row
 from streams.settings import Section, Settings
 
 __all__ = [
     "Rejected",
+    "ResolvesPersons",
     "Warehouse",
     "WarehouseKind",
     "identities_layout",
     "layout_of",
+    "persons_layout",
     "write_or_split",
 ]
 
@@ -60,6 +62,17 @@ class Warehouse(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ResolvesPersons(Protocol):
+    """A warehouse that keeps every row's person right (``users_recognition.persons``)."""
+
+    def resolve_persons(self, identifiers: Sequence[str], merges: Sequence[PersonMerge]) -> None:
+        """After a batch's rows and persons rows landed: apply its person merges, in order,
+        then give the rows of each persons row's identifier that row's person. Raises
+        WarehouseUnavailable, like write."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +120,27 @@ def write_or_split(
     )
 
 
-def layout_of(settings: Settings) -> Layout:
-    """How the settings turn sink records into rows (``connectors.rows``)."""
+def layout_of(settings: Settings, *, persons: bool = False) -> Layout:
+    """How the settings turn sink records into rows (``connectors.rows``); ``persons``:
+    the rows name their person (a warehouse that resolves persons, with them on)."""
     return Layout(
         identification=settings.recognition.identification,
         event_time=settings.warehouse.event_time_node,
         key=settings.warehouse.primary_key_fields,
         table=settings.warehouse.table,
+        person_columns=persons,
+    )
+
+
+def persons_layout(settings: Settings) -> Layout:
+    """The persons table: one row per identifier, ``<table>_persons``."""
+    warehouse = settings.warehouse
+    return Layout(
+        identification=settings.recognition.identification,
+        event_time=warehouse.event_time_node,
+        key=("identifier_id",),
+        table=f"{warehouse.table}_persons",
+        persons_table=True,
     )
 
 

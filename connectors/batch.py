@@ -8,7 +8,10 @@ it in the one order that is safe to repeat:
     1. the rows into the events table (``warehouse.write``), rejected rows returned;
     2. the identity records into the user mapping table (the warehouse's ``beside``);
     3. the erase records on both tables, after the rows, so that a row of the same batch
-       is deleted too.
+       is deleted too;
+    4. with persons on, where the warehouse resolves them (``ResolvesPersons``): the
+       persons rows into the persons table, then the person merges and the re-labelling
+       of the rows of each identifier (``resolve_persons``).
 
 Each step goes through ``until_it_lands`` (``connectors.backpressure``), which retries
 while the warehouse is away; a step that gives up (stopped, or partitions revoked) ends
@@ -24,9 +27,16 @@ from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from connectors.base import Rejected, Warehouse, identities_layout, layout_of
+from connectors.base import (
+    Rejected,
+    ResolvesPersons,
+    Warehouse,
+    identities_layout,
+    layout_of,
+    persons_layout,
+)
 from connectors.errors import BadSinkRecord
-from connectors.rows import Erasure, Row, read_sink_record
+from connectors.rows import Erasure, Layout, PersonMerge, Row, read_sink_record
 from streams.settings import Settings
 
 __all__ = ["Batch", "Landed", "Tables", "UntilItLands"]
@@ -47,6 +57,8 @@ class Batch:
 
     rows: list[Row] = field(default_factory=list)
     mappings: list[Row] = field(default_factory=list)  # rows of the user mapping table
+    persons: list[Row] = field(default_factory=list)  # rows of the persons table
+    merges: list[PersonMerge] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)  # no row: straight to dead letters
     #: per partition, the offset after the last record read: committed once it has landed
@@ -55,7 +67,14 @@ class Batch:
     started: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.mappings) + len(self.rejected) + len(self.erasures)
+        return (
+            len(self.rows)
+            + len(self.mappings)
+            + len(self.persons)
+            + len(self.merges)
+            + len(self.rejected)
+            + len(self.erasures)
+        )
 
     def due(self, max_seconds: float) -> bool:
         return time.monotonic() - self.started >= max_seconds
@@ -67,6 +86,7 @@ class Batch:
     def clear(self) -> None:
         """Forget the records (landed, or to be read again); the flush's time stays."""
         self.rows, self.mappings, self.erasures, self.rejected = [], [], [], []
+        self.persons, self.merges = [], []
         self.offsets = {}
 
 
@@ -84,9 +104,16 @@ class Tables:
 
     def __init__(self, settings: Settings, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
-        self.layout = layout_of(settings)
+        resolves = settings.persons.enabled and isinstance(warehouse, ResolvesPersons)
+        self.layout = layout_of(settings, persons=resolves)
         self.identities_layout = identities_layout(settings)
         self.identities = warehouse.beside(self.identities_layout)
+        #: the persons table, where the warehouse resolves persons (else persons records
+        #: are no rows, and the events table names no person)
+        self.persons_layout: Layout | None = persons_layout(settings) if resolves else None
+        self.persons = (
+            None if self.persons_layout is None else warehouse.beside(self.persons_layout)
+        )
 
     def read(self, message: Any, batch: Batch) -> None:
         """Add a consumed message to the batch; one that is no row is kept as rejected."""
@@ -99,11 +126,16 @@ class Tables:
         try:
             if value is None:
                 raise BadSinkRecord("sink record has no value")
-            read = read_sink_record(value, source, self.layout, self.identities_layout)
+            read = read_sink_record(
+                value, source, self.layout, self.identities_layout, self.persons_layout
+            )
             if isinstance(read, Erasure):
                 batch.erasures.append(read)
+            elif isinstance(read, PersonMerge):
+                batch.merges.append(read)
             elif read is not None:
-                (batch.mappings if read.identities else batch.rows).append(read)
+                kept = batch.mappings if read.identities else batch.rows
+                (batch.persons if read.persons else kept).append(read)
         except BadSinkRecord as exc:
             batch.rejected.append(Rejected(value or b"", message.key(), source, exc.reason))
 
@@ -120,11 +152,26 @@ class Tables:
             return None
         if batch.erasures and until_it_lands(lambda: self._erase(batch.erasures), 0) is None:
             return None
+        persons = self.persons
+        if persons is not None and (batch.persons or batch.merges):
+            people = batch.persons
+            landed = until_it_lands(lambda: persons.write(people) if people else [], 0)
+            if landed is None or until_it_lands(lambda: self._resolve(batch), 0) is None:
+                return None
+            refused += landed
         return Landed(rejected, refused)
 
     def close(self) -> None:
         self.warehouse.close()
         self.identities.close()
+        if self.persons is not None:
+            self.persons.close()
+
+    def _resolve(self, batch: Batch) -> bool:
+        assert isinstance(self.warehouse, ResolvesPersons)
+        identifiers = [str(row.key[0]) for row in batch.persons]
+        self.warehouse.resolve_persons(identifiers, batch.merges)
+        return True
 
     def _erase(self, erasures: Sequence[Erasure]) -> bool:
         self.warehouse.erase(erasures)

@@ -10,6 +10,12 @@ here and asks ``Schema`` which columns to add or widen before they write.
         stitched_user_id='a@b.com' event_time=2024-05-01 10:00:00+00 version=2
         status='amended' payload='{…}' page_url='/' user_anonymous_id='1' _timestamp='2024-…'
 
+With persons on (``Layout.person_columns``), an event row also has ``person_key`` (the
+identifier whose person it is) and ``person_id`` (that person, as the warehouse resolves
+it; ``person_key`` until then). A ``person`` record is a row of the persons table
+(``Layout.persons_table``), keyed on ``identifier_id``; a ``person_merge`` record is a
+``PersonMerge``.
+
 An ``identity`` record is a row of the user mapping table (``Layout.identities``), keyed on
 the anonymous id, with fixed columns only:
 
@@ -40,6 +46,7 @@ __all__ = [
     "ColumnType",
     "Erasure",
     "Layout",
+    "PersonMerge",
     "Row",
     "Schema",
     "cell",
@@ -87,6 +94,8 @@ def _column_name(path: tuple[str, ...]) -> str:
 MAPPINGS = frozenset({Status.IDENTIFIED, Status.ANONYMOUS, Status.ERASED})
 #: the times of a mapping row (ms in the record, timestamps in the table)
 MAPPING_TIMES = ("first_seen", "first_identified", "last_identified")
+#: the text columns of a persons row, the key first
+PERSON_COLUMNS = ("identifier_id", "kind", "value", "person_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,10 @@ class Layout:
     key: tuple[str, ...] = ("event_id",)
     table: str = "events"
     identities: bool = False
+    #: the events table's rows name their person (``person_key``, ``person_id``)
+    person_columns: bool = False
+    #: the persons table: one row per identifier, from ``person`` records
+    persons_table: bool = False
     #: each identification pointer with its column name (asked for on every row)
     named: tuple[tuple[str, Pointer], ...] = field(init=False, repr=False, compare=False)
 
@@ -108,6 +121,10 @@ class Layout:
 
     @property
     def fixed(self) -> dict[str, ColumnType]:
+        if self.persons_table:
+            columns = dict.fromkeys(PERSON_COLUMNS, ColumnType.TEXT)
+            columns["seen"] = ColumnType.TIMESTAMP
+            return columns | {"version": ColumnType.INT, "status": ColumnType.TEXT}
         if self.identities:
             columns = {"anonymous_id": ColumnType.TEXT}
             columns |= {column_name(p.tokens): ColumnType.TEXT for p in self.identification}
@@ -123,6 +140,8 @@ class Layout:
             "status": ColumnType.TEXT,
             "payload": ColumnType.JSON,
         }
+        if self.person_columns:
+            columns |= {"person_key": ColumnType.TEXT, "person_id": ColumnType.TEXT}
         return columns
 
     @property
@@ -152,6 +171,17 @@ class Erasure:
 
 
 @dataclass(frozen=True, slots=True)
+class PersonMerge:
+    """A sink record that is no row: every row of the person ``person_id``, of any age,
+    now belongs to ``into`` (``status: person_merge``)."""
+
+    person_id: str
+    into: str
+    version: int
+    source: str  # topic[partition]@offset
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """One sink record as a warehouse row: its key, its cells by column, where it came from."""
 
@@ -161,17 +191,19 @@ class Row:
     raw: bytes  # the sink record, for the dead-letter topic
     source: str  # topic[partition]@offset
     identities: bool = False  # a row of the user mapping table
-
-
-_PERSONS = frozenset({Status.PERSON, Status.PERSON_MERGE})
+    persons: bool = False  # a row of the persons table
 
 
 def read_sink_record(
-    raw: bytes, source: str, layout: Layout, identities: Layout | None = None
-) -> Row | Erasure | None:
-    """One sink record: a row (of ``identities`` for an identity record; None without
-    it, and for a persons record), or an erasure of many; BadSinkRecord says what is
-    wrong."""
+    raw: bytes,
+    source: str,
+    layout: Layout,
+    identities: Layout | None = None,
+    persons: Layout | None = None,
+) -> Row | Erasure | PersonMerge | None:
+    """One sink record: a row (of ``identities`` for an identity record, of ``persons`` for
+    a person record; None without that layout), a person merge (None without ``persons``),
+    or an erasure of many; BadSinkRecord says what is wrong."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -182,8 +214,10 @@ def read_sink_record(
             return _erasure(record, source)
         if status == Status.IDENTITY:
             return None if identities is None else _mapping_row(record, raw, source, identities)
-        if status in _PERSONS:
-            return None  # persons records (users_recognition.persons): no table takes them
+        if status == Status.PERSON:
+            return None if persons is None else _person_row(record, raw, source)
+        if status == Status.PERSON_MERGE:
+            return None if persons is None else _person_merge(record, source)
     return _row(record, raw, source, layout)
 
 
@@ -249,6 +283,23 @@ def _mapping_row(record: dict[str, Any], raw: bytes, source: str, layout: Layout
     return Row(values, version, (anonymous_id,), raw, source, identities=True)
 
 
+def _person_row(record: dict[str, Any], raw: bytes, source: str) -> Row:
+    texts = {name: record.get(name) for name in PERSON_COLUMNS}
+    if not all(isinstance(value, str) and value for value in texts.values()):
+        raise BadSinkRecord(f"a person record names its {', '.join(PERSON_COLUMNS)}, as strings")
+    version = _version(record)
+    values = {**texts, "seen": _moment(record.get("seen")), "version": version}
+    values["status"] = Status.PERSON.value
+    return Row(values, version, (texts["identifier_id"],), raw, source, persons=True)
+
+
+def _person_merge(record: dict[str, Any], source: str) -> PersonMerge:
+    person, into = record.get("person_id"), record.get("into")
+    if not isinstance(person, str) or not person or not isinstance(into, str) or not into:
+        raise BadSinkRecord("a person_merge record names its person_id and into, as strings")
+    return PersonMerge(person, into, _version(record), source)
+
+
 def _moment(ms: Any) -> datetime | None:
     """A mapping time (ms since the epoch; 0 or none: not known)."""
     if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
@@ -273,6 +324,9 @@ def _row(record: Any, raw: bytes, source: str, layout: Layout) -> Row:
         "status": _text(record.get("status")),
         "payload": orjson.dumps(event).decode(),
     }
+    if layout.person_columns:
+        person_key = _text(record.get("person_key"))
+        fixed["person_key"] = fixed["person_id"] = person_key
     values |= fixed  # a flattened field never shadows a fixed column
     key = tuple(map(values.get, layout.key))
     if None in key:

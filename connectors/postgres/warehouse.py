@@ -26,13 +26,14 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.base import Rejected, layout_of, write_or_split
+from connectors.base import Rejected, layout_of, persons_layout, write_or_split
 from connectors.errors import WarehouseUnavailable, describe
 from connectors.postgres import NAME, PostgresSettings
 from connectors.rows import (
     ColumnType,
     Erasure,
     Layout,
+    PersonMerge,
     Row,
     Schema,
     grouped_erasures,
@@ -66,10 +67,18 @@ class PostgresWarehouse:
 
     def __init__(self, settings: Settings, layout: Layout | None = None) -> None:
         self._settings = settings
-        self.layout = layout_of(settings) if layout is None else layout
+        persons = settings.persons.enabled
+        self.layout = layout_of(settings, persons=persons) if layout is None else layout
         section = settings.section(PostgresSettings)
         self._dsn = section.dsn
         self.table = sql.Identifier(section.schema, self.layout.table)
+        #: with persons: the persons table, and the merges applied (from -> into, each
+        #: ``into`` a person not merged away), beside the events table
+        self._persons = sql.Identifier(section.schema, persons_layout(settings).table)
+        self._merges = sql.Identifier(section.schema, f"{self.layout.table}_person_merges")
+        #: the advisory lock that orders a batch's persons against the merges: rows take
+        #: it shared, merges and re-labelling exclusive (``resolve_persons``)
+        self._lock = f"retrostitch persons {section.schema}.{self.layout.table}"
         self._schema_name = section.schema
         self._table_name = self.layout.table
         self._conn: psycopg.Connection[Any] | None = None
@@ -107,6 +116,63 @@ class PostgresWarehouse:
             self.close()
             raise WarehouseUnavailable(describe(exc)) from exc
 
+    def resolve_persons(self, identifiers: Sequence[str], merges: Sequence[PersonMerge]) -> None:
+        """Apply the merges in order, then give the rows of each identifier its persons
+        row's person; one transaction, holding the persons lock exclusively, so that no
+        batch of rows is half-resolved meanwhile (connectors.base.ResolvesPersons)."""
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock,))
+                for merge in merges:
+                    self._merge(conn, merge)
+                if identifiers:
+                    self._relabel(conn, list(identifiers))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise WarehouseUnavailable(describe(exc)) from exc
+
+    def _merge(self, conn: psycopg.Connection[Any], merge: PersonMerge) -> None:
+        """Person ``merge.person_id`` is now ``merge.into`` (or where that went since)."""
+        found = conn.execute(
+            sql.SQL('SELECT "into" FROM {} WHERE "from" = %s').format(self._merges), (merge.into,)
+        ).fetchone()
+        into = merge.into if found is None else str(found[0])
+        if into == merge.person_id:
+            return
+        params = {"from": merge.person_id, "into": into, "version": merge.version}
+        for statement in (
+            'INSERT INTO {merges} ("from", "into", version) VALUES (%(from)s, %(into)s,'
+            ' %(version)s) ON CONFLICT ("from") DO UPDATE SET "into" = EXCLUDED."into"',
+            'UPDATE {merges} SET "into" = %(into)s WHERE "into" = %(from)s',
+            "UPDATE {persons} SET person_id = %(into)s WHERE person_id = %(from)s",
+            "UPDATE {table} SET person_id = %(into)s WHERE person_id = %(from)s",
+        ):
+            conn.execute(
+                sql.SQL(statement).format(
+                    merges=self._merges, persons=self._persons, table=self.table
+                ),
+                params,
+            )
+
+    def _relabel(self, conn: psycopg.Connection[Any], identifiers: list[str]) -> None:
+        """The persons rows of ``identifiers`` through the merges, then their rows."""
+        conn.execute(
+            sql.SQL(
+                'UPDATE {persons} p SET person_id = m."into" FROM {merges} m'
+                ' WHERE m."from" = p.person_id AND p.identifier_id = ANY(%s)'
+            ).format(persons=self._persons, merges=self._merges),
+            (identifiers,),
+        )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {table} e SET person_id = p.person_id FROM {persons} p"
+                " WHERE e.person_key = p.identifier_id AND p.identifier_id = ANY(%s)"
+                " AND e.person_id IS DISTINCT FROM p.person_id"
+            ).format(table=self.table, persons=self._persons),
+            (identifiers,),
+        )
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -143,6 +209,8 @@ class PostgresWarehouse:
                     sql.SQL(", ").join(map(sql.Identifier, key)),
                 )
             )
+        if self.layout.person_columns:
+            self._create_persons(conn)
         found = conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = %s",
@@ -152,6 +220,33 @@ class PostgresWarehouse:
             {name: FROM_SQL.get(kind, ColumnType.TEXT) for name, kind in found},
             frozenset(fixed),
         )
+
+    def _create_persons(self, conn: psycopg.Connection[Any]) -> None:
+        """The persons table and the merges beside the events table, and the indexes the
+        re-labelling reads."""
+        PostgresWarehouse(self._settings, persons_layout(self._settings))._create(conn)
+        with conn.transaction():
+            conn.execute(
+                sql.SQL(
+                    'CREATE TABLE IF NOT EXISTS {} ("from" text PRIMARY KEY, "into" text NOT NULL,'
+                    " version bigint NOT NULL)"
+                ).format(self._merges)
+            )
+            persons = persons_layout(self._settings).table
+            merges = f"{self._table_name}_person_merges"
+            for table, column in (
+                (self._table_name, "person_key"),
+                (self._table_name, "person_id"),
+                (persons, "person_id"),
+                (merges, "into"),
+            ):
+                conn.execute(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                        sql.Identifier(f"{table}_{column}_idx"[:63]),
+                        sql.Identifier(self._schema_name, table),
+                        sql.Identifier(column),
+                    )
+                )
 
     def _evolve(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> None:
         assert self.schema is not None
@@ -182,6 +277,8 @@ class PostgresWarehouse:
 
     def _upsert(self, conn: psycopg.Connection[Any], rows: Sequence[Row]) -> None:
         assert self.schema is not None
+        if self.layout.person_columns:  # merges wait for this batch (resolve_persons)
+            conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (self._lock,))
         types = self.schema.columns
         names = [name for name in types if any(name in row.values for row in rows)]
         columns = sql.SQL(", ").join(map(sql.Identifier, names))
@@ -208,6 +305,8 @@ class PostgresWarehouse:
                 " WHERE target.version < EXCLUDED.version"
             ).format(table=self.table, columns=columns, key=key, batch=batch, updates=updates)
         )
+        if self.layout.person_columns:
+            self._resolve_batch(conn, batch, key)
         if any(row.values.get("status") == Status.ERASED for row in rows):
             # an erasure marker won the upsert (its version is above any other): the row goes
             conn.execute(
@@ -217,6 +316,30 @@ class PostgresWarehouse:
                 ).format(table=self.table, key=key, batch=batch),
                 (Status.ERASED.value, Status.ERASED.value),
             )
+
+    def _resolve_batch(
+        self, conn: psycopg.Connection[Any], batch: sql.Identifier, key: sql.Composable
+    ) -> None:
+        """The batch's rows' persons: their persons row's, else where a merge took their
+        identifier's own person, else that person (``person_key``)."""
+        matches = sql.SQL(" AND ").join(
+            sql.SQL("e.{0} = b.{0}").format(sql.Identifier(name)) for name in self.layout.key
+        )
+        conn.execute(
+            sql.SQL(
+                'UPDATE {table} e SET person_id = COALESCE(p.person_id, m."into", e.person_key)'
+                " FROM {batch} b LEFT JOIN {persons} p ON p.identifier_id = b.person_key"
+                ' LEFT JOIN {merges} m ON m."from" = b.person_key'
+                " WHERE {matches}"
+                ' AND e.person_id IS DISTINCT FROM COALESCE(p.person_id, m."into", e.person_key)'
+            ).format(
+                table=self.table,
+                batch=batch,
+                persons=self._persons,
+                merges=self._merges,
+                matches=matches,
+            )
+        )
 
 
 def _without_nul(row: Row) -> Row:

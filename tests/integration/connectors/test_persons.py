@@ -1,0 +1,113 @@
+"""Persons in Postgres: every row shows its person, whatever order the person records, the
+merges and the events reach the connector in, and at any age."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from connectors.postgres.warehouse import PostgresWarehouse
+from streams.core.persons import PersonLimits, identifier_id, person_id
+from streams.core.record import SinkRecord, Status, person_merge_record, person_record, sink_record
+from streams.settings import Settings
+from tests.integration.harness import Pipeline, eventually, running_sink, table_rows
+
+T = 1_714_557_600_000
+U7, KIM = (0, "u-7"), (1, "kim@example.com")
+DEVICE_A, DEVICE_B = identifier_id("device-a"), identifier_id("device-b")
+
+
+def _event(event_id: str, anonymous_id: str, person_key: str, version: int = 1) -> SinkRecord:
+    return sink_record(
+        event_id, anonymous_id, anonymous_id, version, Status.ANONYMOUS, {}, person_key
+    )
+
+
+def _line(event_id: str, anonymous_id: str, **user: str) -> bytes:
+    return orjson.dumps(
+        {"eventn_ctx_event_id": event_id, "user": {"anonymous_id": anonymous_id, **user}}
+    )
+
+
+def _person(identifier: str, kind: str, value: str, person: str) -> SinkRecord:
+    return person_record(identifier, kind, value, person, T, T)
+
+
+def _send(settings: Settings, records: list[SinkRecord]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for record in records:
+        producer.produce(settings.topics.sink, key=record.key, value=record.value)
+    assert producer.flush(10) == 0
+
+
+#: device A's rows (its own person), device B's (Kim's email), then what links them:
+#: A identified as u-7, B's person (rooted at Kim's email) merged into u-7's
+EVENTS = [_event("a1", "device-a", DEVICE_A), _event("b1", "device-b", identifier_id(KIM))]
+PERSONS = [
+    _person(identifier_id(U7), "/user/id", "u-7", person_id(U7)),
+    _person(identifier_id(KIM), "/user/email", "kim@example.com", person_id(KIM)),
+    _person(DEVICE_A, "anonymous_id", "device-a", person_id(U7)),
+    _person(DEVICE_B, "anonymous_id", "device-b", person_id(KIM)),
+]
+MERGE = [person_merge_record(person_id(KIM), person_id(U7), T)]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param([EVENTS, PERSONS, MERGE], id="events-persons-merge"),
+        pytest.param([MERGE, PERSONS, EVENTS], id="merge-persons-events"),
+        pytest.param([PERSONS, MERGE, EVENTS], id="persons-merge-events"),
+        pytest.param([MERGE, EVENTS, PERSONS], id="merge-events-persons"),
+    ],
+)
+def test_every_row_shows_the_surviving_person_in_any_order(
+    warehouse_settings: Settings, order: list[list[SinkRecord]]
+) -> None:
+    settings = replace(warehouse_settings, persons=PersonLimits(enabled=True))
+    kim = person_id(U7)
+    with running_sink(settings, PostgresWarehouse(settings), "persons") as sink:
+        for records in order:  # one flush each, in this order
+            _send(settings, records)
+            flushed = sink.counts.records_read + len(records)
+            eventually(lambda f=flushed: sink.counts.records_read >= f, 30, "read")
+        eventually(
+            lambda: table_rows(settings, "event_id, person_id") == [("a1", kim), ("b1", kim)],
+            30,
+            "every event row shows the surviving person",
+        )
+        persons = table_rows(settings, "value, person_id", f"{settings.warehouse.table}_persons")
+        assert sorted(persons) == sorted(
+            [("u-7", kim), ("kim@example.com", kim), ("device-a", kim), ("device-b", kim)]
+        )
+        assert sink.counts.dead_lettered == 0
+
+
+def test_one_person_on_three_devices_through_the_worker_into_postgres(
+    pipeline: Pipeline, warehouse_settings: Settings
+) -> None:
+    """Device A identifies with a user id, B with an email, then C with both: every row of
+    the three devices, the earlier ones too, shows one person."""
+    pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
+    settings = replace(warehouse_settings, persons=PersonLimits(enabled=True))
+    pipeline.worker()
+    pipeline.produce(
+        _line("a1", "device-a"),
+        _line("a2", "device-a", id="u-7"),
+        _line("b1", "device-b"),
+        _line("b2", "device-b", email="kim@example.com"),
+    )
+    with running_sink(settings, PostgresWarehouse(settings), "persons-e2e"):
+
+        def people() -> dict[str, str]:
+            return dict(table_rows(settings, "event_id, person_id"))
+
+        eventually(
+            lambda: len(set(people().values())) == 2 and len(people()) == 4, 60, "two people"
+        )
+        pipeline.produce(_line("c1", "device-c", id="u-7", email="kim@example.com"))
+        kim = person_id(U7)
+        eventually(lambda: set(people().values()) == {kim} and len(people()) == 5, 60, "one person")
