@@ -40,13 +40,14 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from connectors.base import Rejected, layout_of, write_or_split
+from connectors.base import Rejected, layout_of, persons_layout, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.mysql import NAME, MySQLSettings
 from connectors.rows import (
     ColumnType,
     Erasure,
     Layout,
+    PersonMerge,
     Row,
     Schema,
     grouped_erasures,
@@ -79,6 +80,9 @@ FROM_SQL = {
 KEY_TYPE = "VARCHAR(768)"
 #: server errors that one record causes (a value a column cannot hold, a key too long):
 #: retrying will not cure them, so the batch is split and the record dead-lettered
+#: a person's or an identifier's id: 32 hex digits (``streams.core.persons.person_id``)
+PERSON_TYPE = "VARCHAR(64)"
+DUPLICATE_INDEX = 1061
 ROW_ERRORS = frozenset({1048, 1264, 1265, 1292, 1366, 1367, 1406, 1416, 3140, 4025})
 DUPLICATE_COLUMN = 1060
 
@@ -122,11 +126,18 @@ class MySQLWarehouse:
         """``local_infile``: load batches with ``LOAD DATA LOCAL`` (faster) until the
         server refuses it; False writes with ``INSERT`` only."""
         self._settings = settings
-        self.layout = layout_of(settings) if layout is None else layout
+        persons = settings.persons.enabled
+        self.layout = layout_of(settings, persons=persons) if layout is None else layout
         self._options = connection_options(settings.section(MySQLSettings).dsn)
         self._database = self._options["database"]
         self._table_name = self.layout.table
         self.table = quoted(self._database, self._table_name)
+        #: with persons: the persons table, the merges applied (from -> into, flattened),
+        #: and one row whose lock orders a batch's persons against the merges (rows take
+        #: it shared, ``resolve_persons`` exclusive)
+        self._persons = quoted(self._database, persons_layout(settings).table)
+        self._merges = quoted(self._database, f"{self._table_name}_person_merges")
+        self._lock = quoted(self._database, f"{self._table_name}_persons_lock")
         self._conn: pymysql.connections.Connection[Any] | None = None
         self.schema: Schema | None = None
         self._local_infile = local_infile  # until the server refuses it
@@ -163,6 +174,99 @@ class MySQLWarehouse:
         except pymysql.MySQLError as exc:
             self.close()
             raise WarehouseUnavailable(describe(exc)) from exc
+
+    def resolve_persons(self, identifiers: Sequence[str], merges: Sequence[PersonMerge]) -> None:
+        """Apply the merges in order, then give the rows of each identifier its persons
+        row's person; one transaction, holding the persons lock exclusively
+        (connectors.base.ResolvesPersons)."""
+        try:
+            conn = self._connect()
+            with conn.cursor() as cursor:
+                cursor.execute(f"SELECT 1 FROM {self._lock} WHERE id = 1 FOR UPDATE")
+                for merge in merges:
+                    self._merge(cursor, merge)
+                if identifiers:
+                    self._relabel(cursor, list(identifiers))
+            conn.commit()
+        except pymysql.MySQLError as exc:
+            self.close()
+            raise WarehouseUnavailable(describe(exc)) from exc
+
+    def _merge(self, cursor: Any, merge: PersonMerge) -> None:
+        """Person ``merge.person_id`` is now ``merge.into`` (or where that went since)."""
+        cursor.execute(f"SELECT `into` FROM {self._merges} WHERE `from` = %s", (merge.into,))
+        found = cursor.fetchone()
+        into = merge.into if found is None else str(found[0])
+        if into == merge.person_id:
+            return
+        old = merge.person_id
+        cursor.execute(
+            f"INSERT INTO {self._merges} (`from`, `into`, version) VALUES (%s, %s, %s)"
+            " ON DUPLICATE KEY UPDATE `into` = VALUES(`into`)",
+            (old, into, merge.version),
+        )
+        cursor.execute(f"UPDATE {self._merges} SET `into` = %s WHERE `into` = %s", (into, old))
+        cursor.execute(
+            f"UPDATE {self._persons} SET person_id = %s WHERE person_id = %s", (into, old)
+        )
+        cursor.execute(f"UPDATE {self.table} SET person_id = %s WHERE person_id = %s", (into, old))
+
+    def _relabel(self, cursor: Any, identifiers: list[str]) -> None:
+        """The persons rows of ``identifiers`` through the merges, then their rows."""
+        marks = ", ".join(["%s"] * len(identifiers))
+        cursor.execute(
+            f"UPDATE {self._persons} p JOIN {self._merges} m ON m.`from` = p.person_id"
+            f" SET p.person_id = m.`into` WHERE p.identifier_id IN ({marks})",
+            identifiers,
+        )
+        cursor.execute(
+            f"UPDATE {self.table} e JOIN {self._persons} p ON e.person_key = p.identifier_id"
+            f" SET e.person_id = p.person_id WHERE p.identifier_id IN ({marks})"
+            " AND NOT (e.person_id <=> p.person_id)",
+            identifiers,
+        )
+
+    def _resolve_batch(self, cursor: Any, rows: Sequence[Row]) -> None:
+        """The batch's rows' persons: their persons row's, else where a merge took their
+        identifier's own person, else that person (``person_key``)."""
+        key = ", ".join(f"e.{quoted(name)}" for name in self.layout.key)
+        row = "(" + ", ".join(["%s"] * len(self.layout.key)) + ")"
+        cursor.execute(
+            f"UPDATE {self.table} e LEFT JOIN {self._persons} p ON p.identifier_id = e.person_key"
+            f" LEFT JOIN {self._merges} m ON m.`from` = e.person_key"
+            " SET e.person_id = COALESCE(p.person_id, m.`into`, e.person_key)"
+            f" WHERE ({key}) IN ({', '.join([row] * len(rows))})",
+            [part for r in rows for part in r.key],
+        )
+
+    def _create_persons(self, conn: pymysql.connections.Connection[Any]) -> None:
+        """The persons table, the merges and the lock row beside the events table, the
+        events table's person columns and the indexes the re-labelling reads."""
+        MySQLWarehouse(self._settings, persons_layout(self._settings))._create(conn)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._merges} (`from` {PERSON_TYPE} PRIMARY KEY,"
+                f" `into` {PERSON_TYPE} NOT NULL, version BIGINT NOT NULL, INDEX (`into`))"
+                " DEFAULT CHARSET = utf8mb4"
+            )
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._lock} (id INT PRIMARY KEY)"
+                " DEFAULT CHARSET = utf8mb4"
+            )
+            cursor.execute(f"INSERT IGNORE INTO {self._lock} (id) VALUES (1)")
+            for table, column in (
+                (self.table, "person_key"),
+                (self.table, "person_id"),
+                (self._persons, "person_id"),
+            ):
+                with contextlib.suppress(pymysql.MySQLError):  # there already
+                    cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {PERSON_TYPE}")
+                try:
+                    cursor.execute(f"ALTER TABLE {table} ADD INDEX ({quoted(column)}(32))")
+                except pymysql.MySQLError as exc:
+                    if not exc.args or exc.args[0] != DUPLICATE_INDEX:
+                        raise
+        conn.commit()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -206,6 +310,16 @@ class MySQLWarehouse:
             )
             found = cursor.fetchall()
         conn.commit()
+        if self.layout.person_columns:
+            self._create_persons(conn)
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns"
+                    " WHERE table_schema = %s AND table_name = %s",
+                    (self._database, self._table_name),
+                )
+                found = cursor.fetchall()
+            conn.commit()
         self.schema = Schema(
             {str(name): FROM_SQL.get(str(kind).lower(), ColumnType.TEXT) for name, kind in found},
             frozenset(self.layout.fixed),
@@ -243,10 +357,14 @@ class MySQLWarehouse:
         upsert = f" ON DUPLICATE KEY UPDATE {', '.join(updates)}"
         try:
             with conn.cursor() as cursor:
+                if self.layout.person_columns:  # merges wait for this batch
+                    cursor.execute(f"SELECT 1 FROM {self._lock} WHERE id = 1 LOCK IN SHARE MODE")
                 if self._local_infile:
                     self._load(cursor, names, columns, types, upsert)
                 else:
                     self._insert(cursor, names, columns, upsert)
+                if self.layout.person_columns:
+                    self._resolve_batch(cursor, rows)
                 erased = [row.key for row in rows if row.values.get("status") == Status.ERASED]
                 if erased:  # an erasure marker won the upsert: the row goes
                     match = " AND ".join(f"{quoted(name)} = %s" for name in self.layout.key)

@@ -226,6 +226,12 @@ class PostgresWarehouse:
         re-labelling reads."""
         PostgresWarehouse(self._settings, persons_layout(self._settings))._create(conn)
         with conn.transaction():
+            conn.execute(  # a table made before persons were on gains their columns
+                sql.SQL(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS person_key text,"
+                    " ADD COLUMN IF NOT EXISTS person_id text"
+                ).format(self.table)
+            )
             conn.execute(
                 sql.SQL(
                     'CREATE TABLE IF NOT EXISTS {} ("from" text PRIMARY KEY, "into" text NOT NULL,'

@@ -1,14 +1,20 @@
-"""Persons in Postgres: every row shows its person, whatever order the person records, the
-merges and the events reach the connector in, and at any age."""
+"""Persons in the warehouses: every row shows its person, whatever order the person
+records, the merges and the events reach the connector in, and at any age."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import orjson
+import pymysql
 import pytest
 from confluent_kafka import Producer
 
+from connectors.base import Warehouse, persons_layout
+from connectors.mysql import MySQLSettings
+from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
 from connectors.postgres.warehouse import PostgresWarehouse
 from streams.core.persons import PersonLimits, identifier_id, person_id
 from streams.core.record import SinkRecord, Status, person_merge_record, person_record, sink_record
@@ -55,6 +61,33 @@ PERSONS = [
 MERGE = [person_merge_record(person_id(KIM), person_id(U7), T)]
 
 
+Reader = Callable[[str, str], list[tuple[Any, ...]]]
+
+
+def _postgres(settings: Settings) -> tuple[Warehouse, Reader]:
+    def read(columns: str, table: str) -> list[tuple[Any, ...]]:
+        return table_rows(settings, columns, table)
+
+    return PostgresWarehouse(settings), read
+
+
+def _mysql(settings: Settings) -> tuple[Warehouse, Reader]:
+    def read(columns: str, table: str) -> list[tuple[Any, ...]]:
+        options = connection_options(settings.section(MySQLSettings).dsn)
+        with pymysql.connect(**options) as conn, conn.cursor() as cursor:
+            try:
+                cursor.execute(f"SELECT {columns} FROM {quoted(table)} ORDER BY 1")
+            except pymysql.err.ProgrammingError:
+                return []
+            return [tuple(row) for row in cursor.fetchall()]
+
+    return MySQLWarehouse(settings), read
+
+
+WAREHOUSES = {"postgres": _postgres, "mysql": _mysql}
+
+
+@pytest.mark.parametrize("kind", sorted(WAREHOUSES))
 @pytest.mark.parametrize(
     "order",
     [
@@ -65,21 +98,24 @@ MERGE = [person_merge_record(person_id(KIM), person_id(U7), T)]
     ],
 )
 def test_every_row_shows_the_surviving_person_in_any_order(
-    warehouse_settings: Settings, order: list[list[SinkRecord]]
+    kind: str, order: list[list[SinkRecord]], request: pytest.FixtureRequest
 ) -> None:
-    settings = replace(warehouse_settings, persons=PersonLimits(enabled=True))
+    fixture = "mysql_settings" if kind == "mysql" else "warehouse_settings"
+    settings = replace(request.getfixturevalue(fixture), persons=PersonLimits(enabled=True))
+    warehouse, read = WAREHOUSES[kind](settings)
+    events, persons_table = settings.warehouse.table, persons_layout(settings).table
     kim = person_id(U7)
-    with running_sink(settings, PostgresWarehouse(settings), "persons") as sink:
+    with running_sink(settings, warehouse, "persons") as sink:
         for records in order:  # one flush each, in this order
             _send(settings, records)
             flushed = sink.counts.records_read + len(records)
             eventually(lambda f=flushed: sink.counts.records_read >= f, 30, "read")
         eventually(
-            lambda: table_rows(settings, "event_id, person_id") == [("a1", kim), ("b1", kim)],
+            lambda: read("event_id, person_id", events) == [("a1", kim), ("b1", kim)],
             30,
             "every event row shows the surviving person",
         )
-        persons = table_rows(settings, "value, person_id", f"{settings.warehouse.table}_persons")
+        persons = read("value, person_id", persons_table)
         assert sorted(persons) == sorted(
             [("u-7", kim), ("kim@example.com", kim), ("device-a", kim), ("device-b", kim)]
         )
