@@ -32,10 +32,18 @@ from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
-from connectors.base import Rejected, layout_of, write_or_split
+from connectors.base import Rejected, layout_of, persons_layout, write_or_split
 from connectors.clickhouse import NAME, ClickHouseSettings
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
-from connectors.rows import ColumnType, Erasure, Layout, Row, Schema, grouped_erasures
+from connectors.rows import (
+    ColumnType,
+    Erasure,
+    Layout,
+    PersonMerge,
+    Row,
+    Schema,
+    grouped_erasures,
+)
 from streams.core.record import Status
 from streams.settings import Settings
 
@@ -63,6 +71,8 @@ JSON_INPUT = {
 #: ReplacingMergeTree's "is deleted" column: 1 on an erasure marker (the highest version),
 #: so that FINAL, and the ``_latest`` view, no longer show the row
 DELETED = "is_deleted"
+#: the most links of merges followed at one batch (a chain needs one per link)
+MAX_CHAIN = 8
 
 #: ClickHouse error codes that blame the data of a row (a value it cannot parse or hold),
 #: not the server or the table: the batch is split to find the row, which is dead-lettered
@@ -117,12 +127,17 @@ class ClickHouseWarehouse:
         self, settings: Settings, layout: Layout | None = None, *, session: _Session | None = None
     ) -> None:
         self._settings = settings
-        self.layout = layout_of(settings) if layout is None else layout
+        persons = settings.persons.enabled
+        self.layout = layout_of(settings, persons=persons) if layout is None else layout
         section = settings.section(ClickHouseSettings)
         self._database = section.database
         self._cluster = section.cluster
         table = self.layout.table
         self.table = f"{quote_identifier(self._database)}.{quote_identifier(table)}"
+        #: with persons: the persons table and the merges applied (from -> into), which
+        #: the ``_latest`` views read to give every row its person at read time
+        self._persons = self._named(persons_layout(settings).table)
+        self._merges = self._named(f"{settings.warehouse.table}_person_merges")
         self.latest_view = (
             f"{quote_identifier(self._database)}.{quote_identifier(table + '_latest')}"
         )
@@ -166,6 +181,52 @@ class ClickHouseWarehouse:
                 self._drop_client()
                 raise WarehouseUnavailable(describe(exc)) from exc
 
+    def resolve_persons(self, identifiers: Sequence[str], merges: Sequence[PersonMerge]) -> None:
+        """Apply the merges in order (connectors.base.ResolvesPersons). ClickHouse gives
+        every row its person when it is read (the ``_latest`` views join the persons and
+        the merges), so only the merges are written: each ``into`` is where its person went
+        last, and a chain two connectors left (a merge of a person that another merged at
+        the same time) is followed to its end here, at every batch."""
+        with self._lock:
+            try:
+                client = self._connect()
+                for merge in merges:
+                    found = client.query(
+                        f"SELECT `into` FROM {self._merges} FINAL WHERE `from` = {{p:String}}",
+                        parameters={"p": merge.into},
+                    ).result_rows
+                    into = merge.into if not found else str(found[0][0])
+                    if into == merge.person_id:
+                        continue
+                    client.insert(
+                        self._merges,
+                        [[merge.person_id, into, merge.version]],
+                        ["from", "into", "version"],
+                    )
+                    self._repoint(client, merge.person_id, into)
+                for _ in range(MAX_CHAIN):  # chains: a -> b where b -> c
+                    chained = client.query(
+                        f"SELECT a.`from`, b.`into`, a.version + 1 FROM {self._merges} AS a FINAL"
+                        f" JOIN {self._merges} AS b FINAL ON a.`into` = b.`from`"
+                    ).result_rows
+                    if not chained:
+                        break
+                    client.insert(
+                        self._merges, [list(r) for r in chained], ["from", "into", "version"]
+                    )
+            except OperationalError as exc:
+                self._drop_client()
+                raise WarehouseUnavailable(describe(exc)) from exc
+
+    def _repoint(self, client: Client, old: str, into: str) -> None:
+        """The merges into ``old`` now go into ``into``, one version up."""
+        client.command(
+            f"INSERT INTO {self._merges} (`from`, `into`, version)"
+            f" SELECT `from`, {{into:String}}, version + 1 FROM {self._merges} FINAL"
+            " WHERE `into` = {old:String}",
+            parameters={"old": old, "into": into},
+        )
+
     def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[Any]:
         """Rows of a SELECT, on the connector's own client (chdb allows only one)."""
         with self._lock:
@@ -184,6 +245,9 @@ class ClickHouseWarehouse:
             self._create(client)
             self._made = self._session.generation
         return client
+
+    def _named(self, table: str) -> str:
+        return f"{quote_identifier(self._database)}.{quote_identifier(table)}"
 
     def _on_cluster(self) -> str:
         return f" ON CLUSTER {quote_identifier(self._cluster)}" if self._cluster else ""
@@ -217,6 +281,8 @@ class ClickHouseWarehouse:
             f"ALTER TABLE {self.table}{self._on_cluster()}"
             f" ADD COLUMN IF NOT EXISTS {DELETED} UInt8 DEFAULT 0"
         )
+        if self.layout.person_columns or self.layout.persons_table:
+            self._create_persons(client)
         found = client.query(
             "SELECT name, type FROM system.columns"
             " WHERE database = {db:String} AND table = {t:String}",
@@ -235,11 +301,55 @@ class ClickHouseWarehouse:
             return "UInt64" if name == "version" else base
         return f"Nullable({base})"
 
-    def _create_view(self, client: Client) -> None:
+    def _create_persons(self, client: Client) -> None:
+        """The merges, and for the events table its person columns and the persons table."""
+        merges = "ReplacingMergeTree(version)"
+        if self._cluster:
+            merges = (
+                "ReplicatedReplacingMergeTree("
+                "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}', version)"
+            )
         client.command(
-            f"CREATE OR REPLACE VIEW {self.latest_view}{self._on_cluster()}"
-            f" AS SELECT * EXCEPT ({DELETED}) FROM {self.table} FINAL WHERE {DELETED} = 0"
+            f"CREATE TABLE IF NOT EXISTS {self._merges}{self._on_cluster()}"
+            f" (`from` String, `into` String, version UInt64) ENGINE = {merges} ORDER BY (`from`)"
         )
+        if self.layout.person_columns:
+            client.command(
+                f"ALTER TABLE {self.table}{self._on_cluster()}"
+                " ADD COLUMN IF NOT EXISTS person_key Nullable(String),"
+                " ADD COLUMN IF NOT EXISTS person_id Nullable(String)"
+            )
+            self.beside(persons_layout(self._settings))._create(client)
+
+    def _create_view(self, client: Client) -> None:
+        """``<table>_latest``: the latest row of each key; with persons, the person of each
+        row as it is now: its identifier's persons row's (where a merge took it since,
+        else as is), else where a merge took the identifier's own person, else that one."""
+        rows = f"SELECT * FROM {self.table} FINAL WHERE {DELETED} = 0"
+        merges = f"SELECT `from`, `into` FROM {self._merges} FINAL"
+        if self.layout.person_columns:
+            persons = (
+                f"SELECT identifier_id, person_id FROM {self._persons} FINAL WHERE {DELETED} = 0"
+            )
+            select = (
+                f"SELECT e.* EXCEPT ({DELETED}, person_id), if(p.identifier_id != '',"
+                " if(mp.`from` != '', mp.`into`, p.person_id),"
+                " if(mk.`from` != '', mk.`into`, e.person_key)) AS person_id"
+                f" FROM ({rows}) AS e"
+                f" LEFT JOIN ({persons}) AS p ON p.identifier_id = ifNull(e.person_key, '')"
+                f" LEFT JOIN ({merges}) AS mp ON mp.`from` = ifNull(p.person_id, '')"
+                f" LEFT JOIN ({merges}) AS mk ON mk.`from` = ifNull(e.person_key, '')"
+            )
+        elif self.layout.persons_table:
+            select = (
+                f"SELECT p.* EXCEPT ({DELETED}, person_id),"
+                " if(m.`from` != '', m.`into`, p.person_id) AS person_id"
+                f" FROM ({rows}) AS p LEFT JOIN ({merges}) AS m"
+                " ON m.`from` = ifNull(p.person_id, '')"
+            )
+        else:
+            select = f"SELECT * EXCEPT ({DELETED}) FROM {self.table} FINAL WHERE {DELETED} = 0"
+        client.command(f"CREATE OR REPLACE VIEW {self.latest_view}{self._on_cluster()} AS {select}")
 
     def _evolve(self, client: Client, rows: Sequence[Row]) -> None:
         assert self.schema is not None

@@ -10,9 +10,11 @@ from typing import Any
 import orjson
 import pymysql
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Producer
 
 from connectors.base import Warehouse, persons_layout
+from connectors.clickhouse.warehouse import ClickHouseWarehouse
 from connectors.mysql import MySQLSettings
 from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
 from connectors.postgres.warehouse import PostgresWarehouse
@@ -84,7 +86,22 @@ def _mysql(settings: Settings) -> tuple[Warehouse, Reader]:
     return MySQLWarehouse(settings), read
 
 
-WAREHOUSES = {"postgres": _postgres, "mysql": _mysql}
+def _clickhouse(settings: Settings) -> tuple[Warehouse, Reader]:
+    warehouse = ClickHouseWarehouse(settings)
+
+    def read(columns: str, table: str) -> list[tuple[Any, ...]]:
+        view = f"`default`.`{table}_latest`"
+        try:
+            return [tuple(r) for r in warehouse.query(f"SELECT {columns} FROM {view} ORDER BY 1")]
+        except DatabaseError as exc:  # before the connector made the table
+            if "UNKNOWN_TABLE" in str(exc):
+                return []
+            raise
+
+    return warehouse, read
+
+
+WAREHOUSES = {"postgres": _postgres, "mysql": _mysql, "clickhouse": _clickhouse}
 
 
 @pytest.mark.parametrize("kind", sorted(WAREHOUSES))
@@ -147,3 +164,27 @@ def test_one_person_on_three_devices_through_the_worker_into_postgres(
         pipeline.produce(_line("c1", "device-c", id="u-7", email="kim@example.com"))
         kim = person_id(U7)
         eventually(lambda: set(people().values()) == {kim} and len(people()) == 5, 60, "one person")
+
+
+@pytest.mark.parametrize("kind", sorted(WAREHOUSES))
+@pytest.mark.parametrize("reverse", [False, True], ids=["chain-in-order", "chain-reversed"])
+def test_a_chain_of_merges_ends_at_its_last_person(
+    kind: str, reverse: bool, request: pytest.FixtureRequest
+) -> None:
+    """c merged into b, b into a: c's rows show a, in either order of the two merges."""
+    fixture = "mysql_settings" if kind == "mysql" else "warehouse_settings"
+    settings = replace(request.getfixturevalue(fixture), persons=PersonLimits(enabled=True))
+    warehouse, read = WAREHOUSES[kind](settings)
+    a, b, c = (person_id((0, name)) for name in "abc")
+    rows = [_event("c1", "device-c", c), _event("b1", "device-b", b)]
+    merges = [person_merge_record(c, b, T), person_merge_record(b, a, T + 1)]
+    with running_sink(settings, warehouse, "chain") as sink:
+        for records in (rows, *(reversed(merges) if reverse else merges)):
+            _send(settings, [records] if isinstance(records, SinkRecord) else records)
+            flushed = sink.counts.records_read + 1
+            eventually(lambda f=flushed: sink.counts.records_read >= f, 30, "read")
+        eventually(
+            lambda: read("event_id, person_id", settings.warehouse.table) == [("b1", a), ("c1", a)],
+            30,
+            "c's rows show a",
+        )
