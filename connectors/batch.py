@@ -7,8 +7,8 @@ it in the one order that is safe to repeat:
 
     1. the rows into the events table (``warehouse.write``), rejected rows returned;
     2. the identity records into the user mapping table (the warehouse's ``beside``);
-    3. the erase records on both tables, after the rows, so that a row of the same batch
-       is deleted too;
+    3. the erase records on every table, after the rows, so that a row of the same batch
+       is deleted too (in the persons table, the identifier's row);
     4. with persons on, where the warehouse resolves them (``ResolvesPersons``): the
        persons rows into the persons table, then the person merges and the re-labelling
        of the rows of each identifier (``resolve_persons``).
@@ -92,10 +92,12 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Landed:
-    """What the warehouse refused of a batch that landed: events rows, mapping rows."""
+    """What the warehouse refused of a batch that landed: events rows, mapping rows,
+    persons rows."""
 
     rejected: list[Rejected]
     refused: list[Rejected]
+    persons: list[Rejected] = field(default_factory=list)
 
 
 class Tables:
@@ -153,13 +155,13 @@ class Tables:
         if batch.erasures and until_it_lands(lambda: self._erase(batch.erasures), 0) is None:
             return None
         persons = self.persons
+        people: list[Rejected] | None = []
         if persons is not None and (batch.persons or batch.merges):
-            people = batch.persons
-            landed = until_it_lands(lambda: persons.write(people) if people else [], 0)
-            if landed is None or until_it_lands(lambda: self._resolve(batch), 0) is None:
+            rows = batch.persons
+            people = until_it_lands(lambda: persons.write(rows) if rows else [], len(rows))
+            if people is None or until_it_lands(lambda: self._resolve(batch), 0) is None:
                 return None
-            refused += landed
-        return Landed(rejected, refused)
+        return Landed(rejected, refused, people or [])
 
     def close(self) -> None:
         self.warehouse.close()
@@ -176,4 +178,6 @@ class Tables:
     def _erase(self, erasures: Sequence[Erasure]) -> bool:
         self.warehouse.erase(erasures)
         self.identities.erase(erasures)
+        if self.persons is not None:
+            self.persons.erase(erasures)
         return True

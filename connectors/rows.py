@@ -154,7 +154,10 @@ class Layout:
         return columns
 
     def erased_by(self, erasure: Erasure) -> tuple[str, ...]:
-        """The text columns whose value, equal to the erasure's, deletes a row."""
+        """The text columns whose value, equal to the erasure's, deletes a row (in the
+        persons table, an identifier's ``value``, whatever its kind)."""
+        if self.persons_table:
+            return ("value",)
         if erasure.column == "anonymous_id":
             return ("anonymous_id",)
         return ("stitched_user_id", *(column_name(p.tokens) for p in self.identification))

@@ -53,6 +53,8 @@ class SinkCounters:
     records_read: int = counter("records")  # sink records consumed
     rows_written: int = counter("records")  # rows the warehouse took
     identities_written: int = counter("records")  # user mapping rows the warehouse took
+    persons_written: int = counter("records")  # persons table rows the warehouse took
+    person_merges: int = counter("records")  # person merges applied
     erasures: int = counter("records")  # erase records applied
     dead_lettered: int = counter("trouble")  # records sent to the dead-letter topic
     warehouse_unavailable: int = counter("trouble")  # writes retried: warehouse away
@@ -161,7 +163,7 @@ class BatchingSink:
                 self._backpressure.dropped = False
                 batch.clear()
             return  # nothing committed, nothing lost: the batch is read again
-        dead = [*batch.rejected, *landed.rejected, *landed.refused]
+        dead = [*batch.rejected, *landed.rejected, *landed.refused, *landed.persons]
         self.counts.dead_lettered += len(dead)
         self._dead_letters.send(dead)
         try:
@@ -172,6 +174,9 @@ class BatchingSink:
             )
         self.counts.rows_written += len(batch.rows) - len(landed.rejected)
         self.counts.identities_written += len(batch.mappings) - len(landed.refused)
+        if self._tables.persons is not None:
+            self.counts.persons_written += len(batch.persons) - len(landed.persons)
+            self.counts.person_merges += len(batch.merges)
         self.counts.erasures += len(batch.erasures)
         batch.clear()
 

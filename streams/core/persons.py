@@ -33,6 +33,7 @@ the winner holds is accepted again, and a refused join is remembered (``Node.ref
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -91,6 +92,7 @@ def key_bytes(key: Key) -> bytes:
     return f"{key[0]}:{key[1]}".encode()
 
 
+@functools.lru_cache(maxsize=65_536)  # asked for every event's row: a stream has hot ids
 def person_id(root: Key) -> str:
     """The id of the person rooted at ``root``: stable, and no value in clear."""
     node, value = root
@@ -102,7 +104,7 @@ class PersonLimits:
     """The most values of each identification node one person may hold (None: any)."""
 
     #: persons are resolved (the persons agent runs; the stitch flow attaches identities)
-    enabled: bool = False
+    enabled: bool = True
     per_node: tuple[int | None, ...] = (1, 1)
     #: the identification nodes' names, for the reasons of refusals
     names: tuple[str, ...] = ("/user/id", "/user/email")

@@ -2,10 +2,11 @@
 
 Starts the local broker, a worker, and both connectors (ClickHouse in-process through
 chdb; Postgres where one answers at ``RETROSTITCH_POSTGRES_DSN``), feeds the sample stream
-(the seed's example and a second visitor), and prints the warehouse tables before and
-after the visitors identify themselves, the user mapping tables after, then the dead
-letters. ``--snowplow``: the same with enriched TSV lines (a shared browser, an app install)
-read with Snowplow's settings (``streams.dev.snowplow``).
+(the seed's example, a second visitor, and her phone, where she clicked a newsletter link
+with her email), and prints the warehouse tables before and after the visitors identify
+themselves (with persons on, the phone's rows join her person), the user mapping tables
+after, then the dead letters. ``--snowplow``: the same with enriched TSV lines (a shared
+browser, an app install) read with Snowplow's settings (``streams.dev.snowplow``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from connectors.postgres import PostgresSettings
 from connectors.postgres.warehouse import PostgresWarehouse
 from connectors.runner import BatchingSink
 from streams.dev.broker import LocalBroker
-from streams.dev.local import WorkerProcess, expected_mappings, expected_versions
+from streams.dev.local import (
+    WorkerProcess,
+    expected_mappings,
+    expected_persons,
+    expected_versions,
+)
 from streams.dev.reader import TopicReader
 from streams.dev.snowplow import ENVIRONMENT, demo_stream
 from streams.ops.topics import ensure_topics, produce_events
@@ -85,7 +91,8 @@ def run_demo(settings: Settings, config: Path | None = None, *, snowplow: bool =
         }
         worker = stack.enter_context(WorkerProcess(env, tmp / "worker.log", config))
         readers = _start_connectors(settings, stack)
-        columns = _columns(settings)
+        header, columns = _columns(settings)
+        persons = settings.persons.enabled
         fed: list[bytes] = []
         for title, lines in (("before", before), ("after", identify)):
             produce_events(
@@ -97,10 +104,15 @@ def run_demo(settings: Settings, config: Path | None = None, *, snowplow: bool =
             )
             fed += lines
             expected = expected_versions(fed, settings.recognition, input_format)
+            people = (
+                expected_persons(fed, settings.recognition, settings.persons, input_format)
+                if persons
+                else {}
+            )
             for name, (_, read) in readers.items():
-                rows = _wait_for(partial(read, columns, False), expected, worker)
+                rows = _wait_for(partial(read, columns, False), expected, worker, people)
                 print(f"\n{name}, {title} identification:")
-                _print_table(columns.split(", "), rows)
+                _print_table(header, rows)
         mapped = expected_mappings(fed, settings.recognition, input_format)
         mapping = _mapping_columns(settings)
         for mapping_table, read in readers.values():
@@ -174,9 +186,17 @@ def _sink_thread(settings: Settings, warehouse: Warehouse, name: str) -> Iterato
         thread.join(30)
 
 
-def _columns(settings: Settings) -> str:
-    nodes = ", ".join(p.column for p in settings.recognition.identification)
-    return f"event_id, anonymous_id, {nodes}, stitched_user_id, version, status"
+#: a person's id as the demo shows it: its first 8 hex digits (in every warehouse's SQL)
+PERSON = "substring(person_id, 1, 8)"
+
+
+def _columns(settings: Settings) -> tuple[list[str], str]:
+    """The events table's columns the demo shows: their names, and the SQL list."""
+    nodes = [p.column for p in settings.recognition.identification]
+    person = ["person"] if settings.persons.enabled else []
+    header = ["event_id", "anonymous_id", *nodes, "stitched_user_id", *person, "version", "status"]
+    selected = [PERSON if name == "person" else name for name in header]
+    return header, ", ".join(selected)
 
 
 def _mapping_columns(settings: Settings) -> str:
@@ -185,15 +205,21 @@ def _mapping_columns(settings: Settings) -> str:
 
 
 def _wait_for(
-    read: Callable[[], list[tuple[Any, ...]]], expected: dict[str, int], worker: WorkerProcess
+    read: Callable[[], list[tuple[Any, ...]]],
+    expected: dict[str, int],
+    worker: WorkerProcess,
+    persons: dict[str, str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The rows once each key (the first column) has at least its expected version (the
-    column before last)."""
+    column before last) and, with ``persons``, its expected person (the one before)."""
     deadline = time.monotonic() + 90
     while True:
         rows = read()
         versions = {row[0]: row[-2] for row in rows}
-        if all(versions.get(event_id, 0) >= v for event_id, v in expected.items()):
+        people = {row[0]: row[-3] for row in rows} if persons else {}
+        if all(versions.get(event_id, 0) >= v for event_id, v in expected.items()) and all(
+            people.get(event_id) == person[:8] for event_id, person in (persons or {}).items()
+        ):
             return rows
         if not worker.running:
             raise RuntimeError(f"the worker stopped:\n{worker.log_tail()}")

@@ -11,11 +11,25 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
+import orjson
+
 from streams.core.inputs import InputFormat
-from streams.core.record import SinkRecord
+from streams.core.persons import (
+    Key,
+    Linked,
+    Merged,
+    Message,
+    Node,
+    PersonLimits,
+    identifier_id,
+    person_id,
+    step,
+)
+from streams.core.record import SinkRecord, Status
 from streams.core.rules import RecognitionRules
 from streams.pipeline.counts import Counters
 from streams.pipeline.records import InputRecord
@@ -24,7 +38,7 @@ from streams.pipeline.stitch import stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
 
-__all__ = ["WorkerProcess", "expected_mappings", "expected_versions"]
+__all__ = ["WorkerProcess", "expected_mappings", "expected_persons", "expected_versions"]
 
 
 class WorkerProcess:
@@ -140,10 +154,66 @@ def expected_mappings(
     return {r.key[len(prefix) :].decode() for r in records if r.key.startswith(prefix)}
 
 
+def expected_persons(
+    lines: Iterable[bytes],
+    rules: RecognitionRules,
+    limits: PersonLimits,
+    input_format: InputFormat = InputFormat.JSON,
+) -> dict[str, str]:
+    """The person of each event id's latest row, as the warehouses show it once the worker
+    and the persons agent have processed these lines (one partition, in order)."""
+    rules = replace(rules, persons=True)
+    attaches: list[Message] = []
+    records = _in_memory(lines, rules, input_format, mappings=False, attaches=attaches)
+    graph = _Graph()
+    persons: dict[str, str] = {}  # identifier id -> person id
+    merged: dict[str, str] = {}
+    queue = list(attaches)
+    while queue:
+        handled = step(queue.pop(0), graph, limits)
+        queue += handled.messages
+        for happened in handled.happened:
+            if isinstance(happened, Merged):
+                merged[person_id(happened.loser)] = person_id(happened.winner)
+            elif isinstance(happened, Linked):
+                persons[identifier_id(happened.identifier)] = person_id(happened.root)
+    latest: dict[str, tuple[int, str]] = {}
+    for record in records:
+        row = orjson.loads(record.value)
+        key = row.get("person_key")
+        if record.status is Status.IDENTITY or key is None:
+            continue
+        person = persons.get(key, key)
+        while person in merged:
+            person = merged[person]
+        if record.version >= latest.get(row["event_id"], (0, ""))[0]:
+            latest[row["event_id"]] = (record.version, person)
+    return {event_id: person for event_id, (_, person) in latest.items()}
+
+
+class _Graph:
+    """The person graph in memory (``streams.core.persons.Graph``)."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[Key, Node] = {}
+
+    def node(self, key: Key) -> Node | None:
+        return self._nodes.get(key)
+
+    def put(self, key: Key, node: Node) -> None:
+        self._nodes[key] = node
+
+
 def _in_memory(
-    lines: Iterable[bytes], rules: RecognitionRules, input_format: InputFormat, *, mappings: bool
+    lines: Iterable[bytes],
+    rules: RecognitionRules,
+    input_format: InputFormat,
+    *,
+    mappings: bool,
+    attaches: list[Message] | None = None,
 ) -> list[SinkRecord]:
-    """The sink records of the lines, as the route agent and the stitch agent give them."""
+    """The sink records of the lines, as the route agent and the stitch agent give them
+    (``attaches``: gets the messages to the persons agent)."""
     records = []
     for offset, line in enumerate(lines):
         value = line.rstrip(b"\r\n")
@@ -155,4 +225,8 @@ def _in_memory(
         for offset, forward in enumerate(routed.forward)
     ]
     state = PartitionState(MemoryStore(), mappings=mappings)
-    return routed.sink + stitch(forwarded, state, rules, Counters()).sink
+    persons = attaches is not None
+    stitched = stitch(forwarded, state, rules, Counters(), persons=persons)
+    if attaches is not None:
+        attaches += stitched.attaches
+    return routed.sink + stitched.sink

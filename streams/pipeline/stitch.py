@@ -159,8 +159,9 @@ def stitch(
             if mapping is not None:
                 stitched.sink.append(_identified(anonymous_id, outcome.identity, mapping, rules))
                 counts.on_mapped()
-            if persons:
-                stitched.attaches.append(_attach(record, anonymous_id, outcome, timestamp, rules))
+            if persons:  # the mapping's version orders a device's persons rows
+                at = timestamp if mapping is None else mapping.version
+                stitched.attaches.append(_attach(record, anonymous_id, outcome, at, rules))
         if outcome.rehold and any(r.status is Status.AMENDED for r in outcome.records):
             stitched.amended_at.append(timestamp)
         if outcome.claim is not None and anonymous_id is not None:
@@ -280,17 +281,18 @@ def _attach(
     record: InputRecord,
     anonymous_id: str,
     outcome: Outcome,
-    timestamp: int,
+    at: int,
     rules: RecognitionRules,
 ) -> Attach:
     """The persons message of an anonymous id's new identity: its values are one person's,
     and the anonymous id joins it, except a shared device's new identity under ``retain``
-    (its earlier events stay with the first person: only the values are linked)."""
+    (its earlier events stay with the first person: only the values are linked). ``at``:
+    the version of the device's persons row, growing with each of its identities."""
     assert outcome.identity is not None
     values = values_of(outcome.identity.values)
     linked = "" if outcome.conflict and rules.policy is Policy.RETAIN else anonymous_id
     event = value_of(record).decode(errors="replace")
-    return Attach(values[0], linked, values, timestamp, record.source, event)
+    return Attach(values[0], linked, values, at, record.source, event)
 
 
 def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> list[Release]:

@@ -201,8 +201,9 @@ def test_worker_serves_health_readiness_and_metrics(pipeline: Pipeline) -> None:
         lag = [line for line in lines if line.startswith("retrostitch_consumer_lag{")]
         keys = [line for line in lines if line.startswith("retrostitch_state_keys{")]
         return (
-            # input, repartition, control, and the merge limit's grants and claims
-            len(lag) == 5 * pipeline.settings.topics.partitions
+            # input, repartition, control, the merge limit's grants and claims, and persons
+            len(lag)
+            == (5 + pipeline.settings.persons.enabled) * pipeline.settings.topics.partitions
             and all(line.endswith(" 0") for line in lag)
             and sum(float(line.split()[1]) for line in keys) > 0
             and any(line.startswith("retrostitch_last_identification_timestamp") for line in lines)

@@ -19,7 +19,14 @@ from connectors.mysql import MySQLSettings
 from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
 from connectors.postgres.warehouse import PostgresWarehouse
 from streams.core.persons import PersonLimits, identifier_id, person_id
-from streams.core.record import SinkRecord, Status, person_merge_record, person_record, sink_record
+from streams.core.record import (
+    SinkRecord,
+    Status,
+    erase_rows,
+    person_merge_record,
+    person_record,
+    sink_record,
+)
 from streams.settings import Settings
 from tests.integration.harness import Pipeline, eventually, running_sink, table_rows
 
@@ -188,3 +195,23 @@ def test_a_chain_of_merges_ends_at_its_last_person(
             30,
             "c's rows show a",
         )
+
+
+@pytest.mark.parametrize("kind", sorted(WAREHOUSES))
+def test_an_erasure_deletes_the_identifiers_persons_rows(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    fixture = "mysql_settings" if kind == "mysql" else "warehouse_settings"
+    settings = replace(request.getfixturevalue(fixture), persons=PersonLimits(enabled=True))
+    warehouse, read = WAREHOUSES[kind](settings)
+    persons_table = persons_layout(settings).table
+    with running_sink(settings, warehouse, "erase") as sink:
+        _send(settings, [*EVENTS, *PERSONS])
+        eventually(lambda: len(read("value", persons_table)) == 4, 30, "persons rows")
+        _send(settings, [erase_rows(identity="kim@example.com"), erase_rows("device-a")])
+        eventually(
+            lambda: sorted(read("value", persons_table)) == [("device-b",), ("u-7",)],
+            30,
+            "the erased identifiers' rows gone",
+        )
+        assert sink.counts.dead_lettered == 0

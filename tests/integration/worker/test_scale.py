@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from connectors.postgres.warehouse import PostgresWarehouse
+from streams.core.persons import PersonLimits
 from streams.core.rules import RecognitionRules
 from streams.dev.reader import Message, TopicReader
 from streams.pipeline.counts import Counters
@@ -58,9 +59,13 @@ def _workload(visitors: int = 150, events: int = 1200) -> list[bytes]:
     return lines
 
 
+#: the rules as the workers run them: the defaults, and persons as the settings default them
+RULES = RecognitionRules(persons=PersonLimits().enabled)
+
+
 def _single_worker_result(lines: list[bytes]) -> dict[str, dict[str, Any]]:
     records = [InputRecord("in", 0, i, None, line) for i, line in enumerate(lines)]
-    result = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), Counters())
+    result = stitch(records, PartitionState(MemoryStore()), RULES, Counters())
     return _latest(r.value for r in result.sink)
 
 
