@@ -43,6 +43,7 @@ import pymysql
 from connectors.base import Rejected, layout_of, persons_layout, write_or_split
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.mysql import NAME, MySQLSettings
+from connectors.mysql.persons import PersonTables
 from connectors.rows import (
     ColumnType,
     Erasure,
@@ -80,9 +81,6 @@ FROM_SQL = {
 KEY_TYPE = "VARCHAR(768)"
 #: server errors that one record causes (a value a column cannot hold, a key too long):
 #: retrying will not cure them, so the batch is split and the record dead-lettered
-#: a person's or an identifier's id: 32 hex digits (``streams.core.persons.person_id``)
-PERSON_TYPE = "VARCHAR(64)"
-DUPLICATE_INDEX = 1061
 ROW_ERRORS = frozenset({1048, 1264, 1265, 1292, 1366, 1367, 1406, 1416, 3140, 4025})
 DUPLICATE_COLUMN = 1060
 
@@ -132,12 +130,14 @@ class MySQLWarehouse:
         self._database = self._options["database"]
         self._table_name = self.layout.table
         self.table = quoted(self._database, self._table_name)
-        #: with persons: the persons table, the merges applied (from -> into, flattened),
-        #: and one row whose lock orders a batch's persons against the merges (rows take
-        #: it shared, ``resolve_persons`` exclusive)
-        self._persons = quoted(self._database, persons_layout(settings).table)
-        self._merges = quoted(self._database, f"{self._table_name}_person_merges")
-        self._lock = quoted(self._database, f"{self._table_name}_persons_lock")
+        #: with persons: the tables beside this one that give each row its person
+        self._people = PersonTables(
+            self.table,
+            quoted(self._database, persons_layout(settings).table),
+            quoted(self._database, f"{self._table_name}_person_merges"),
+            quoted(self._database, f"{self._table_name}_persons_lock"),
+            self.layout.key,
+        )
         self._conn: pymysql.connections.Connection[Any] | None = None
         self.schema: Schema | None = None
         self._local_infile = local_infile  # until the server refuses it
@@ -182,90 +182,22 @@ class MySQLWarehouse:
         try:
             conn = self._connect()
             with conn.cursor() as cursor:
-                cursor.execute(f"SELECT 1 FROM {self._lock} WHERE id = 1 FOR UPDATE")
+                self._people.lock(cursor, exclusive=True)
                 for merge in merges:
-                    self._merge(cursor, merge)
+                    self._people.merge(cursor, merge)
                 if identifiers:
-                    self._relabel(cursor, list(identifiers))
+                    self._people.relabel(cursor, list(identifiers))
             conn.commit()
         except pymysql.MySQLError as exc:
             self.close()
             raise WarehouseUnavailable(describe(exc)) from exc
-
-    def _merge(self, cursor: Any, merge: PersonMerge) -> None:
-        """Person ``merge.person_id`` is now ``merge.into`` (or where that went since)."""
-        cursor.execute(f"SELECT `into` FROM {self._merges} WHERE `from` = %s", (merge.into,))
-        found = cursor.fetchone()
-        into = merge.into if found is None else str(found[0])
-        if into == merge.person_id:
-            return
-        old = merge.person_id
-        cursor.execute(
-            f"INSERT INTO {self._merges} (`from`, `into`, version) VALUES (%s, %s, %s)"
-            " ON DUPLICATE KEY UPDATE `into` = VALUES(`into`)",
-            (old, into, merge.version),
-        )
-        cursor.execute(f"UPDATE {self._merges} SET `into` = %s WHERE `into` = %s", (into, old))
-        cursor.execute(
-            f"UPDATE {self._persons} SET person_id = %s WHERE person_id = %s", (into, old)
-        )
-        cursor.execute(f"UPDATE {self.table} SET person_id = %s WHERE person_id = %s", (into, old))
-
-    def _relabel(self, cursor: Any, identifiers: list[str]) -> None:
-        """The persons rows of ``identifiers`` through the merges, then their rows."""
-        marks = ", ".join(["%s"] * len(identifiers))
-        cursor.execute(
-            f"UPDATE {self._persons} p JOIN {self._merges} m ON m.`from` = p.person_id"
-            f" SET p.person_id = m.`into` WHERE p.identifier_id IN ({marks})",
-            identifiers,
-        )
-        cursor.execute(
-            f"UPDATE {self.table} e JOIN {self._persons} p ON e.person_key = p.identifier_id"
-            f" SET e.person_id = p.person_id WHERE p.identifier_id IN ({marks})"
-            " AND NOT (e.person_id <=> p.person_id)",
-            identifiers,
-        )
-
-    def _resolve_batch(self, cursor: Any, rows: Sequence[Row]) -> None:
-        """The batch's rows' persons: their persons row's, else where a merge took their
-        identifier's own person, else that person (``person_key``)."""
-        key = ", ".join(f"e.{quoted(name)}" for name in self.layout.key)
-        row = "(" + ", ".join(["%s"] * len(self.layout.key)) + ")"
-        cursor.execute(
-            f"UPDATE {self.table} e LEFT JOIN {self._persons} p ON p.identifier_id = e.person_key"
-            f" LEFT JOIN {self._merges} m ON m.`from` = e.person_key"
-            " SET e.person_id = COALESCE(p.person_id, m.`into`, e.person_key)"
-            f" WHERE ({key}) IN ({', '.join([row] * len(rows))})",
-            [part for r in rows for part in r.key],
-        )
 
     def _create_persons(self, conn: pymysql.connections.Connection[Any]) -> None:
         """The persons table, the merges and the lock row beside the events table, the
         events table's person columns and the indexes the re-labelling reads."""
         MySQLWarehouse(self._settings, persons_layout(self._settings))._create(conn)
         with conn.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._merges} (`from` {PERSON_TYPE} PRIMARY KEY,"
-                f" `into` {PERSON_TYPE} NOT NULL, version BIGINT NOT NULL, INDEX (`into`))"
-                " DEFAULT CHARSET = utf8mb4"
-            )
-            cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._lock} (id INT PRIMARY KEY)"
-                " DEFAULT CHARSET = utf8mb4"
-            )
-            cursor.execute(f"INSERT IGNORE INTO {self._lock} (id) VALUES (1)")
-            for table, column in (
-                (self.table, "person_key"),
-                (self.table, "person_id"),
-                (self._persons, "person_id"),
-            ):
-                with contextlib.suppress(pymysql.MySQLError):  # there already
-                    cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {PERSON_TYPE}")
-                try:
-                    cursor.execute(f"ALTER TABLE {table} ADD INDEX ({quoted(column)}(32))")
-                except pymysql.MySQLError as exc:
-                    if not exc.args or exc.args[0] != DUPLICATE_INDEX:
-                        raise
+            self._people.create(cursor)
         conn.commit()
 
     def close(self) -> None:
@@ -303,6 +235,10 @@ class MySQLWarehouse:
                 f"CREATE TABLE IF NOT EXISTS {self.table} ({', '.join(columns)},"
                 f" PRIMARY KEY ({primary})) DEFAULT CHARSET = utf8mb4"
             )
+        conn.commit()
+        if self.layout.person_columns:
+            self._create_persons(conn)
+        with conn.cursor() as cursor:
             cursor.execute(
                 "SELECT column_name, data_type FROM information_schema.columns"
                 " WHERE table_schema = %s AND table_name = %s",
@@ -310,16 +246,6 @@ class MySQLWarehouse:
             )
             found = cursor.fetchall()
         conn.commit()
-        if self.layout.person_columns:
-            self._create_persons(conn)
-            with conn.cursor() as cursor:
-                cursor.execute(
-                    "SELECT column_name, data_type FROM information_schema.columns"
-                    " WHERE table_schema = %s AND table_name = %s",
-                    (self._database, self._table_name),
-                )
-                found = cursor.fetchall()
-            conn.commit()
         self.schema = Schema(
             {str(name): FROM_SQL.get(str(kind).lower(), ColumnType.TEXT) for name, kind in found},
             frozenset(self.layout.fixed),
@@ -358,13 +284,13 @@ class MySQLWarehouse:
         try:
             with conn.cursor() as cursor:
                 if self.layout.person_columns:  # merges wait for this batch
-                    cursor.execute(f"SELECT 1 FROM {self._lock} WHERE id = 1 LOCK IN SHARE MODE")
+                    self._people.lock(cursor, exclusive=False)
                 if self._local_infile:
                     self._load(cursor, names, columns, types, upsert)
                 else:
                     self._insert(cursor, names, columns, upsert)
                 if self.layout.person_columns:
-                    self._resolve_batch(cursor, rows)
+                    self._people.resolve_batch(cursor, rows)
                 erased = [row.key for row in rows if row.values.get("status") == Status.ERASED]
                 if erased:  # an erasure marker won the upsert: the row goes
                     match = " AND ".join(f"{quoted(name)} = %s" for name in self.layout.key)

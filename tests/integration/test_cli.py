@@ -141,7 +141,10 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
                 [*CLI, "status", f"http://127.0.0.1:{port}"], env=env, capture_output=True
             )
             report = status.stdout.decode()
-            records = "records read 2, rows written 1, identities written 0, erasures 0"
+            records = (
+                "records read 2, rows written 1, identities written 0, persons written 0,"
+                " person merges 0, erasures 0"
+            )
             assert f"records:      {records}" in report
             assert "trouble:      dead lettered 1, warehouse unavailable 0" in report
             assert f"{pipeline.settings.topics.sink}" in report
