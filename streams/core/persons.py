@@ -41,6 +41,7 @@ from typing import Protocol
 
 __all__ = [
     "ANONYMOUS",
+    "ANONYMOUS_KIND",
     "Answer",
     "Attach",
     "Find",
@@ -74,6 +75,8 @@ Key = tuple[int, str]
 REMEMBERED_REFUSALS = 64
 #: the node index that stands for anonymous ids (never a node of the graph)
 ANONYMOUS = -1
+#: an anonymous id's kind in the persons table (a value's kind is its node's pointer)
+ANONYMOUS_KIND = "anonymous_id"
 
 
 def identifier_id(identifier: Key | str) -> str:

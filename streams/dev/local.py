@@ -34,7 +34,7 @@ from streams.core.rules import RecognitionRules
 from streams.pipeline.counts import Counters
 from streams.pipeline.records import InputRecord
 from streams.pipeline.route import route
-from streams.pipeline.stitch import stitch
+from streams.pipeline.stitch import control, stitch
 from streams.state.partition import PartitionState
 from streams.state.store import MemoryStore
 
@@ -159,14 +159,19 @@ def expected_persons(
     rules: RecognitionRules,
     limits: PersonLimits,
     input_format: InputFormat = InputFormat.JSON,
+    commands: Iterable[bytes] = (),
 ) -> dict[str, str]:
     """The person of each event id's latest row, as the warehouses show it once the worker
-    and the persons agent have processed these lines (one partition, in order)."""
+    and the persons agent have processed these lines and then these control ``commands``
+    (one partition, in order): each identifier's persons row of the highest version, merges
+    followed."""
     rules = replace(rules, persons=True)
     attaches: list[Message] = []
-    records = _in_memory(lines, rules, input_format, mappings=False, attaches=attaches)
+    records = _in_memory(
+        lines, rules, input_format, mappings=True, attaches=attaches, commands=commands
+    )
     graph = _Graph()
-    persons: dict[str, str] = {}  # identifier id -> person id
+    persons: dict[str, tuple[int, str]] = {}  # identifier id -> (version, person id)
     merged: dict[str, str] = {}
     queue = list(attaches)
     while queue:
@@ -176,19 +181,30 @@ def expected_persons(
             if isinstance(happened, Merged):
                 merged[person_id(happened.loser)] = person_id(happened.winner)
             elif isinstance(happened, Linked):
-                persons[identifier_id(happened.identifier)] = person_id(happened.root)
+                row = (max(happened.at, 1), person_id(happened.root))
+                _newer(persons, identifier_id(happened.identifier), row)
     latest: dict[str, tuple[int, str]] = {}
+    for record in records:
+        row = orjson.loads(record.value)
+        if record.status is Status.PERSON:
+            _newer(persons, row["identifier_id"], (record.version, row["person_id"]))
     for record in records:
         row = orjson.loads(record.value)
         key = row.get("person_key")
         if record.status is Status.IDENTITY or key is None:
             continue
-        person = persons.get(key, key)
+        person = persons.get(key, (0, key))[1]
         while person in merged:
             person = merged[person]
         if record.version >= latest.get(row["event_id"], (0, ""))[0]:
             latest[row["event_id"]] = (record.version, person)
     return {event_id: person for event_id, (_, person) in latest.items()}
+
+
+def _newer(rows: dict[str, tuple[int, str]], key: str, row: tuple[int, str]) -> None:
+    """Keep ``row`` where its version is the highest yet (a warehouse's upsert)."""
+    if row[0] >= rows.get(key, (0, ""))[0]:
+        rows[key] = row
 
 
 class _Graph:
@@ -211,9 +227,11 @@ def _in_memory(
     *,
     mappings: bool,
     attaches: list[Message] | None = None,
+    commands: Iterable[bytes] = (),
 ) -> list[SinkRecord]:
-    """The sink records of the lines, as the route agent and the stitch agent give them
-    (``attaches``: gets the messages to the persons agent)."""
+    """The sink records of the lines, then of the control ``commands``, as the route agent
+    and the stitch agent give them (``attaches``: gets the messages to the persons
+    agent)."""
     records = []
     for offset, line in enumerate(lines):
         value = line.rstrip(b"\r\n")
@@ -229,4 +247,6 @@ def _in_memory(
     stitched = stitch(forwarded, state, rules, Counters(), persons=persons)
     if attaches is not None:
         attaches += stitched.attaches
-    return routed.sink + stitched.sink
+    controlled = [InputRecord("control", 0, n, None, c) for n, c in enumerate(commands)]
+    commanded = control(controlled, state, rules, Counters())
+    return routed.sink + stitched.sink + commanded.sink

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from streams.core.errors import BadRecord, StateError
 from streams.core.persons import (
+    ANONYMOUS_KIND,
     Linked,
     Merged,
     Message,
@@ -85,7 +86,7 @@ def _row(happened: Linked | Merged, kinds: tuple[str, ...]) -> SinkRecord:
         return person_merge_record(person_id(happened.loser), into, happened.at)
     identifier = happened.identifier
     if isinstance(identifier, str):
-        kind, value = "anonymous_id", identifier
+        kind, value = ANONYMOUS_KIND, identifier
     else:
         kind, value = kinds[identifier[0]], identifier[1]
     return person_record(

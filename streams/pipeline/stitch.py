@@ -24,8 +24,15 @@ from streams.core.control import Verb, parse_command
 from streams.core.errors import BadRecord, StateError
 from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import Claim, Forget, Release, parse_answer
-from streams.core.persons import Attach, values_of
-from streams.core.record import SinkRecord, Status, erase_rows, erased, identity_record
+from streams.core.persons import ANONYMOUS_KIND, Attach, identifier_id, values_of
+from streams.core.record import (
+    SinkRecord,
+    Status,
+    erase_rows,
+    erased,
+    identity_record,
+    person_record,
+)
 from streams.core.rules import (
     Held,
     Identity,
@@ -311,7 +318,11 @@ def _unmerge(
 ) -> list[SinkRecord]:
     """Forget the anonymous id's identity; emit its held events again as they arrived, and
     its mapping row as anonymous (``refused``: the merge limit's refusal, else a command;
-    ``at``: the time of the record that asked, ms)."""
+    ``at``: the time of the record that asked, ms). With persons on, the anonymous id's
+    persons row names a person of its own again, one version above the row that joined it
+    to the identity's person (both are versioned as the mapping row is), so the rows that
+    follow the device (the re-emitted ones, and all of them under ``latest``) leave that
+    person whichever of the two rows a warehouse gets first."""
     if state.identity(anonymous_id) is None:
         return []  # nothing merged (or not in this partition)
     state.forget_identity(anonymous_id)
@@ -324,6 +335,10 @@ def _unmerge(
     if mapping is not None:
         records.append(_unidentified(anonymous_id, mapping, Status.ANONYMOUS))
         counts.on_mapped()
+    if rules.persons:
+        version = max(at, 1) if mapping is None else mapping.version
+        own = identifier_id(anonymous_id)
+        records.append(person_record(own, ANONYMOUS_KIND, anonymous_id, own, at, version))
     return records
 
 

@@ -4,13 +4,15 @@ person each event's latest row shows in the warehouse."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
+import pytest
 
-from streams.core.persons import PersonLimits, person_id
+from streams.core.persons import PersonLimits, identifier_id, person_id
 from streams.core.pointer import Pointer
-from streams.core.rules import RecognitionRules
+from streams.core.rules import Policy, RecognitionRules
 from streams.dev.local import expected_persons
 
 NODES = (Pointer.parse("/user/id"), Pointer.parse("/user/email"), Pointer.parse("/user/phone"))
@@ -84,3 +86,26 @@ def test_a_second_user_id_is_refused_and_each_keeps_its_own_person() -> None:
     )
     assert persons["e1"] == person_id((0, "u-1"))
     assert persons["e2"] == persons["e3"] == persons["e4"] == person_id((0, "u-2"))
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+def test_an_unmerged_device_is_a_person_of_its_own_again(policy: Policy) -> None:
+    """Two devices of u-1; un-merging one gives the rows it emits again (its amended ones;
+    under ``latest`` all of them) a person of its own, as their stitched user id; the other
+    device's rows stay with u-1. Under ``retain`` a row stitched after the login keeps u-1 in
+    both, as un-merge leaves it."""
+    lines = (
+        _event("e1", "a1"),
+        _event("e2", "a1", id="u-1"),
+        _event("e3", "a2", id="u-1"),
+        _event("e4", "a1"),
+    )
+    rules = replace(RULES, policy=policy)
+    before = expected_persons(lines, rules, LIMITS)
+    assert set(before.values()) == {person_id((0, "u-1"))}
+    unmerge = orjson.dumps({"unmerge": {"anonymous_id": "a1"}})
+    after = expected_persons(lines, rules, LIMITS, commands=[unmerge])
+    own, kept = identifier_id("a1"), person_id((0, "u-1"))
+    assert after["e1"] == own
+    assert after["e4"] == (kept if policy is Policy.RETAIN else own)
+    assert after["e3"] == kept
