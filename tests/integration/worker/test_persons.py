@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
+from streams.core.control import Command, Verb
 from streams.core.persons import identifier_id, person_id
 from streams.dev.reader import Message
+from streams.ops.topics import send_command
 from tests.integration.harness import Pipeline
 
 
@@ -21,9 +23,11 @@ def _event(event_id: str, anonymous_id: str, **user: str) -> bytes:
 
 
 def _persons(messages: Sequence[Message]) -> dict[str, str]:
-    """The warehouse's view: each identifier's person, merges followed."""
+    """The warehouse's view: each identifier's person (its row of the highest version),
+    merges followed."""
     rows: list[dict[str, Any]] = [orjson.loads(m.value or b"") for m in messages]
-    persons = {r["identifier_id"]: r["person_id"] for r in rows if r.get("status") == "person"}
+    newest = sorted((r for r in rows if r.get("status") == "person"), key=lambda r: r["version"])
+    persons = {r["identifier_id"]: r["person_id"] for r in newest}
     merged = {r["person_id"]: r["into"] for r in rows if r.get("status") == "person_merge"}
     view = {}
     for identifier, person in persons.items():
@@ -33,7 +37,9 @@ def _persons(messages: Sequence[Message]) -> dict[str, str]:
     return view
 
 
-def test_three_devices_of_one_person_and_a_second_user_id_refused(pipeline: Pipeline) -> None:
+def test_three_devices_of_one_person_a_second_user_id_refused_and_an_unmerge(
+    pipeline: Pipeline,
+) -> None:
     pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
     sink = pipeline.reader(pipeline.settings.topics.sink)
     quarantine = pipeline.reader(pipeline.settings.topics.quarantine)
@@ -62,3 +68,8 @@ def test_three_devices_of_one_person_and_a_second_user_id_refused(pipeline: Pipe
     refused = quarantine.wait_for(lambda m: len(m) >= 1, timeout=60)
     assert orjson.loads(refused[0].value or b"")["eventn_ctx_event_id"] == "d1"
     assert b"2 values of /user/id" in dict(refused[0].headers)["retrostitch.reason"]
+    # un-merged, device A is a person of its own; the other devices stay Kim's
+    send_command(pipeline.settings, Command(Verb.UNMERGE, anonymous_id="device-a"))
+    device_a = identifier_id("device-a")
+    view = _persons(sink.wait_for(lambda m: _persons(m)[device_a] == device_a, timeout=60))
+    assert view[identifier_id("device-c")] == view[identifier_id((0, "u-7"))] == kim
