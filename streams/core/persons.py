@@ -24,6 +24,14 @@ deadlock, whatever the order.
              --Reparent(root)-->                         each of the loser's values
              --Resume(task)-->                           the anchor's root, next value
 
+An erased value leaves the graph (``Erase``): a member is dropped from its root's
+values (``Drop``); an erased root hands its person to its smallest other value
+(``Adopt``, ``Reparent``) under a new id (for the warehouses a merge). Nothing of the value
+stays in state: a message still on its way to it (it was a root, or a member's parent)
+finds no node and is retried from its task's anchor, never re-creating it; a root that
+still lists it learns so when its ``Reparent`` finds no node. Only an identification
+that holds the value (an ``Attach`` or a ``Find`` for it) brings it back.
+
 ``step`` handles one message against a partition's ``Graph`` and says what to send and
 what happened (``Linked``, ``Merged``, ``Refused``): the records the warehouses re-label
 their rows by. A message handled twice (a batch processed again) changes nothing more:
@@ -42,8 +50,11 @@ from typing import Protocol
 __all__ = [
     "ANONYMOUS",
     "ANONYMOUS_KIND",
+    "Adopt",
     "Answer",
     "Attach",
+    "Drop",
+    "Erase",
     "Find",
     "Graph",
     "Join",
@@ -64,6 +75,7 @@ __all__ = [
     "person_id",
     "persons_topic",
     "step",
+    "successor_id",
     "values_of",
 ]
 
@@ -100,6 +112,13 @@ def person_id(root: Key) -> str:
     """The id of the person rooted at ``root``: stable, and no value in clear."""
     node, value = root
     return hashlib.blake2b(f"{node}:{value}".encode(), digest_size=16).hexdigest()
+
+
+def successor_id(person: str, heir: Key) -> str:
+    """The new id of the person ``person`` once its root was erased and ``heir`` roots it:
+    derived from ids, not from the erased value, and unlike any id before it."""
+    node, value = heir
+    return hashlib.blake2b(f"{person}>{node}:{value}".encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +204,7 @@ class Join:
     members: frozenset[Key]
     ticket: int
     task: Task
+    name: str = ""  # the loser's person id, where it is not person_id(loser)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +219,12 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Reparent:
-    """A value of a person merged away: its root is now ``root``."""
+    """A value of a person merged away (or whose root was erased): its root is now
+    ``root``, where it still is ``former``'s (a copy sent twice never takes it back)."""
 
     to: Key
     root: Key
+    former: Key | None = None  # None: whatever its root was
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +235,35 @@ class Resume:
     task: Task
 
 
-Message = Attach | Find | Yield | Join | Answer | Reparent | Resume
+@dataclass(frozen=True, slots=True)
+class Erase:
+    """The value ``to`` is erased: it leaves the graph and its person (``at``: ms)."""
+
+    to: Key
+    at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The value ``value`` left the graph: the root ``to`` no longer holds it."""
+
+    to: Key
+    value: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """The root ``former`` of ``members`` was erased: ``to``, the smallest of them, is
+    their root, and their person's id is now ``name``."""
+
+    to: Key
+    former: Key
+    members: frozenset[Key]
+    name: str
+    at: int = 0
+
+
+Message = Attach | Find | Yield | Join | Answer | Reparent | Resume | Erase | Drop | Adopt
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,25 +275,49 @@ class Node:
     ticket: int = 0  # a root's joins asked so far
     waiting: bool = False  # a root that asked to join a smaller one, until it answers
     queue: tuple[Message, ...] = ()  # what came for a waiting root, in order
-    refused: tuple[tuple[Key, int], ...] = ()  # (loser, ticket) of joins it refused
+    #: (the loser's ``person_id``, ticket) of joins it refused: hashed, so that no value
+    #: outlives its erasure in another person's node
+    refused: tuple[tuple[str, int], ...] = ()
+    #: a root's person id where it is not person_id(root): that of a root that took over
+    #: the person of an erased one (``successor_id``)
+    name: str = ""
+
+    def person(self, key: Key) -> str:
+        """The id of the person this node (a root, at ``key``) roots."""
+        return self.name or person_id(key)
 
 
 @dataclass(frozen=True, slots=True)
 class Linked:
-    """``identifier`` (a value's key, or an anonymous id) belongs to the person ``root``."""
+    """``identifier`` (a value's key, or an anonymous id) belongs to the person rooted at
+    ``root``, whose id is ``person``."""
 
     identifier: Key | str
     root: Key
     at: int = 0
+    person: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.person:
+            object.__setattr__(self, "person", person_id(self.root))
 
 
 @dataclass(frozen=True, slots=True)
 class Merged:
-    """The person ``loser`` is now the person ``winner``: re-label every row of it."""
+    """The person ``loser`` is now the person ``winner``: re-label every row of it
+    (``loser_person``, ``winner_person``: their ids)."""
 
     loser: Key
     winner: Key
     at: int = 0
+    loser_person: str = ""
+    winner_person: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.loser_person:
+            object.__setattr__(self, "loser_person", person_id(self.loser))
+        if not self.winner_person:
+            object.__setattr__(self, "winner_person", person_id(self.winner))
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +336,8 @@ class Graph(Protocol):
 
     def put(self, key: Key, node: Node) -> None: ...
 
+    def remove(self, key: Key) -> None: ...
+
 
 @dataclass(slots=True)
 class Step:
@@ -275,24 +351,22 @@ def step(message: Message, graph: Graph, limits: PersonLimits) -> Step:
     """Handle one message addressed to a value of this partition."""
     done = Step()
     if isinstance(message, Reparent):
-        node = graph.node(message.to)
-        if node is not None and node.parent is not None and node.parent != message.root:
-            graph.put(message.to, replace(node, parent=message.root))
+        _reparented(message, graph, done)
         return done
     if isinstance(message, Answer):
         _answered(message, graph, done)
         return done
     key = message.to
     node = graph.node(key)
-    if node is None:  # a value seen for the first time: a person of its own
-        node = Node(members=frozenset({key}))
+    if node is None:
+        if not _brings(message):  # for a value that left the graph
+            _gone(message, done)
+            return done
+        node = Node(members=frozenset({key}))  # a value seen for the first time
         graph.put(key, node)
         done.happened.append(Linked(key, key, _at(message)))
     if node.parent is not None:
-        if isinstance(message, Yield):  # its root moved on: try the value again from there
-            done.messages.append(Resume(message.task.anchor, message.task))
-        else:
-            done.messages.append(replace(message, to=node.parent))
+        _at_child(message, key, node, graph, done)
         return done
     if node.waiting:
         if message not in node.queue:  # a message handled again is queued once
@@ -302,8 +376,66 @@ def step(message: Message, graph: Graph, limits: PersonLimits) -> Step:
     return done
 
 
+def _brings(message: Message) -> bool:
+    """Whether ``message`` brings its value into the graph: an identification that holds
+    it. Every other message is for a value the graph holds (a root, a member); for one
+    it no longer holds, erased meanwhile, it is retried (``_gone``), never re-creating it."""
+    if isinstance(message, Attach):
+        return message.to == message.values[0]
+    if isinstance(message, Find):
+        return bool(message.task.pending) and message.to == message.task.pending[0]
+    return False
+
+
+def _gone(message: Message, done: Step) -> None:
+    """A message for an erased value: the task goes on from its anchor, a join is answered
+    (so that the loser stops waiting) and retried, an adoption passes to the next member."""
+    if isinstance(message, Attach):
+        anchor, pending = message.values[0], message.values[1:]
+        task = Task(
+            message.anonymous_id, anchor, pending, message.at, message.source, message.event
+        )
+        done.messages.append(Resume(anchor, task))
+    elif isinstance(message, Join):
+        done.messages.append(Answer(message.loser, message.to, message.ticket, False))
+        done.messages.append(Resume(message.task.anchor, message.task))
+    elif isinstance(message, Find | Yield) or (
+        isinstance(message, Resume) and message.to != message.task.anchor
+    ):
+        done.messages.append(Resume(message.task.anchor, message.task))
+    elif isinstance(message, Adopt) and (rest := message.members - {message.to}):
+        _hand_over(message.to, rest, message.name, message.at, done)  # the heir was erased
+    # a Resume for an erased anchor ends its task; an Erase or Drop has nothing to do
+
+
+def _at_child(message: Message, key: Key, node: Node, graph: Graph, done: Step) -> None:
+    assert node.parent is not None
+    if isinstance(message, Erase):
+        graph.remove(key)
+        done.messages.append(Drop(node.parent, key))
+    elif isinstance(message, Adopt):  # a duplicate finds the heir under another root
+        if node.parent == message.former:
+            graph.put(key, Node(members=message.members, ticket=node.ticket, name=message.name))
+    elif isinstance(message, Yield):  # its root moved on: try the value again from there
+        done.messages.append(Resume(message.task.anchor, message.task))
+    else:
+        done.messages.append(replace(message, to=node.parent))
+
+
+def _hand_over(key: Key, rest: frozenset[Key], name: str, at: int, done: Step) -> None:
+    """The person ``name`` of ``key``, without it, is rooted at its smallest other value,
+    under a new id that names no value (``successor_id``): its rows are merged into it, so
+    that none shows an id derived from the erased value, and the merge goes to an id never
+    seen before (the warehouses' merges never turn back)."""
+    heir = min(rest)
+    successor = successor_id(name, heir)
+    done.messages.append(Adopt(heir, key, rest, successor, at))
+    done.messages += [Reparent(m, heir, key) for m in sorted(rest - {heir})]
+    done.happened.append(Merged(key, heir, at, name, successor))
+
+
 def _at_root(
-    message: Attach | Find | Yield | Join | Resume,
+    message: Message,
     root: Key,
     node: Node,
     graph: Graph,
@@ -331,8 +463,29 @@ def _at_root(
             done.messages.append(Yield(message.origin, root, message.task))
     elif isinstance(message, Yield):
         _wait(root, node, message.winner, message.task, graph, done)
-    else:
+    elif isinstance(message, Join):
         _decide(message, root, node, graph, limits, done)
+    elif isinstance(message, Erase):
+        graph.remove(root)
+        if rest := node.members - {root}:
+            _hand_over(root, rest, node.person(root), message.at, done)
+    elif isinstance(message, Drop):
+        _dropped(message.value, root, node, graph)
+
+
+def _dropped(value: Key, root: Key, node: Node, graph: Graph) -> None:
+    """The root forgets an erased value."""
+    if value != root and value in node.members:
+        graph.put(root, replace(node, members=node.members - {value}))
+
+
+def _reparented(message: Reparent, graph: Graph, done: Step) -> None:
+    """A member learns its new root; one that left the graph tells the root to drop it."""
+    node = graph.node(message.to)
+    if node is None:
+        done.messages.append(Drop(message.root, message.to))
+    elif node.parent is not None and message.former in (None, node.parent):
+        graph.put(message.to, replace(node, parent=message.root))
 
 
 def _advance(task: Task, root: Key, node: Node, done: Step) -> None:
@@ -342,13 +495,13 @@ def _advance(task: Task, root: Key, node: Node, done: Step) -> None:
     if task.pending:
         done.messages.append(Find(task.pending[0], root, task))
     elif task.anonymous_id:
-        done.happened.append(Linked(task.anonymous_id, root, task.at))
+        done.happened.append(Linked(task.anonymous_id, root, task.at, node.person(root)))
 
 
 def _wait(root: Key, node: Node, winner: Key, task: Task, graph: Graph, done: Step) -> None:
     ticket = node.ticket + 1
     graph.put(root, replace(node, ticket=ticket, waiting=True))
-    done.messages.append(Join(winner, root, node.members, ticket, task))
+    done.messages.append(Join(winner, root, node.members, ticket, task, node.name))
 
 
 def _decide(
@@ -359,21 +512,24 @@ def _decide(
     if join.loser in node.members:  # handled before: the same answer
         done.messages.append(Answer(join.loser, root, join.ticket, True))
         return
-    again = (join.loser, join.ticket) in node.refused
+    asked = (person_id(join.loser), join.ticket)
+    again = asked in node.refused
     reason = limits.refusal(node.members | join.members)
     if again and reason is None:  # its values fit now: what was refused stays refused
         reason = "refused when it was first asked: the person went over a limit"
     if reason is not None:
         if not again:
-            refused = (*node.refused, (join.loser, join.ticket))[-REMEMBERED_REFUSALS:]
+            refused = (*node.refused, asked)[-REMEMBERED_REFUSALS:]
             graph.put(root, replace(node, refused=refused))
         done.messages.append(Answer(join.loser, root, join.ticket, False))
         done.happened.append(Refused(join.task, value, reason))
     else:
         graph.put(root, replace(node, members=node.members | join.members))
         done.messages.append(Answer(join.loser, root, join.ticket, True))
-        done.messages += [Reparent(m, root) for m in sorted(join.members - {join.loser})]
-        done.happened.append(Merged(join.loser, root, join.task.at))
+        moved = sorted(join.members - {join.loser})
+        done.messages += [Reparent(m, root, join.loser) for m in moved]
+        loser = join.name or person_id(join.loser)
+        done.happened.append(Merged(join.loser, root, join.task.at, loser, node.person(root)))
     done.messages.append(Resume(join.task.anchor, join.task.next()))
 
 
@@ -390,7 +546,7 @@ def _answered(answer: Answer, graph: Graph, done: Step) -> None:
 
 
 def _at(message: Message) -> int:
-    if isinstance(message, Attach):
+    if isinstance(message, Attach | Erase | Adopt):
         return message.at
     task = getattr(message, "task", None)
     return task.at if isinstance(task, Task) else 0

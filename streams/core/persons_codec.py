@@ -3,6 +3,7 @@
     {"attach": {"to": [0, "u-7"], "anonymous_id": "a1", "values": [[0, "u-7"], [1, "kim@x"]],
                 "at": 1700000000000, "source": "events[3]@41"}}
     {"answer": {"to": [1, "kim@x"], "winner": [0, "u-7"], "ticket": 1, "accepted": true}}
+    {"erase": {"to": [1, "kim@x"], "at": 1700000000000}}
 
 A key is ``[node index, value]`` (``streams.core.persons.Key``); a record keyed by
 ``to`` goes to the partition of that value. Nothing here does I/O.
@@ -17,8 +18,11 @@ import orjson
 
 from streams.core.errors import BadRecord
 from streams.core.persons import (
+    Adopt,
     Answer,
     Attach,
+    Drop,
+    Erase,
     Find,
     Join,
     Key,
@@ -54,11 +58,23 @@ def as_object(message: Message) -> dict[str, Any]:
         members = [list(m) for m in sorted(message.members)]
         fields |= {"loser": list(message.loser), "members": members, "ticket": message.ticket}
         fields |= {"task": _task(message.task)}
+        if message.name:
+            fields["name"] = message.name
     elif isinstance(message, Answer):
         fields |= {"winner": list(message.winner), "ticket": message.ticket}
         fields |= {"accepted": message.accepted}
     elif isinstance(message, Reparent):
         fields |= {"root": list(message.root)}
+        if message.former is not None:
+            fields["former"] = list(message.former)
+    elif isinstance(message, Erase):
+        fields |= {"at": message.at}
+    elif isinstance(message, Drop):
+        fields |= {"value": list(message.value)}
+    elif isinstance(message, Adopt):
+        members = [list(m) for m in sorted(message.members)]
+        fields |= {"former": list(message.former), "members": members}
+        fields |= {"name": message.name, "at": message.at}
     else:
         fields |= {"task": _task(message.task)}
     return {_VERBS[type(message)]: fields}
@@ -178,15 +194,30 @@ _VERBS: dict[type, str] = {
     Answer: "answer",
     Reparent: "reparent",
     Resume: "resume",
+    Erase: "erase",
+    Drop: "drop",
+    Adopt: "adopt",
 }
 _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     "attach": _attach,
     "find": lambda f: Find(f.key("to"), f.key("origin"), f.task()),
     "yield": lambda f: Yield(f.key("to"), f.key("winner"), f.task()),
     "join": lambda f: Join(
-        f.key("to"), f.key("loser"), frozenset(f.keys("members")), f.number("ticket"), f.task()
+        f.key("to"),
+        f.key("loser"),
+        frozenset(f.keys("members")),
+        f.number("ticket"),
+        f.task(),
+        f.text("name") if "name" in f.fields else "",
     ),
     "answer": _answer,
-    "reparent": lambda f: Reparent(f.key("to"), f.key("root")),
+    "reparent": lambda f: Reparent(
+        f.key("to"), f.key("root"), f.key("former") if "former" in f.fields else None
+    ),
     "resume": lambda f: Resume(f.key("to"), f.task()),
+    "erase": lambda f: Erase(f.key("to"), f.number("at")),
+    "drop": lambda f: Drop(f.key("to"), f.key("value")),
+    "adopt": lambda f: Adopt(
+        f.key("to"), f.key("former"), frozenset(f.keys("members")), f.text("name"), f.number("at")
+    ),
 }

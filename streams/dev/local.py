@@ -26,7 +26,6 @@ from streams.core.persons import (
     Node,
     PersonLimits,
     identifier_id,
-    person_id,
     step,
 )
 from streams.core.record import SinkRecord, Status
@@ -166,23 +165,31 @@ def expected_persons(
     (one partition, in order): each identifier's persons row of the highest version, merges
     followed."""
     rules = replace(rules, persons=True)
-    attaches: list[Message] = []
+    from_lines: list[Message] = []
+    from_commands: list[Message] = []
     records = _in_memory(
-        lines, rules, input_format, mappings=True, attaches=attaches, commands=commands
+        lines,
+        rules,
+        input_format,
+        mappings=True,
+        to_persons=from_lines,
+        commands=commands,
+        commands_to_persons=from_commands,
     )
     graph = _Graph()
     persons: dict[str, tuple[int, str]] = {}  # identifier id -> (version, person id)
     merged: dict[str, str] = {}
-    queue = list(attaches)
-    while queue:
-        handled = step(queue.pop(0), graph, limits)
-        queue += handled.messages
-        for happened in handled.happened:
-            if isinstance(happened, Merged):
-                merged[person_id(happened.loser)] = person_id(happened.winner)
-            elif isinstance(happened, Linked):
-                row = (max(happened.at, 1), person_id(happened.root))
-                _newer(persons, identifier_id(happened.identifier), row)
+    for sent in (from_lines, from_commands):  # the graph settles before the commands
+        queue = list(sent)
+        while queue:
+            handled = step(queue.pop(0), graph, limits)
+            queue += handled.messages
+            for happened in handled.happened:
+                if isinstance(happened, Merged):
+                    merged[happened.loser_person] = happened.winner_person
+                elif isinstance(happened, Linked):
+                    row = (max(happened.at, 1), happened.person)
+                    _newer(persons, identifier_id(happened.identifier), row)
     latest: dict[str, tuple[int, str]] = {}
     for record in records:
         row = orjson.loads(record.value)
@@ -219,6 +226,9 @@ class _Graph:
     def put(self, key: Key, node: Node) -> None:
         self._nodes[key] = node
 
+    def remove(self, key: Key) -> None:
+        self._nodes.pop(key, None)
+
 
 def _in_memory(
     lines: Iterable[bytes],
@@ -226,12 +236,13 @@ def _in_memory(
     input_format: InputFormat,
     *,
     mappings: bool,
-    attaches: list[Message] | None = None,
+    to_persons: list[Message] | None = None,
     commands: Iterable[bytes] = (),
+    commands_to_persons: list[Message] | None = None,
 ) -> list[SinkRecord]:
     """The sink records of the lines, then of the control ``commands``, as the route agent
-    and the stitch agent give them (``attaches``: gets the messages to the persons
-    agent)."""
+    and the stitch agent give them (``to_persons``, ``commands_to_persons``: get the
+    messages to the persons agent of each)."""
     records = []
     for offset, line in enumerate(lines):
         value = line.rstrip(b"\r\n")
@@ -243,10 +254,12 @@ def _in_memory(
         for offset, forward in enumerate(routed.forward)
     ]
     state = PartitionState(MemoryStore(), mappings=mappings)
-    persons = attaches is not None
+    persons = to_persons is not None
     stitched = stitch(forwarded, state, rules, Counters(), persons=persons)
-    if attaches is not None:
-        attaches += stitched.attaches
+    if to_persons is not None:
+        to_persons += stitched.to_persons
     controlled = [InputRecord("control", 0, n, None, c) for n, c in enumerate(commands)]
     commanded = control(controlled, state, rules, Counters())
+    if commands_to_persons is not None:
+        commands_to_persons += commanded.to_persons
     return routed.sink + stitched.sink + commanded.sink

@@ -27,7 +27,6 @@ from streams.core.persons import (
     PersonLimits,
     Refused,
     identifier_id,
-    person_id,
     step,
 )
 from streams.core.persons_codec import parse_message
@@ -82,8 +81,7 @@ def resolve(
 
 def _row(happened: Linked | Merged, kinds: tuple[str, ...]) -> SinkRecord:
     if isinstance(happened, Merged):
-        into = person_id(happened.winner)
-        return person_merge_record(person_id(happened.loser), into, happened.at)
+        return person_merge_record(happened.loser_person, happened.winner_person, happened.at)
     identifier = happened.identifier
     if isinstance(identifier, str):
         kind, value = ANONYMOUS_KIND, identifier
@@ -93,7 +91,7 @@ def _row(happened: Linked | Merged, kinds: tuple[str, ...]) -> SinkRecord:
         identifier_id(identifier),
         kind,
         value,
-        person_id(happened.root),
+        happened.person,
         happened.at,
         max(happened.at, 1),
     )

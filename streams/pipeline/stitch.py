@@ -24,7 +24,7 @@ from streams.core.control import Verb, parse_command
 from streams.core.errors import BadRecord, StateError
 from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import Claim, Forget, Release, parse_answer
-from streams.core.persons import ANONYMOUS_KIND, Attach, identifier_id, values_of
+from streams.core.persons import ANONYMOUS_KIND, Attach, Erase, Message, identifier_id, values_of
 from streams.core.record import (
     SinkRecord,
     Status,
@@ -67,8 +67,9 @@ class Stitched:
     #: the times (ms, capped at the clock) of the events whose identification amended
     #: earlier ones: the worker's amend latency starts there
     amended_at: list[int] = field(default_factory=list)
-    #: to the persons topic, keyed by each one's anchor (persons on; streams.core.persons)
-    attaches: list[Attach] = field(default_factory=list)
+    #: to the persons topic, keyed by each one's value (persons on; streams.core.persons):
+    #: identities to attach, values erased
+    to_persons: list[Message] = field(default_factory=list)
 
     def then(self, more: Stitched) -> None:
         """Add what a later part of the partition's records made; its changes include
@@ -77,7 +78,7 @@ class Stitched:
         self.dead += more.dead
         self.claims += more.claims
         self.amended_at += more.amended_at
-        self.attaches += more.attaches
+        self.to_persons += more.to_persons
         self.changes = more.changes
 
 
@@ -144,7 +145,7 @@ def stitch(
     not expire everything); a record without a timestamp counts as ``clock_ms``. After the
     records, the state expires what the latest of their times makes old (``Retention``).
     With ``persons``, each new identity of an anonymous id is attached to its person
-    (``Stitched.attaches``).
+    (``Stitched.to_persons``).
     """
     stitched = Stitched()
     latest = 0
@@ -168,7 +169,7 @@ def stitch(
                 counts.on_mapped()
             if persons:  # the mapping's version orders a device's persons rows
                 at = timestamp if mapping is None else mapping.version
-                stitched.attaches.append(_attach(record, anonymous_id, outcome, at, rules))
+                stitched.to_persons.append(_attach(record, anonymous_id, outcome, at, rules))
         if outcome.rehold and any(r.status is Status.AMENDED for r in outcome.records):
             stitched.amended_at.append(timestamp)
         if outcome.claim is not None and anonymous_id is not None:
@@ -207,6 +208,7 @@ def control(
                     done.claims.append(Forget(command.identity))
                 if record.partition == 0:  # one copy of the command: the warehouses' rows
                     done.sink.append(erase_rows(command.anonymous_id, command.identity))
+                    done.to_persons += _erased_values(command.identity, rules, record.timestamp)
                 for anonymous_id in targets:
                     done.claims += _released(anonymous_id, state, merge_limit)
                     mapping = state.unmapped(anonymous_id, max(record.timestamp, 0))
@@ -227,6 +229,15 @@ def control(
             done.dead.append(dead_letter(record, exc, counts))
     done.changes = state.changes()
     return done
+
+
+def _erased_values(identity: object, rules: RecognitionRules, at: int) -> list[Message]:
+    """An erased identity leaves the person graph, as a value of every identification
+    node (persons on; one that the graph does not hold changes nothing)."""
+    if identity is None or not rules.persons:
+        return []
+    value = str(identity)
+    return [Erase((node, value), max(at, 0)) for node in range(len(rules.identification))]
 
 
 def answers(

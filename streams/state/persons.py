@@ -3,7 +3,9 @@
 ``PersonGraph`` keeps each value's ``Node`` (``streams.core.persons``) under
 
     b"g" node(1 byte) L(V) V -> the node: a JSON object (parent, and a root's members,
-                                ticket, waiting, queued messages and remembered refusals)
+                                ticket, waiting, queued messages and remembered refusals,
+                                each refused loser as its person id, and the id of
+                                the person a root took over from an erased one)
 
 in table ``person-graph``, partitioned as the persons topic is (by value), through one
 ``Pending`` buffer over the partition's store. Handling one message changes at most one
@@ -18,7 +20,7 @@ from typing import Any
 import orjson
 
 from streams.core.errors import StateError
-from streams.core.persons import Key, Node
+from streams.core.persons import Key, Node, person_id
 from streams.core.persons_codec import as_object, from_object
 from streams.state.keys import id_part
 from streams.state.pending import Pending
@@ -44,8 +46,10 @@ def encode_node(node: Node) -> bytes:
             "ticket": node.ticket,
             "waiting": node.waiting,
             "queue": [as_object(message) for message in node.queue],
-            "refused": [[list(loser), ticket] for loser, ticket in node.refused],
+            "refused": [[loser, ticket] for loser, ticket in node.refused],
         }
+        if node.name:
+            document["name"] = node.name
     else:
         document["ticket"] = node.ticket
     return orjson.dumps(document)
@@ -61,8 +65,14 @@ def decode_node(value: bytes) -> Node:
         ticket=document["ticket"],
         waiting=document["waiting"],
         queue=tuple(from_object(message) for message in document["queue"]),
-        refused=tuple(((loser[0], loser[1]), ticket) for loser, ticket in document["refused"]),
+        refused=tuple((_hashed(loser), ticket) for loser, ticket in document["refused"]),
+        name=document.get("name", ""),
     )
+
+
+def _hashed(loser: str | list[Any]) -> str:
+    """A refused loser as its person id (a node written with the loser's key holds a list)."""
+    return loser if isinstance(loser, str) else person_id((loser[0], loser[1]))
 
 
 class PersonGraph:
@@ -78,6 +88,9 @@ class PersonGraph:
 
     def put(self, key: Key, node: Node) -> None:
         self._pending.set(_key(key), encode_node(node))
+
+    def remove(self, key: Key) -> None:
+        self._pending.set(_key(key), None)
 
     def changes(self) -> list[Change]:
         """Every buffered change, each key once with its last value."""

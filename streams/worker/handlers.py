@@ -106,7 +106,7 @@ class Handlers:
         for _, _, result in done:
             self._emit(result.sink, result.dead)
             self._claim(result.claims)
-            self._send_persons(result.attaches)
+            self._send_persons(result.to_persons)
         await checkpoint(batch, [(p, store, result.changes) for p, store, result in done])
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         now_ms = time.time() * 1000

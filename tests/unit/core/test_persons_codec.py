@@ -8,8 +8,11 @@ from hypothesis import strategies as st
 
 from streams.core.errors import BadRecord
 from streams.core.persons import (
+    Adopt,
     Answer,
     Attach,
+    Drop,
+    Erase,
     Find,
     Join,
     Message,
@@ -42,10 +45,28 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
     ),
     st.builds(Find, KEYS, KEYS, TASKS),
     st.builds(Yield, KEYS, KEYS, TASKS),
-    st.builds(Join, KEYS, KEYS, st.frozensets(KEYS, max_size=4), st.integers(0, 99), TASKS),
+    st.builds(
+        Join,
+        KEYS,
+        KEYS,
+        st.frozensets(KEYS, max_size=4),
+        st.integers(0, 99),
+        TASKS,
+        st.sampled_from(["", "0f" * 16]),
+    ),
     st.builds(Answer, KEYS, KEYS, st.integers(0, 99), st.booleans()),
-    st.builds(Reparent, KEYS, KEYS),
+    st.builds(Reparent, KEYS, KEYS, st.none() | KEYS),
     st.builds(Resume, KEYS, TASKS),
+    st.builds(Erase, KEYS, st.integers(0, 2**53)),
+    st.builds(Drop, KEYS, KEYS),
+    st.builds(
+        Adopt,
+        KEYS,
+        KEYS,
+        st.frozensets(KEYS, max_size=4),
+        st.sampled_from(["0f" * 16]),
+        st.integers(0, 2**53),
+    ),
 )
 
 

@@ -21,7 +21,7 @@ def _attaches(policy: Policy, *values: bytes) -> list[Attach]:
     records = [InputRecord("t", 0, i, None, v, 1_000 + i) for i, v in enumerate(values)]
     rules = RecognitionRules(policy=policy)
     done = stitch(records, PartitionState(MemoryStore()), rules, Counters(), persons=True)
-    return done.attaches
+    return done.to_persons
 
 
 @pytest.mark.parametrize("policy", list(Policy))
@@ -52,7 +52,7 @@ def test_a_shared_devices_new_identity_links_the_device_under_latest_only(
 def test_without_persons_nothing_is_attached() -> None:
     records = [InputRecord("t", 0, 0, None, event("e1", user_id="u-7"))]
     done = stitch(records, PartitionState(MemoryStore()), RecognitionRules(), Counters())
-    assert done.attaches == []
+    assert done.to_persons == []
 
 
 def _person_keys(policy: Policy, *values: bytes) -> list[tuple[str, str, str | None]]:

@@ -9,12 +9,14 @@ import pytest
 
 from streams.core.control import Command, Verb, encode, parse_command
 from streams.core.errors import BadRecord
+from streams.core.persons import Erase
 from streams.core.record import ERASED_VERSION
 from streams.core.rules import Policy, RecognitionRules
 from streams.pipeline.counts import Counters
 from streams.pipeline.records import InputRecord
 from streams.pipeline.stitch import control
 from streams.state.partition import PartitionState
+from streams.state.store import MemoryStore
 from tests.unit.stitching import Run, event
 
 
@@ -155,3 +157,21 @@ def test_an_identification_value_too_long_to_index_is_a_dead_letter_and_changes_
         "id of 70000 bytes is longer than 65535: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'…"
     ]
     assert list(run.store.scan(b"")) == before
+
+
+def test_an_erased_identity_leaves_the_person_graph_from_one_copy_of_the_command() -> None:
+    """Persons on: partition 0's copy of an erasure by identity erases the value at every
+    identification node (a node that never held it changes nothing); other copies, an
+    erasure by anonymous id and persons off send nothing to the graph."""
+    command = encode(Command(Verb.ERASE, identity="kim@x.com"))
+    persons = RecognitionRules(persons=True)
+
+    def sent(rules: RecognitionRules, partition: int, raw: bytes = command) -> list[object]:
+        record = InputRecord("control", partition, 0, None, raw, timestamp=5_000)
+        state = PartitionState(MemoryStore())
+        return list(control([record], state, rules, Counters()).to_persons)
+
+    assert sent(persons, 0) == [Erase((0, "kim@x.com"), 5_000), Erase((1, "kim@x.com"), 5_000)]
+    assert sent(persons, 1) == []
+    assert sent(RecognitionRules(), 0) == []
+    assert sent(persons, 0, encode(Command(Verb.ERASE, anonymous_id="a1"))) == []

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.core.persons import PersonLimits, identifier_id, person_id
+from streams.core.persons import PersonLimits, identifier_id, person_id, successor_id
 from streams.core.pointer import Pointer
 from streams.core.rules import Policy, RecognitionRules
 from streams.dev.local import expected_persons
@@ -109,3 +109,21 @@ def test_an_unmerged_device_is_a_person_of_its_own_again(policy: Policy) -> None
     assert after["e1"] == own
     assert after["e4"] == (kept if policy is Policy.RETAIN else own)
     assert after["e3"] == kept
+
+
+def test_an_erased_user_id_leaves_its_person_under_a_new_id() -> None:
+    """Kim: u-7 on one device, her email on another, both on a third. Erasing u-7 deletes
+    the rows it stitched (the connectors' erase record) and takes it out of the graph: the
+    email's rows stay one person, under an id not derived from u-7."""
+    lines = (
+        _event("e1", "a1", id="u-7"),
+        _event("e2", "a2", email="kim@example.com"),
+        _event("e3", "a3", id="u-7", email="kim@example.com"),
+        _event("e4", "a2"),
+    )
+    before = expected_persons(lines, RULES, LIMITS)
+    assert set(before.values()) == {person_id((0, "u-7"))}
+    erase = orjson.dumps({"erase": {"identity": "u-7"}})
+    after = expected_persons(lines, RULES, LIMITS, commands=[erase])
+    heir = successor_id(person_id((0, "u-7")), (1, "kim@example.com"))
+    assert after["e2"] == after["e4"] == heir

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from streams.core.persons import (
     Attach,
+    Erase,
     Key,
     Message,
     PersonLimits,
@@ -32,11 +33,19 @@ KINDS = ("/user/id", "/user/email")
 Identities = list[tuple[str, tuple[object, ...]]]
 
 
-def _run(identities: Identities, limits: PersonLimits, seed: int, crashes: float) -> dict:
-    """Every identity attached, every record handled in batches; returns the warehouse's
-    view: each identifier's person, merges followed."""
+def _run(
+    identities: Identities,
+    limits: PersonLimits,
+    seed: int,
+    crashes: float,
+    erased: list[Key] | None = None,
+    stores: list[MemoryStore] | None = None,
+) -> dict:
+    """Every identity attached, every record handled in batches; then, once that settled,
+    the ``erased`` values erased likewise. Returns the warehouse's view: each identifier's
+    person, merges followed."""
     rng = random.Random(seed)
-    stores = [MemoryStore() for _ in range(PARTITIONS)]
+    stores = [MemoryStore() for _ in range(PARTITIONS)] if stores is None else stores
     queues: list[deque[Message]] = [deque() for _ in range(PARTITIONS)]
     offsets = [0] * PARTITIONS
     persons: dict[str, str] = {}  # identifier id -> person id
@@ -46,7 +55,12 @@ def _run(identities: Identities, limits: PersonLimits, seed: int, crashes: float
         queues[home(keys[0])].append(Attach(keys[0], anonymous_id, keys))
     counts = Counters()
     batches = 0
-    while any(queues):
+    while any(queues) or erased:
+        if not any(queues):
+            for key in erased or ():
+                queues[home(key)].append(Erase(key, 1))
+            erased = None
+            continue
         batches += 1
         assert batches < 20_000, "the persons do not settle"
         number = rng.choice([i for i, queue in enumerate(queues) if queue])
@@ -110,3 +124,34 @@ def test_with_limits_every_person_holds_one_value_of_each_node(
     for keys in by_person.values():
         nodes = [node for node, _ in keys]
         assert len(nodes) == len(set(nodes)), keys
+
+
+@given(
+    IDENTITIES,
+    st.lists(st.integers(0, 99), max_size=4),
+    st.integers(0, 2**32),
+    st.sampled_from([0.0, 0.3]),
+)
+@settings(max_examples=150, deadline=None)
+def test_erased_values_leave_every_store_and_the_persons_stay_whole(
+    identities: Identities, picks: list[int], seed: int, crashes: float
+) -> None:
+    """Values erased once the persons settled, through crashes that land any prefix of a
+    batch's changes: no store keeps a byte of them, the values left of one component
+    share one person and two components none, and no identifier shows an erased value's
+    own person id."""
+    values = sorted(components(identities))
+    erased = list(dict.fromkeys(values[i % len(values)] for i in picks))
+    stores = [MemoryStore() for _ in range(PARTITIONS)]
+    view = _run(identities, NO_LIMITS, seed, crashes, erased=erased, stores=stores)
+    for store in stores:
+        for key, value in store.scan(b""):
+            for _, erased_value in erased:
+                assert erased_value.encode() not in key + value
+    left = {key: root for key, root in components(identities).items() if key not in erased}
+    persons: dict[Key, set[str]] = {}
+    for key, root in left.items():
+        persons.setdefault(root, set()).add(view[identifier_id(key)])
+    assert all(len(ids) == 1 for ids in persons.values())
+    assert len(set().union(*persons.values())) == len(persons)
+    assert not set().union(*persons.values()) & {person_id(key) for key in erased}
