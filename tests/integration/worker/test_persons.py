@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from streams.core.control import Command, Verb
-from streams.core.persons import identifier_id, person_id
+from streams.core.persons import identifier_id, person_id, successor_id
 from streams.dev.reader import Message
 from streams.ops.topics import send_command
 from tests.integration.harness import Pipeline
@@ -37,7 +37,7 @@ def _persons(messages: Sequence[Message]) -> dict[str, str]:
     return view
 
 
-def test_three_devices_of_one_person_a_second_user_id_refused_and_an_unmerge(
+def test_three_devices_of_one_person_a_second_user_id_refused_unmerge_and_erase(
     pipeline: Pipeline,
 ) -> None:
     pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
@@ -73,3 +73,10 @@ def test_three_devices_of_one_person_a_second_user_id_refused_and_an_unmerge(
     device_a = identifier_id("device-a")
     view = _persons(sink.wait_for(lambda m: _persons(m)[device_a] == device_a, timeout=60))
     assert view[identifier_id("device-c")] == view[identifier_id((0, "u-7"))] == kim
+    # u-7 erased: it leaves the graph, and Kim's email keeps her other devices one person,
+    # under an id that is not u-7's hash
+    send_command(pipeline.settings, Command(Verb.ERASE, identity="u-7"))
+    heir = successor_id(kim, (1, "kim@example.com"))
+    device_b = identifier_id("device-b")
+    view = _persons(sink.wait_for(lambda m: _persons(m)[device_b] == heir, timeout=60))
+    assert view[identifier_id((1, "kim@example.com"))] == heir
