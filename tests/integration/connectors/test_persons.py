@@ -18,7 +18,8 @@ from connectors.clickhouse.warehouse import ClickHouseWarehouse
 from connectors.mysql import MySQLSettings
 from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
 from connectors.postgres.warehouse import PostgresWarehouse
-from streams.core.persons import PersonLimits, identifier_id, person_id
+from streams.core.control import Command, Verb
+from streams.core.persons import PersonLimits, identifier_id, person_id, successor_id
 from streams.core.record import (
     SinkRecord,
     Status,
@@ -27,6 +28,7 @@ from streams.core.record import (
     person_record,
     sink_record,
 )
+from streams.ops.topics import send_command
 from streams.settings import Settings
 from tests.integration.harness import Pipeline, eventually, running_sink, table_rows
 
@@ -146,13 +148,18 @@ def test_every_row_shows_the_surviving_person_in_any_order(
         assert sink.counts.dead_lettered == 0
 
 
-def test_one_person_on_three_devices_through_the_worker_into_postgres(
-    pipeline: Pipeline, warehouse_settings: Settings
+@pytest.mark.parametrize("kind", sorted(WAREHOUSES))
+def test_one_person_on_three_devices_through_the_worker_then_unmerge_and_erase(
+    kind: str, pipeline: Pipeline, request: pytest.FixtureRequest
 ) -> None:
     """Device A identifies with a user id, B with an email, then C with both: every row of
-    the three devices, the earlier ones too, shows one person."""
+    the three devices, the earlier ones too, shows one person. Un-merged, A's amended row
+    is a person of its own; u-7 erased, its rows go and Kim's email keeps B's rows one
+    person, under an id that is not u-7's."""
     pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
-    settings = replace(warehouse_settings, persons=PersonLimits(enabled=True))
+    fixture = "mysql_settings" if kind == "mysql" else "warehouse_settings"
+    settings = replace(request.getfixturevalue(fixture), persons=PersonLimits(enabled=True))
+    warehouse, read = WAREHOUSES[kind](settings)
     pipeline.worker()
     pipeline.produce(
         _line("a1", "device-a"),
@@ -160,10 +167,10 @@ def test_one_person_on_three_devices_through_the_worker_into_postgres(
         _line("b1", "device-b"),
         _line("b2", "device-b", email="kim@example.com"),
     )
-    with running_sink(settings, PostgresWarehouse(settings), "persons-e2e"):
+    with running_sink(settings, warehouse, f"persons-e2e-{kind}"):
 
         def people() -> dict[str, str]:
-            return dict(table_rows(settings, "event_id, person_id"))
+            return dict(read("event_id, person_id", settings.warehouse.table))
 
         eventually(
             lambda: len(set(people().values())) == 2 and len(people()) == 4, 60, "two people"
@@ -171,6 +178,19 @@ def test_one_person_on_three_devices_through_the_worker_into_postgres(
         pipeline.produce(_line("c1", "device-c", id="u-7", email="kim@example.com"))
         kim = person_id(U7)
         eventually(lambda: set(people().values()) == {kim} and len(people()) == 5, 60, "one person")
+        send_command(pipeline.settings, Command(Verb.UNMERGE, anonymous_id="device-a"))
+        eventually(lambda: people().get("a1") == DEVICE_A, 60, "device A's own person")
+        assert people()["b1"] == people()["c1"] == kim
+        send_command(pipeline.settings, Command(Verb.ERASE, identity="u-7"))
+        heir = successor_id(kim, KIM)
+        eventually(
+            lambda: people() == {"a1": DEVICE_A, "b1": heir, "b2": heir},
+            60,
+            "u-7's rows gone, Kim's email's rows under the heir's id",
+        )
+        persons = read("value, person_id", persons_layout(settings).table)
+        assert "u-7" not in {value for value, _ in persons}
+        assert kim not in {person for _, person in persons}
 
 
 @pytest.mark.parametrize("kind", sorted(WAREHOUSES))
