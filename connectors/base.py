@@ -144,8 +144,9 @@ def persons_layout(settings: Settings) -> Layout:
     )
 
 
-def identities_layout(settings: Settings) -> Layout:
-    """The user mapping table: one row per anonymous id (``connectors.rows``)."""
+def identities_layout(settings: Settings, *, persons: bool = False) -> Layout:
+    """The user mapping table: one row per anonymous id (``connectors.rows``);
+    ``persons``: its rows name their person, as event rows do."""
     warehouse = settings.warehouse
     return Layout(
         identification=settings.recognition.identification,
@@ -153,4 +154,5 @@ def identities_layout(settings: Settings) -> Layout:
         key=("anonymous_id",),
         table=warehouse.identities_table or f"{warehouse.table}_identities",
         identities=True,
+        person_columns=persons,
     )

@@ -108,7 +108,7 @@ class Tables:
         self.warehouse = warehouse
         resolves = settings.persons.enabled and isinstance(warehouse, ResolvesPersons)
         self.layout = layout_of(settings, persons=resolves)
-        self.identities_layout = identities_layout(settings)
+        self.identities_layout = identities_layout(settings, persons=resolves)
         self.identities = warehouse.beside(self.identities_layout)
         #: the persons table, where the warehouse resolves persons (else persons records
         #: are no rows, and the events table names no person)

@@ -108,7 +108,8 @@ class Layout:
     key: tuple[str, ...] = ("event_id",)
     table: str = "events"
     identities: bool = False
-    #: the events table's rows name their person (``person_key``, ``person_id``)
+    #: the rows (of the events or the mapping table) name their person (``person_key``,
+    #: ``person_id``)
     person_columns: bool = False
     #: the persons table: one row per identifier, from ``person`` records
     persons_table: bool = False
@@ -130,7 +131,10 @@ class Layout:
             columns |= {column_name(p.tokens): ColumnType.TEXT for p in self.identification}
             columns["stitched_user_id"] = ColumnType.TEXT
             columns |= dict.fromkeys(MAPPING_TIMES, ColumnType.TIMESTAMP)
-            return columns | {"version": ColumnType.INT, "status": ColumnType.TEXT}
+            columns |= {"version": ColumnType.INT, "status": ColumnType.TEXT}
+            if self.person_columns:
+                columns |= {"person_key": ColumnType.TEXT, "person_id": ColumnType.TEXT}
+            return columns
         columns = {"event_id": ColumnType.TEXT, "anonymous_id": ColumnType.TEXT}
         columns |= {column_name(p.tokens): ColumnType.TEXT for p in self.identification}
         columns |= {
@@ -283,6 +287,8 @@ def _mapping_row(record: dict[str, Any], raw: bytes, source: str, layout: Layout
         "version": version,
         "status": str(mapping),
     }
+    if layout.person_columns:
+        values["person_key"] = values["person_id"] = _text(record.get("person_key"))
     return Row(values, version, (anonymous_id,), raw, source, identities=True)
 
 

@@ -33,10 +33,19 @@ class PersonTables:
     """The persons statements of one events table (names quoted in full)."""
 
     def __init__(
-        self, events: str, persons: str, merges: str, lock_row: str, key: Sequence[str]
+        self,
+        events: str,
+        persons: str,
+        merges: str,
+        lock_row: str,
+        key: Sequence[str],
+        others: Sequence[str] = (),
     ) -> None:
+        """``events``: the table whose rows this writer resolves; ``others``: tables
+        whose rows name their person too, re-labelled with it (the user mapping table)."""
         self.events, self.persons, self.merges, self.lock_row = events, persons, merges, lock_row
         self.key = tuple(key)
+        self.labelled = (events, *others)
 
     def create(self, cursor: Any) -> None:
         """The merges and the lock row, the events table's person columns, and the indexes
@@ -83,7 +92,7 @@ class PersonTables:
             (old, into, merge.version),
         )
         cursor.execute(f"UPDATE {self.merges} SET `into` = %s WHERE `into` = %s", (into, old))
-        for table in (self.persons, self.events):
+        for table in (self.persons, *self.labelled):
             cursor.execute(f"UPDATE {table} SET person_id = %s WHERE person_id = %s", (into, old))
 
     def relabel(self, cursor: Any, identifiers: list[str]) -> None:
@@ -94,12 +103,13 @@ class PersonTables:
             f" SET p.person_id = m.`into` WHERE p.identifier_id IN ({marks})",
             identifiers,
         )
-        cursor.execute(
-            f"UPDATE {self.events} e JOIN {self.persons} p ON e.person_key = p.identifier_id"
-            f" SET e.person_id = p.person_id WHERE p.identifier_id IN ({marks})"
-            " AND NOT (e.person_id <=> p.person_id)",
-            identifiers,
-        )
+        for table in self.labelled:
+            cursor.execute(
+                f"UPDATE {table} e JOIN {self.persons} p ON e.person_key = p.identifier_id"
+                f" SET e.person_id = p.person_id WHERE p.identifier_id IN ({marks})"
+                " AND NOT (e.person_id <=> p.person_id)",
+                identifiers,
+            )
 
     def resolve_batch(self, cursor: Any, rows: Sequence[Row]) -> None:
         """The batch's rows' persons: their persons row's, else where a merge took their

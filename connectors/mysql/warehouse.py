@@ -40,7 +40,13 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from connectors.base import Rejected, layout_of, persons_layout, write_or_split
+from connectors.base import (
+    Rejected,
+    identities_layout,
+    layout_of,
+    persons_layout,
+    write_or_split,
+)
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
 from connectors.mysql import NAME, MySQLSettings
 from connectors.mysql.persons import PersonTables
@@ -130,13 +136,17 @@ class MySQLWarehouse:
         self._database = self._options["database"]
         self._table_name = self.layout.table
         self.table = quoted(self._database, self._table_name)
-        #: with persons: the tables beside this one that give each row its person
+        #: with persons: the tables beside this one that give each row its person (the
+        #: events table's merges re-label the user mapping table's rows too)
+        events = settings.warehouse.table
+        mappings = identities_layout(settings).table
         self._people = PersonTables(
             self.table,
             quoted(self._database, persons_layout(settings).table),
-            quoted(self._database, f"{self._table_name}_person_merges"),
-            quoted(self._database, f"{self._table_name}_persons_lock"),
+            quoted(self._database, f"{events}_person_merges"),
+            quoted(self._database, f"{events}_persons_lock"),
             self.layout.key,
+            () if self.layout.identities else (quoted(self._database, mappings),),
         )
         self._conn: pymysql.connections.Connection[Any] | None = None
         self.schema: Schema | None = None
@@ -196,6 +206,9 @@ class MySQLWarehouse:
         """The persons table, the merges and the lock row beside the events table, the
         events table's person columns and the indexes the re-labelling reads."""
         MySQLWarehouse(self._settings, persons_layout(self._settings))._create(conn)
+        if not self.layout.identities:  # the merges re-label its rows: it is there
+            mappings = identities_layout(self._settings, persons=True)
+            MySQLWarehouse(self._settings, mappings)._create(conn)
         with conn.cursor() as cursor:
             self._people.create(cursor)
         conn.commit()

@@ -26,7 +26,13 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from connectors.base import Rejected, layout_of, persons_layout, write_or_split
+from connectors.base import (
+    Rejected,
+    identities_layout,
+    layout_of,
+    persons_layout,
+    write_or_split,
+)
 from connectors.errors import WarehouseUnavailable, describe
 from connectors.postgres import NAME, PostgresSettings
 from connectors.rows import (
@@ -74,11 +80,17 @@ class PostgresWarehouse:
         self.table = sql.Identifier(section.schema, self.layout.table)
         #: with persons: the persons table, and the merges applied (from -> into, each
         #: ``into`` a person not merged away), beside the events table
+        events = settings.warehouse.table
         self._persons = sql.Identifier(section.schema, persons_layout(settings).table)
-        self._merges = sql.Identifier(section.schema, f"{self.layout.table}_person_merges")
+        self._merges = sql.Identifier(section.schema, f"{events}_person_merges")
+        #: the tables whose rows name their person: the events and the user mapping table
+        self._labelled = (
+            sql.Identifier(section.schema, events),
+            sql.Identifier(section.schema, identities_layout(settings).table),
+        )
         #: the advisory lock that orders a batch's persons against the merges: rows take
         #: it shared, merges and re-labelling exclusive (``resolve_persons``)
-        self._lock = f"retrostitch persons {section.schema}.{self.layout.table}"
+        self._lock = f"retrostitch persons {section.schema}.{events}"
         self._schema_name = section.schema
         self._table_name = self.layout.table
         self._conn: psycopg.Connection[Any] | None = None
@@ -145,12 +157,12 @@ class PostgresWarehouse:
             'INSERT INTO {merges} ("from", "into", version) VALUES (%(from)s, %(into)s,'
             ' %(version)s) ON CONFLICT ("from") DO UPDATE SET "into" = EXCLUDED."into"',
             'UPDATE {merges} SET "into" = %(into)s WHERE "into" = %(from)s',
-            "UPDATE {persons} SET person_id = %(into)s WHERE person_id = %(from)s",
-            "UPDATE {table} SET person_id = %(into)s WHERE person_id = %(from)s",
         ):
+            conn.execute(sql.SQL(statement).format(merges=self._merges), params)
+        for table in (self._persons, *self._labelled):
             conn.execute(
-                sql.SQL(statement).format(
-                    merges=self._merges, persons=self._persons, table=self.table
+                sql.SQL("UPDATE {} SET person_id = %(into)s WHERE person_id = %(from)s").format(
+                    table
                 ),
                 params,
             )
@@ -164,14 +176,15 @@ class PostgresWarehouse:
             ).format(persons=self._persons, merges=self._merges),
             (identifiers,),
         )
-        conn.execute(
-            sql.SQL(
-                "UPDATE {table} e SET person_id = p.person_id FROM {persons} p"
-                " WHERE e.person_key = p.identifier_id AND p.identifier_id = ANY(%s)"
-                " AND e.person_id IS DISTINCT FROM p.person_id"
-            ).format(table=self.table, persons=self._persons),
-            (identifiers,),
-        )
+        for table in self._labelled:
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {table} e SET person_id = p.person_id FROM {persons} p"
+                    " WHERE e.person_key = p.identifier_id AND p.identifier_id = ANY(%s)"
+                    " AND e.person_id IS DISTINCT FROM p.person_id"
+                ).format(table=table, persons=self._persons),
+                (identifiers,),
+            )
 
     def close(self) -> None:
         if self._conn is not None:
@@ -222,9 +235,12 @@ class PostgresWarehouse:
         )
 
     def _create_persons(self, conn: psycopg.Connection[Any]) -> None:
-        """The persons table and the merges beside the events table, and the indexes the
-        re-labelling reads."""
+        """The persons table and the merges beside the events table (and the user mapping
+        table, whose rows the merges re-label too), and the indexes the re-labelling reads."""
         PostgresWarehouse(self._settings, persons_layout(self._settings))._create(conn)
+        if not self.layout.identities:
+            mappings = identities_layout(self._settings, persons=True)
+            PostgresWarehouse(self._settings, mappings)._create(conn)
         with conn.transaction():
             conn.execute(  # a table made before persons were on gains their columns
                 sql.SQL(
@@ -239,7 +255,7 @@ class PostgresWarehouse:
                 ).format(self._merges)
             )
             persons = persons_layout(self._settings).table
-            merges = f"{self._table_name}_person_merges"
+            merges = f"{self._settings.warehouse.table}_person_merges"
             for table, column in (
                 (self._table_name, "person_key"),
                 (self._table_name, "person_id"),

@@ -181,22 +181,25 @@ def identity_record(
     identification: dict[str, Any],
     version: int,
     times: tuple[int, int | None, int | None],
+    person_key: str | None = None,
 ) -> SinkRecord:
     """The mapping row of ``anonymous_id`` (``mapping``: IDENTIFIED, ANONYMOUS or ERASED),
     ``identification`` its values at their nodes, ``times`` (first seen, first identified,
-    last identified) in ms."""
+    last identified) in ms; ``person_key`` (persons on): the anonymous id's identifier id,
+    whose persons row names its person."""
     first_seen, first_identified, last_identified = times
-    value = orjson.dumps(
-        {
-            "status": Status.IDENTITY.value,
-            "anonymous_id": anonymous_id,
-            "stitched_user_id": stitched_user_id,
-            "version": version,
-            "mapping": mapping.value,
-            "identification": identification,
-            "first_seen": first_seen,
-            "first_identified": first_identified,
-            "last_identified": last_identified,
-        }
-    )
+    document: dict[str, Any] = {
+        "status": Status.IDENTITY.value,
+        "anonymous_id": anonymous_id,
+        "stitched_user_id": stitched_user_id,
+        "version": version,
+        "mapping": mapping.value,
+        "identification": identification,
+        "first_seen": first_seen,
+        "first_identified": first_identified,
+        "last_identified": last_identified,
+    }
+    if person_key is not None:
+        document["person_key"] = person_key
+    value = orjson.dumps(document)
     return SinkRecord(f"identity:{anonymous_id}".encode(), value, Status.IDENTITY, version)

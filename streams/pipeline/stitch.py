@@ -213,7 +213,7 @@ def control(
                     done.claims += _released(anonymous_id, state, merge_limit)
                     mapping = state.unmapped(anonymous_id, max(record.timestamp, 0))
                     if mapping is not None:
-                        done.sink.append(_unidentified(anonymous_id, mapping, Status.ERASED))
+                        done.sink.append(_unidentified(anonymous_id, mapping, Status.ERASED, rules))
                         counts.on_mapped()
                     event_ids = state.forget(anonymous_id)
                     done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
@@ -344,7 +344,7 @@ def _unmerge(
     counts.on_unmerged(len(records), refused=refused)
     mapping = state.mapped(anonymous_id, False, max(at, 0))
     if mapping is not None:
-        records.append(_unidentified(anonymous_id, mapping, Status.ANONYMOUS))
+        records.append(_unidentified(anonymous_id, mapping, Status.ANONYMOUS, rules))
         counts.on_mapped()
     if rules.persons:
         version = max(at, 1) if mapping is None else mapping.version
@@ -362,13 +362,28 @@ def _identified(
         if value is not None:
             pointer.set(values, value)
     return identity_record(
-        anonymous_id, identity.user_id, Status.IDENTIFIED, values, mapping.version, _times(mapping)
+        anonymous_id,
+        identity.user_id,
+        Status.IDENTIFIED,
+        values,
+        mapping.version,
+        _times(mapping),
+        _person_key(anonymous_id, rules),
     )
 
 
-def _unidentified(anonymous_id: str, mapping: Mapping, status: Status) -> SinkRecord:
+def _unidentified(
+    anonymous_id: str, mapping: Mapping, status: Status, rules: RecognitionRules
+) -> SinkRecord:
     """The mapping row of an anonymous id with no identity (ANONYMOUS) or erased (ERASED)."""
-    return identity_record(anonymous_id, anonymous_id, status, {}, mapping.version, _times(mapping))
+    version, times = mapping.version, _times(mapping)
+    person_key = _person_key(anonymous_id, rules)
+    return identity_record(anonymous_id, anonymous_id, status, {}, version, times, person_key)
+
+
+def _person_key(anonymous_id: str, rules: RecognitionRules) -> str | None:
+    """A mapping row's person (persons on): its anonymous id's persons row names it."""
+    return identifier_id(anonymous_id) if rules.persons else None
 
 
 def _times(mapping: Mapping) -> tuple[int, int | None, int | None]:

@@ -13,7 +13,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Producer
 
-from connectors.base import Warehouse, persons_layout
+from connectors.base import Warehouse, identities_layout, persons_layout
 from connectors.clickhouse.warehouse import ClickHouseWarehouse
 from connectors.mysql import MySQLSettings
 from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quoted
@@ -153,9 +153,9 @@ def test_one_person_on_three_devices_through_the_worker_then_unmerge_and_erase(
     kind: str, pipeline: Pipeline, request: pytest.FixtureRequest
 ) -> None:
     """Device A identifies with a user id, B with an email, then C with both: every row of
-    the three devices, the earlier ones too, shows one person. Un-merged, A's amended row
-    is a person of its own; u-7 erased, its rows go and Kim's email keeps B's rows one
-    person, under an id that is not u-7's."""
+    the three devices, the earlier ones too, and each device's row of the user mapping
+    table, shows one person. Un-merged, A's amended row is a person of its own; u-7 erased,
+    its rows go and Kim's email keeps B's rows one person, under an id that is not u-7's."""
     pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
     fixture = "mysql_settings" if kind == "mysql" else "warehouse_settings"
     settings = replace(request.getfixturevalue(fixture), persons=PersonLimits(enabled=True))
@@ -172,14 +172,20 @@ def test_one_person_on_three_devices_through_the_worker_then_unmerge_and_erase(
         def people() -> dict[str, str]:
             return dict(read("event_id, person_id", settings.warehouse.table))
 
+        def devices() -> dict[str, str]:
+            return dict(read("anonymous_id, person_id", identities_layout(settings).table))
+
         eventually(
             lambda: len(set(people().values())) == 2 and len(people()) == 4, 60, "two people"
         )
         pipeline.produce(_line("c1", "device-c", id="u-7", email="kim@example.com"))
         kim = person_id(U7)
         eventually(lambda: set(people().values()) == {kim} and len(people()) == 5, 60, "one person")
+        everyone = {"device-a": kim, "device-b": kim, "device-c": kim}
+        eventually(lambda: devices() == everyone, 60, "one person in the mapping table")
         send_command(pipeline.settings, Command(Verb.UNMERGE, anonymous_id="device-a"))
         eventually(lambda: people().get("a1") == DEVICE_A, 60, "device A's own person")
+        eventually(lambda: devices()["device-a"] == DEVICE_A, 60, "device A's mapping row")
         assert people()["b1"] == people()["c1"] == kim
         send_command(pipeline.settings, Command(Verb.ERASE, identity="u-7"))
         heir = successor_id(kim, KIM)
@@ -187,6 +193,9 @@ def test_one_person_on_three_devices_through_the_worker_then_unmerge_and_erase(
             lambda: people() == {"a1": DEVICE_A, "b1": heir, "b2": heir},
             60,
             "u-7's rows gone, Kim's email's rows under the heir's id",
+        )
+        eventually(
+            lambda: devices() == {"device-a": DEVICE_A, "device-b": heir}, 60, "mapping rows"
         )
         persons = read("value, person_id", persons_layout(settings).table)
         assert "u-7" not in {value for value, _ in persons}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -264,6 +265,14 @@ def test_an_identity_record_is_a_row_of_the_mapping_table() -> None:
     )
     assert isinstance(unknown, Row)
     assert unknown.values["first_seen"] is None
+
+
+def test_with_persons_a_mapping_row_takes_its_person_key_as_its_person_until_resolved() -> None:
+    layout = replace(IDENTITIES, person_columns=True)
+    row = read_sink_record(_identity(person_key="p-1"), "s", LAYOUT, layout)
+    assert isinstance(row, Row)
+    assert (row.values["person_key"], row.values["person_id"]) == ("p-1", "p-1")
+    assert list(row.values) == list(layout.created)
 
 
 def test_a_malformed_identity_record_says_what_is_wrong() -> None:

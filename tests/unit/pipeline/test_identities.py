@@ -8,6 +8,7 @@ import orjson
 
 from streams.core.control import Command, Verb, encode
 from streams.core.merges import MergeLimit
+from streams.core.persons import identifier_id
 from streams.core.rules import Policy, RecognitionRules
 from streams.pipeline.records import InputRecord
 from streams.pipeline.stitch import control
@@ -127,3 +128,15 @@ def test_without_identity_records_nothing_is_kept_or_emitted() -> None:
     run.feed(event("e1"), event("e2", email="a@b.com"))
     assert _mappings(run.records) == []
     assert list(run.store.scan(MAPPING)) == []
+
+
+def test_with_persons_each_mapping_row_names_its_anonymous_ids_person() -> None:
+    """Persons on: a mapping row carries its anonymous id's identifier id as its
+    ``person_key`` (the warehouses give it the person of that persons row), identified or
+    put back to anonymous."""
+    run = Run(RecognitionRules(persons=True), mappings=True)
+    [row] = _mappings(run.feed(event("e1", email="a@b.com"), at=1_000))
+    assert row["person_key"] == identifier_id("1")
+    [row] = _mappings(_command(run, Command(Verb.UNMERGE, anonymous_id="1"), 2_000))
+    assert (row["mapping"], row["person_key"]) == ("anonymous", identifier_id("1"))
+    assert "person_key" not in _mappings(Run(mappings=True).feed(event("e1", email="a@b.com")))[0]
