@@ -1,6 +1,6 @@
 """``make bench``: every benchmark figure in one table, also written as JSON.
 
-    python -m tests.bench [--runs N] [--only stitcher,latency,connectors,state]
+    python -m tests.bench [--runs N] [--only stitcher,persons,latency,connectors,state]
 
 Runs on the local broker (or ``KAFKA_BOOTSTRAP_SERVERS``), the embedded ClickHouse
 (chdb) and the Postgres of the tests (``RETROSTITCH_POSTGRES_DSN`` or a throwaway
@@ -39,7 +39,7 @@ from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics
 from streams.settings import Settings, WarehouseSettings, load_settings
 from tests.bench import connectors, latency, stitcher
-from tests.bench.state import state_size
+from tests.bench.state import graph_size, state_size
 from tests.bench.workload import MIXES, Mix, events
 from tests.integration.mysql import mysql_server
 from tests.integration.postgres import postgres_server
@@ -48,7 +48,8 @@ RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 8
 KEYED = {"RETROSTITCH_INPUT_KEYED_BY_ANONYMOUS_ID": "true"}
 WAITING = Mix("w", ids=1_000, events_per_id=100, identify_share=0.0, identify_at=100)
-SECTIONS = ("stitcher", "latency", "connectors", "state")
+SECTIONS = ("stitcher", "persons", "latency", "connectors", "state")
+PERSONS = {True: {"USER_RECOGNITION_PERSONS": "true"}, False: {"USER_RECOGNITION_PERSONS": "false"}}
 
 
 def main() -> None:
@@ -67,6 +68,8 @@ def main() -> None:
         work = _Workdirs(Path(tmp))
         if "stitcher" in only:
             results["stitcher"] = _stitcher(work, args.runs)
+        if "persons" in only:
+            results["persons"] = _persons(work, args.runs)
         if "latency" in only:
             results["latency"] = _latency(dsn, work, args.runs)
         if "connectors" in only:
@@ -130,6 +133,42 @@ def _stitcher(work: _Workdirs, runs: int) -> dict[str, Any]:
                 "median_cpu_us_per_event": statistics.median(r.cpu_us_per_event for r in done),
                 "peak_rss_bytes": [r.peak_rss_bytes for r in done],
             }
+    return out
+
+
+def _persons(work: _Workdirs, runs: int) -> dict[str, Any]:
+    """The worker (keyed input) with persons on and off, alternating, on mix a and on mix p
+    (people on 1 to 4 devices); and the person graph's bytes per value after mix p. The
+    rate counts events; the persons agent's work, in the same process, costs CPU beside."""
+    out: dict[str, Any] = {}
+    for mix in (MIXES["a"], MIXES["p"]):
+        found: dict[bool, list[stitcher.Run]] = {True: [], False: []}
+        for run in range(runs):
+            for persons in (True, False):
+                workdir = work.new(f"persons-{persons}-{mix.name}-{run}")
+                with configured_or_local() as bootstrap:
+                    env = stitcher.environment(bootstrap, PARTITIONS, **KEYED, **PERSONS[persons])
+                    result = stitcher.run_worker(
+                        env, mix, stitcher.ours(), _expected_sink_records(mix), workdir,
+                        settle=3.0 if persons and mix.people and run == 0 else 0.0,
+                    )  # fmt: skip
+                found[persons].append(result)
+                _say(
+                    f"persons {'on' if persons else 'off'} mix {mix.name} run {run + 1}: "
+                    f"{result.rate:,.0f} events/s, {result.cpu_us_per_event:.1f} µs CPU per event"
+                )
+        for persons, done in found.items():
+            out[f"{'on' if persons else 'off'}_{mix.name}"] = {
+                "events_per_second": [r.rate for r in done],
+                "median_events_per_second": statistics.median(r.rate for r in done),
+                "cpu_us_per_event": [r.cpu_us_per_event for r in done],
+                "median_cpu_us_per_event": statistics.median(r.cpu_us_per_event for r in done),
+            }
+        if mix.people:
+            size = graph_size(found[True][0].state_dir)
+            out["graph_bytes_per_value"] = size.bytes_per_value
+            out["graph_values"] = size.values
+            _say(f"person graph: {size.values:,} values, {size.bytes_per_value:.0f} bytes each")
     return out
 
 
@@ -280,6 +319,19 @@ def table(results: dict[str, Any]) -> str:
                 f"{cpu('ours'):.1f} / {cpu('quix'):.1f} µs", "ours < peer")  # fmt: skip
             row("  peak RSS of the worker (ours / peer / naive)",
                 f"{rss('ours'):.0f} / {rss('quix'):.0f} / {rss('naive'):.0f} MiB")  # fmt: skip
+    if "persons" in results:
+        pe = results["persons"]
+        row("persons on / off (keyed input, alternating)", "")
+        for mix, label in (("a", "mix a"), ("p", "mix p: people on 1-4 devices")):
+            on, off = pe[f"on_{mix}"], pe[f"off_{mix}"]
+            rate_on, rate_off = on["median_events_per_second"], off["median_events_per_second"]
+            row(f"  {label}", f"{rate_on:,.0f} / {rate_off:,.0f} ev/s")
+            row("    on / off", f"{rate_on / rate_off:.2f}x", ">= 0.85x")
+            cpu_on, cpu_off = on["median_cpu_us_per_event"], off["median_cpu_us_per_event"]
+            row("    CPU per event, on / off", f"{cpu_on:.1f} / {cpu_off:.1f} µs")
+        if "graph_bytes_per_value" in pe:
+            row(f"  person graph after mix p ({pe['graph_values']:,} values)",
+                f"{pe['graph_bytes_per_value']:.0f} bytes/value")  # fmt: skip
     if "latency" in results:
         lat = results["latency"]
         row(

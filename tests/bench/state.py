@@ -13,9 +13,10 @@ from pathlib import Path
 from faust.stores.rocksdb import RocksDBOptions
 
 from streams.state.keys import HELD
+from streams.state.persons import GRAPH
 from streams.worker.tablestore import CompressedOptions
 
-__all__ = ["StateSize", "state_size"]
+__all__ = ["GraphSize", "StateSize", "graph_size", "state_size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,29 @@ def state_size(state_dir: Path, options: RocksDBOptions | None = None) -> StateS
             db.close()
         sst += sum(f.stat().st_size for f in path.glob("*.sst"))
     return StateSize(sst, waiting, keys)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSize:
+    sst_bytes: int
+    values: int  # identification values the person graph holds
+
+    @property
+    def bytes_per_value(self) -> float:
+        return self.sst_bytes / max(self.values, 1)
+
+
+def graph_size(state_dir: Path, options: RocksDBOptions | None = None) -> GraphSize:
+    """The person graph's tables under ``state_dir``, compacted: bytes per value."""
+    options = options or CompressedOptions()
+    sst = values = 0
+    for path in sorted(state_dir.rglob("person-graph-*.db")):
+        db = options.open(path)
+        try:
+            db.compact_range(None, None)
+            db.flush()
+            values += sum(1 for key in db.keys() if key.startswith(GRAPH))  # noqa: SIM118
+        finally:
+            db.close()
+        sst += sum(f.stat().st_size for f in path.glob("*.sst"))
+    return GraphSize(sst, values)

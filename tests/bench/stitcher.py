@@ -85,9 +85,11 @@ def produce_mix(settings: Settings, mix: Mix) -> int:
 
 def run_worker(
     env: dict[str, str], mix: Mix, command: list[str], expected: int, workdir: Path,
-    timeout: float = 900.0,
+    timeout: float = 900.0, settle: float = 0.0,
 ) -> Run:  # fmt: skip
-    """Produce ``mix``, start ``command`` as the worker, wait for ``expected`` sink records."""
+    """Produce ``mix``, start ``command`` as the worker, wait for ``expected`` sink records
+    (and, ``settle`` > 0, until the sink has been quiet that long: the persons agent's
+    records come after the events')."""
     env = {**env, "RETROSTITCH_STATE_DIR": str(workdir / "state")}
     settings = load_settings(environ=env)
     ensure_topics(settings)
@@ -95,6 +97,8 @@ def run_worker(
     worker = WorkerProcess(env, workdir / "worker.log", command=command).start()
     try:
         first, last, cpu = _read_sink(settings, expected, timeout, worker)
+        if settle > 0:
+            _until_quiet(settings, settle)
         peak = worker.peak_rss()
     finally:
         code = worker.stop()
@@ -145,6 +149,23 @@ def _read_sink(
     finally:
         consumer.close()
     return first, last, cpu
+
+
+def _until_quiet(settings: Settings, seconds: float) -> None:
+    """Wait until the sink topic's end offsets have not moved for ``seconds``."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "q"})
+    try:
+        partitions = [
+            TopicPartition(settings.topics.sink, p) for p in range(settings.topics.partitions)
+        ]
+        ends, since = None, time.monotonic()
+        while time.monotonic() - since < seconds:
+            now = [consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in partitions]
+            if now != ends:
+                ends, since = now, time.monotonic()
+            time.sleep(0.25)
+    finally:
+        consumer.close()
 
 
 def ours() -> list[str]:
