@@ -70,6 +70,7 @@ __all__ = [
     "Step",
     "Task",
     "Yield",
+    "anchor_of",
     "identifier_id",
     "key_bytes",
     "person_id",
@@ -91,6 +92,7 @@ ANONYMOUS = -1
 ANONYMOUS_KIND = "anonymous_id"
 
 
+@functools.lru_cache(maxsize=65_536)  # asked for every event's row, as person_id is
 def identifier_id(identifier: Key | str) -> str:
     """An identifier's id: its own person's, before it joins another (an anonymous id's is
     its key under ``ANONYMOUS``)."""
@@ -550,6 +552,11 @@ def _at(message: Message) -> int:
         return message.at
     task = getattr(message, "task", None)
     return task.at if isinstance(task, Task) else 0
+
+
+def anchor_of(identity_values: Sequence[object]) -> Key:
+    """An identity's first value as a key (``values_of(...)[0]``, without the others)."""
+    return next((i, str(v)) for i, v in enumerate(identity_values) if v is not None)
 
 
 def values_of(identity_values: Sequence[object]) -> tuple[Key, ...]:

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from streams.core.errors import BadRecord
-from streams.core.persons import identifier_id, values_of
+from streams.core.persons import anchor_of, identifier_id
 from streams.core.pointer import Pointer
 from streams.core.record import Scalar, SinkRecord, Status, sink_record
 
@@ -395,7 +395,7 @@ def _person(
         return None
     if identity is None or rules.policy is Policy.LATEST:
         return identifier_id(anonymous_id)
-    return identifier_id(values_of(identity.values)[0])
+    return identifier_id(anchor_of(identity.values))
 
 
 def _as_is(
