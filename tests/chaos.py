@@ -10,11 +10,16 @@ is started again 1-2 s later, and once, mid-stream, PostgreSQL is stopped as by 
 and started again after ``--outage`` seconds. Then the run waits until the warehouse
 table holds every event, and compares it row by row with the oracle.
 
-The oracle is this module's, not the stitcher's: each visitor identifies at most once,
-with an email of its own, so every event of a visitor that ever identifies must end with
-that email as its ``stitched_user_id``, whenever it came, and every event of the others
-with the visitor's anonymous id. Most identifications come in the last 30% of the stream,
-after most faults, so the events they amend must have lived through them in state.
+The oracle is this module's, not the stitcher's. Visitors are the devices of people (1 to
+3 each, a person's email and user id their own); each visitor identifies at most once, with
+its person's email, or with the email and the user id together. So every event of a visitor
+that ever identifies must end with its identification's first value (the user id, else the
+email) as its ``stitched_user_id``, whenever it came, and every event of the others with the
+visitor's anonymous id; and every event of a person's identified devices must end with one
+``person_id``: the user id's person where a device linked it, else the email's (the
+others keep their anonymous id's own). Most identifications come in the last 30% of the
+stream, after most faults, so the events they amend must have lived through them in state,
+and the persons' merges through them in the person graph.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from psycopg import sql
 
 from connectors.postgres import PostgresSettings
 from connectors.registry import SECTIONS
+from streams.core.persons import identifier_id, person_id
 from streams.dev.broker import configured_or_local
 from streams.dev.local import WorkerProcess
 from streams.ops.topics import produce_events
@@ -65,7 +71,8 @@ class Report:
     outage_seconds: float = 0.0
     expected: int = 0
     matched: int = 0
-    wrong: list[tuple[str, Any, Any]] = field(default_factory=list)  # (event id, got, want)
+    #: (event id, got, want): each a (stitched user id, person id)
+    wrong: list[tuple[str, Any, Any]] = field(default_factory=list)
     missing: int = 0
     seconds: float = 0.0
     #: partitions a restarted worker found ahead of their changelog (none, on a broker whose
@@ -85,27 +92,47 @@ class Report:
         ]
 
 
-def generate(plan: Plan) -> tuple[list[bytes], dict[str, str]]:
+def generate(plan: Plan) -> tuple[list[bytes], dict[str, tuple[str, str]]]:
     """The events in the order they are sent, and the oracle: each event's final
-    ``stitched_user_id``."""
+    ``stitched_user_id`` and ``person_id``."""
     rng = random.Random(plan.seed)
     visitors = [f"v{n}-{rng.randrange(10**6)}" for n in range(max(plan.events // 10, 1))]
-    identified: dict[str, str] = {}
+    person_of: dict[str, int] = {}
+    people = 0
+    while len(person_of) < len(visitors):
+        for visitor in visitors[len(person_of) : len(person_of) + rng.randint(1, 3)]:
+            person_of[visitor] = people
+        people += 1
+    identified: dict[str, str] = {}  # visitor -> its stitched user id
+    linked: set[int] = set()  # the people whose user id a device identified with
     lines: list[bytes] = []
     owner: dict[str, str] = {}
     for n in range(plan.events):
         visitor = rng.choice(visitors)
+        person = person_of[visitor]
         user: dict[str, Any] = {"anonymous_id": visitor}
         # identifications come late, after most faults: every earlier event of the visitor
         # must have survived the kills and restores in state to be amended then
         late = n >= plan.events * 0.7
         if visitor not in identified and (rng.random() < 0.25 if late else rng.random() < 0.01):
-            identified[visitor] = user["email"] = f"{visitor}@example.com"
+            user["email"] = f"person{person}@example.com"
+            identified[visitor] = user["email"]
+            if rng.random() < 0.4:  # with the user id too: the person is the user id's
+                identified[visitor] = user["id"] = f"user-{person}"
+                linked.add(person)
         event_id = f"c{n}"
         owner[event_id] = visitor
         lines.append(orjson.dumps({"eventn_ctx_event_id": event_id, "user": user}))
-    oracle = {event_id: identified.get(visitor, visitor) for event_id, visitor in owner.items()}
-    return lines, oracle
+
+    def expected(visitor: str) -> tuple[str, str]:
+        person = person_of[visitor]
+        if visitor not in identified:
+            return visitor, identifier_id(visitor)
+        if person in linked:
+            return identified[visitor], person_id((0, f"user-{person}"))
+        return identified[visitor], person_id((1, f"person{person}@example.com"))
+
+    return lines, {event_id: expected(visitor) for event_id, visitor in owner.items()}
 
 
 class Processes:
@@ -151,10 +178,12 @@ def _pipeline(plan: Plan, bootstrap: str, dsn: str, tmp: Path) -> tuple[Settings
 def _rows(settings: Settings) -> dict[str, Any]:
     postgres = settings.section(PostgresSettings)
     table = sql.Identifier(postgres.schema, settings.warehouse.table)
-    query = sql.SQL("SELECT event_id, stitched_user_id FROM {}").format(table)
+    query = sql.SQL("SELECT event_id, stitched_user_id, person_id FROM {}").format(table)
     try:
         with psycopg.connect(postgres.dsn, connect_timeout=5) as conn:
-            return dict(conn.execute(query).fetchall())
+            return {
+                event_id: (stitched, person) for event_id, stitched, person in conn.execute(query)
+            }
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
         return {}
 
