@@ -132,6 +132,9 @@ class PersonLimits:
     per_node: tuple[int | None, ...] = (1, 1)
     #: the identification nodes' names, for the reasons of refusals
     names: tuple[str, ...] = ("/user/id", "/user/email")
+    #: the most messages a waiting root keeps (in its one state value) until its answer
+    #: comes; beyond, a message goes back to the end of the persons topic, to come again
+    max_queued: int = 256
 
     def limit(self, node: int) -> int | None:
         """The most values of ``node`` one person holds; a node beyond the list: one."""
@@ -371,7 +374,11 @@ def step(message: Message, graph: Graph, limits: PersonLimits) -> Step:
         _at_child(message, key, node, graph, done)
         return done
     if node.waiting:
-        if message not in node.queue:  # a message handled again is queued once
+        if message in node.queue:  # a message handled again is queued once
+            return done
+        if len(node.queue) >= limits.max_queued:
+            done.messages.append(message)  # to come again once the root answered
+        else:
             graph.put(key, replace(node, queue=(*node.queue, message)))
         return done
     _at_root(message, key, node, graph, limits, done)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -229,12 +229,17 @@ def _settled(cluster: Cluster) -> None:
         assert root == min(members)
 
 
-@given(IDENTITIES, st.integers(0, 2**32))
+#: how many messages a waiting root keeps: the default, and bounds so small that messages
+#: go back to the topic all the time
+QUEUED = st.sampled_from([PersonLimits().max_queued, 1])
+
+
+@given(IDENTITIES, st.integers(0, 2**32), QUEUED)
 @settings(max_examples=300, deadline=None)
 def test_without_limits_persons_are_the_connected_components(
-    identities: list[tuple[str, tuple[object, ...]]], seed: int
+    identities: list[tuple[str, tuple[object, ...]]], seed: int, queued: int
 ) -> None:
-    cluster = run(identities, NO_LIMITS, seed)
+    cluster = run(identities, replace(NO_LIMITS, max_queued=queued), seed)
     _settled(cluster)
     expected = components(identities)
     assert cluster.values() == set(expected)
@@ -253,12 +258,12 @@ def test_without_limits_any_order_and_redelivery_give_the_same_persons(
     assert {k: first.root(k) for k in first.values()} == {k: again.root(k) for k in again.values()}
 
 
-@given(IDENTITIES, st.integers(0, 2**32), st.sampled_from([0.0, 0.2]))
+@given(IDENTITIES, st.integers(0, 2**32), st.sampled_from([0.0, 0.2]), QUEUED)
 @settings(max_examples=300, deadline=None)
 def test_with_limits_no_person_exceeds_them_and_every_wait_ends(
-    identities: list[tuple[str, tuple[object, ...]]], seed: int, twice: float
+    identities: list[tuple[str, tuple[object, ...]]], seed: int, twice: float, queued: int
 ) -> None:
-    limits = PersonLimits()  # one user id, one email
+    limits = PersonLimits(max_queued=queued)  # one user id, one email
     cluster = run(identities, limits, seed, twice)
     _settled(cluster)
     for key in cluster.values():
