@@ -483,11 +483,17 @@ def _build(values: dict[str, Any]) -> Settings:
             "kafka.heartbeat_interval_seconds must be at most a third of "
             f"kafka.session_timeout_seconds (got {kafka.heartbeat_interval} and {kafka.session_timeout})"
         )
+    merges = MergeLimit(**sections["merges"])
     return Settings(
         recognition=RecognitionRules(**sections["recognition"]),
         retention=Retention(**sections["retention"]),
-        merges=MergeLimit(**sections["merges"]),
-        persons=PersonLimits(**sections["persons"]),
+        merges=merges,
+        # the merge limit counts per person too (docs/rules.md: persons)
+        persons=PersonLimits(
+            **sections["persons"],
+            max_anonymous_ids=merges.max_anonymous_ids,
+            window_ms=merges.window_ms,
+        ),
         kafka=kafka,
         topics=TopicSettings(**sections["topics"]),
         warehouse=WarehouseSettings(**sections["warehouse"]),

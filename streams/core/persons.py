@@ -53,6 +53,7 @@ __all__ = [
     "Adopt",
     "Answer",
     "Attach",
+    "Devices",
     "Drop",
     "Erase",
     "Find",
@@ -83,6 +84,8 @@ __all__ = [
 #: an identification value: its node's index (the order of ``identification_nodes``) and
 #: its value as text. Keys order persons: the smallest key of a person is its root.
 Key = tuple[int, str]
+#: a person's anonymous ids within the merge limit's window: (anonymous id, last linked ms)
+Devices = tuple[tuple[str, int], ...]
 
 #: refused joins a root remembers, so that a join handled again is refused again
 REMEMBERED_REFUSALS = 64
@@ -135,6 +138,34 @@ class PersonLimits:
     #: the most messages a waiting root keeps (in its one state value) until its answer
     #: comes; beyond, a message goes back to the end of the persons topic, to come again
     max_queued: int = 256
+    #: the merge limit, counted per person: the most anonymous ids one person takes within
+    #: ``window_ms`` (None: any; ``users_recognition.max_anonymous_ids_per_identity``)
+    max_anonymous_ids: int | None = None
+    window_ms: int = 30 * 24 * 3_600_000
+
+    def devices(self, devices: Devices) -> Devices:
+        """``devices`` (anonymous id, last linked ms) in the window of the newest, each once
+        (none where the limit is off: nothing to count)."""
+        if self.max_anonymous_ids is None:
+            return ()
+        newest: dict[str, int] = {}
+        for anonymous_id, at in devices:
+            newest[anonymous_id] = max(at, newest.get(anonymous_id, at))
+        if not newest:
+            return ()
+        since = max(newest.values()) - self.window_ms
+        return tuple(sorted((a, at) for a, at in newest.items() if at > since))
+
+    def too_many(self, devices: Devices) -> str | None:
+        """Why a person of ``devices`` (in the window) may not be, or None where it may."""
+        limit = self.max_anonymous_ids
+        if limit is None or len(devices) <= limit:
+            return None
+        days = self.window_ms / (24 * 3_600_000)
+        return (
+            f"the person would hold {len(devices)} anonymous ids within {days:g} days"
+            f" (users_recognition.max_anonymous_ids_per_identity, counted per person: {limit})"
+        )
 
     def limit(self, node: int) -> int | None:
         """The most values of ``node`` one person holds; a node beyond the list: one."""
@@ -164,6 +195,7 @@ class Task:
     at: int = 0  # ms: the identifying event's time
     source: str = ""  # topic[partition]@offset of the identifying event
     event: str = ""  # the identifying event as it arrived: quarantined if refused
+    partition: int = -1  # the anonymous id's stitch partition (its merge-limit answers')
 
     def next(self) -> Task:
         return replace(self, pending=self.pending[1:])
@@ -180,6 +212,19 @@ class Attach:
     at: int = 0
     source: str = ""
     event: str = ""
+    partition: int = -1  # the anonymous id's stitch partition
+
+    def task(self, anchor: Key) -> Task:
+        """The identification as a task at ``anchor``: the values after the first to merge."""
+        return Task(
+            self.anonymous_id,
+            anchor,
+            self.values[1:],
+            self.at,
+            self.source,
+            self.event,
+            self.partition,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +255,7 @@ class Join:
     ticket: int
     task: Task
     name: str = ""  # the loser's person id, where it is not person_id(loser)
+    devices: Devices = ()  # the loser's anonymous ids in the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +312,7 @@ class Adopt:
     members: frozenset[Key]
     name: str
     at: int = 0
+    devices: Devices = ()
 
 
 Message = Attach | Find | Yield | Join | Answer | Reparent | Resume | Erase | Drop | Adopt
@@ -286,6 +333,8 @@ class Node:
     #: a root's person id where it is not person_id(root): that of a root that took over
     #: the person of an erased one (``successor_id``)
     name: str = ""
+    #: a root's anonymous ids within the merge limit's window (with the limit on)
+    devices: Devices = ()
 
     def person(self, key: Key) -> str:
         """The id of the person this node (a root, at ``key``) roots."""
@@ -332,6 +381,9 @@ class Refused:
     task: Task
     value: Key
     reason: str
+    #: the task's anonymous id may not join the person (the merge limit): the stitch flow
+    #: un-merges it, as the merge limit's own refusal does
+    device: bool = False
 
 
 class Graph(Protocol):
@@ -400,11 +452,8 @@ def _gone(message: Message, done: Step) -> None:
     """A message for an erased value: the task goes on from its anchor, a join is answered
     (so that the loser stops waiting) and retried, an adoption passes to the next member."""
     if isinstance(message, Attach):
-        anchor, pending = message.values[0], message.values[1:]
-        task = Task(
-            message.anonymous_id, anchor, pending, message.at, message.source, message.event
-        )
-        done.messages.append(Resume(anchor, task))
+        anchor = message.values[0]
+        done.messages.append(Resume(anchor, message.task(anchor)))
     elif isinstance(message, Join):
         done.messages.append(Answer(message.loser, message.to, message.ticket, False))
         done.messages.append(Resume(message.task.anchor, message.task))
@@ -413,7 +462,7 @@ def _gone(message: Message, done: Step) -> None:
     ):
         done.messages.append(Resume(message.task.anchor, message.task))
     elif isinstance(message, Adopt) and (rest := message.members - {message.to}):
-        _hand_over(message.to, rest, message.name, message.at, done)  # the heir was erased
+        _hand_over(message.to, rest, message.name, message.at, message.devices, done)
     # a Resume for an erased anchor ends its task; an Erase or Drop has nothing to do
 
 
@@ -424,21 +473,29 @@ def _at_child(message: Message, key: Key, node: Node, graph: Graph, done: Step) 
         done.messages.append(Drop(node.parent, key))
     elif isinstance(message, Adopt):  # a duplicate finds the heir under another root
         if node.parent == message.former:
-            graph.put(key, Node(members=message.members, ticket=node.ticket, name=message.name))
+            adopted = Node(
+                members=message.members,
+                ticket=node.ticket,
+                name=message.name,
+                devices=message.devices,
+            )
+            graph.put(key, adopted)
     elif isinstance(message, Yield):  # its root moved on: try the value again from there
         done.messages.append(Resume(message.task.anchor, message.task))
     else:
         done.messages.append(replace(message, to=node.parent))
 
 
-def _hand_over(key: Key, rest: frozenset[Key], name: str, at: int, done: Step) -> None:
+def _hand_over(
+    key: Key, rest: frozenset[Key], name: str, at: int, devices: Devices, done: Step
+) -> None:
     """The person ``name`` of ``key``, without it, is rooted at its smallest other value,
     under a new id that names no value (``successor_id``): its rows are merged into it, so
     that none shows an id derived from the erased value, and the merge goes to an id never
     seen before (the warehouses' merges never turn back)."""
     heir = min(rest)
     successor = successor_id(name, heir)
-    done.messages.append(Adopt(heir, key, rest, successor, at))
+    done.messages.append(Adopt(heir, key, rest, successor, at, devices))
     done.messages += [Reparent(m, heir, key) for m in sorted(rest - {heir})]
     done.happened.append(Merged(key, heir, at, name, successor))
 
@@ -452,17 +509,9 @@ def _at_root(
     done: Step,
 ) -> None:
     if isinstance(message, Attach):
-        task = Task(
-            message.anonymous_id,
-            root,
-            message.values[1:],
-            message.at,
-            message.source,
-            message.event,
-        )
-        _advance(task, root, node, done)
+        _advance(message.task(root), root, node, graph, limits, done)
     elif isinstance(message, Resume):
-        _advance(message.task, root, node, done)
+        _advance(message.task, root, node, graph, limits, done)
     elif isinstance(message, Find):
         if root == message.origin:
             done.messages.append(Resume(message.task.anchor, message.task))
@@ -477,7 +526,7 @@ def _at_root(
     elif isinstance(message, Erase):
         graph.remove(root)
         if rest := node.members - {root}:
-            _hand_over(root, rest, node.person(root), message.at, done)
+            _hand_over(root, rest, node.person(root), message.at, node.devices, done)
     elif isinstance(message, Drop):
         _dropped(message.value, root, node, graph)
 
@@ -497,20 +546,31 @@ def _reparented(message: Reparent, graph: Graph, done: Step) -> None:
         graph.put(message.to, replace(node, parent=message.root))
 
 
-def _advance(task: Task, root: Key, node: Node, done: Step) -> None:
-    """The task's next value not in the person yet: find its person; none: done."""
+def _advance(
+    task: Task, root: Key, node: Node, graph: Graph, limits: PersonLimits, done: Step
+) -> None:
+    """The task's next value not in the person yet: find its person; none: the anonymous
+    id joins the person, where the merge limit lets it."""
     while task.pending and task.pending[0] in node.members:
         task = task.next()
     if task.pending:
         done.messages.append(Find(task.pending[0], root, task))
     elif task.anonymous_id:
+        if limits.max_anonymous_ids is not None:  # the merge limit counts per person
+            devices = limits.devices((*node.devices, (task.anonymous_id, task.at)))
+            reason = limits.too_many(devices)
+            if reason is not None:
+                done.happened.append(Refused(task, task.anchor, reason, device=True))
+                return
+            if devices != node.devices:
+                graph.put(root, replace(node, devices=devices))
         done.happened.append(Linked(task.anonymous_id, root, task.at, node.person(root)))
 
 
 def _wait(root: Key, node: Node, winner: Key, task: Task, graph: Graph, done: Step) -> None:
     ticket = node.ticket + 1
     graph.put(root, replace(node, ticket=ticket, waiting=True))
-    done.messages.append(Join(winner, root, node.members, ticket, task, node.name))
+    done.messages.append(Join(winner, root, node.members, ticket, task, node.name, node.devices))
 
 
 def _decide(
@@ -523,7 +583,8 @@ def _decide(
         return
     asked = (person_id(join.loser), join.ticket)
     again = asked in node.refused
-    reason = limits.refusal(node.members | join.members)
+    devices = limits.devices((*node.devices, *join.devices))
+    reason = limits.refusal(node.members | join.members) or limits.too_many(devices)
     if again and reason is None:  # its values fit now: what was refused stays refused
         reason = "refused when it was first asked: the person went over a limit"
     if reason is not None:
@@ -533,7 +594,7 @@ def _decide(
         done.messages.append(Answer(join.loser, root, join.ticket, False))
         done.happened.append(Refused(join.task, value, reason))
     else:
-        graph.put(root, replace(node, members=node.members | join.members))
+        graph.put(root, replace(node, members=node.members | join.members, devices=devices))
         done.messages.append(Answer(join.loser, root, join.ticket, True))
         moved = sorted(join.members - {join.loser})
         done.messages += [Reparent(m, root, join.loser) for m in moved]

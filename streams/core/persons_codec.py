@@ -21,6 +21,7 @@ from streams.core.persons import (
     Adopt,
     Answer,
     Attach,
+    Devices,
     Drop,
     Erase,
     Find,
@@ -50,6 +51,8 @@ def as_object(message: Message) -> dict[str, Any]:
             "values": [list(v) for v in message.values],
         }
         fields |= {"at": message.at, "source": message.source, "event": message.event}
+        if message.partition >= 0:
+            fields["partition"] = message.partition
     elif isinstance(message, Find):
         fields |= {"origin": list(message.origin), "task": _task(message.task)}
     elif isinstance(message, Yield):
@@ -60,6 +63,8 @@ def as_object(message: Message) -> dict[str, Any]:
         fields |= {"task": _task(message.task)}
         if message.name:
             fields["name"] = message.name
+        if message.devices:
+            fields["devices"] = [list(d) for d in message.devices]
     elif isinstance(message, Answer):
         fields |= {"winner": list(message.winner), "ticket": message.ticket}
         fields |= {"accepted": message.accepted}
@@ -75,13 +80,15 @@ def as_object(message: Message) -> dict[str, Any]:
         members = [list(m) for m in sorted(message.members)]
         fields |= {"former": list(message.former), "members": members}
         fields |= {"name": message.name, "at": message.at}
+        if message.devices:
+            fields["devices"] = [list(d) for d in message.devices]
     else:
         fields |= {"task": _task(message.task)}
     return {_VERBS[type(message)]: fields}
 
 
 def _task(task: Task) -> dict[str, Any]:
-    return {
+    fields = {
         "anonymous_id": task.anonymous_id,
         "anchor": list(task.anchor),
         "pending": [list(v) for v in task.pending],
@@ -89,6 +96,9 @@ def _task(task: Task) -> dict[str, Any]:
         "source": task.source,
         "event": task.event,
     }
+    if task.partition >= 0:
+        fields["partition"] = task.partition
+    return fields
 
 
 def parse_message(raw: bytes | None) -> Message:
@@ -162,7 +172,22 @@ class _Fields:
             self.number("at", task),
             self.text("source", task),
             self.text("event", task),
+            self.number("partition", task) if "partition" in task else -1,
         )
+
+    def devices(self) -> Devices:
+        """The optional ``devices``: [[anonymous id, ms], ...]."""
+        value = self.fields.get("devices", [])
+        if not isinstance(value, list) or not all(
+            isinstance(d, list)
+            and len(d) == 2
+            and isinstance(d[0], str)
+            and isinstance(d[1], int)
+            and not isinstance(d[1], bool)
+            for d in value
+        ):
+            raise self._bad("devices", "a list of [anonymous id, ms]")
+        return tuple((d[0], d[1]) for d in value)
 
 
 def _attach(f: _Fields) -> Attach:
@@ -176,6 +201,7 @@ def _attach(f: _Fields) -> Attach:
         f.number("at"),
         f.text("source"),
         f.text("event"),
+        f.number("partition") if "partition" in f.fields else -1,
     )
 
 
@@ -209,6 +235,7 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
         f.number("ticket"),
         f.task(),
         f.text("name") if "name" in f.fields else "",
+        f.devices(),
     ),
     "answer": _answer,
     "reparent": lambda f: Reparent(
@@ -218,6 +245,11 @@ _PARSERS: dict[str, Callable[[_Fields], Message]] = {
     "erase": lambda f: Erase(f.key("to"), f.number("at")),
     "drop": lambda f: Drop(f.key("to"), f.key("value")),
     "adopt": lambda f: Adopt(
-        f.key("to"), f.key("former"), frozenset(f.keys("members")), f.text("name"), f.number("at")
+        f.key("to"),
+        f.key("former"),
+        frozenset(f.keys("members")),
+        f.text("name"),
+        f.number("at"),
+        f.devices(),
     ),
 }

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streams.core.errors import BadRecord, StateError
+from streams.core.merges import Answer
 from streams.core.persons import (
     ANONYMOUS_KIND,
     Linked,
@@ -46,6 +47,9 @@ class Resolved:
     sends: list[Message] = field(default_factory=list)  # to the persons topic
     sink: list[SinkRecord] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)  # to the quarantine
+    #: (stitch partition, refusal): anonymous ids the merge limit, counted per person,
+    #: keeps out, to be un-merged there as the merge limit's own refusals are
+    answers: list[tuple[int, Answer]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
 
@@ -71,6 +75,10 @@ def resolve(
             if isinstance(happened, Refused):
                 done.refused.append(happened)
                 counts.on_quarantined()
+                task = happened.task
+                if happened.device and task.partition >= 0:
+                    refusal = Answer(task.anonymous_id, task.anchor[1], granted=False)
+                    done.answers.append((task.partition, refusal))
             else:
                 done.sink.append(_row(happened, kinds))
                 if isinstance(happened, Merged):

@@ -310,7 +310,7 @@ def _attach(
     values = values_of(outcome.identity.values)
     linked = "" if outcome.conflict and rules.policy is Policy.RETAIN else anonymous_id
     event = value_of(record).decode(errors="replace")
-    return Attach(values[0], linked, values, at, record.source, event)
+    return Attach(values[0], linked, values, at, record.source, event, record.partition)
 
 
 def _released(anonymous_id: str, state: PartitionState, merge_limit: bool) -> list[Release]:

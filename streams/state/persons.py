@@ -5,7 +5,8 @@
     b"g" node(1 byte) L(V) V -> the node: a JSON object (parent, and a root's members,
                                 ticket, waiting, queued messages and remembered refusals,
                                 each refused loser as its person id, and the id of
-                                the person a root took over from an erased one)
+                                the person a root took over from an erased one, and
+                                its anonymous ids in the merge limit's window)
 
 in table ``person-graph``, partitioned as the persons topic is (by value), through one
 ``Pending`` buffer over the partition's store. Handling one message changes at most one
@@ -50,6 +51,8 @@ def encode_node(node: Node) -> bytes:
         }
         if node.name:
             document["name"] = node.name
+        if node.devices:
+            document["devices"] = [list(d) for d in node.devices]
     else:
         document["ticket"] = node.ticket
     return orjson.dumps(document)
@@ -67,6 +70,7 @@ def decode_node(value: bytes) -> Node:
         queue=tuple(from_object(message) for message in document["queue"]),
         refused=tuple((_hashed(loser), ticket) for loser, ticket in document["refused"]),
         name=document.get("name", ""),
+        devices=tuple((d[0], d[1]) for d in document.get("devices", ())),
     )
 
 

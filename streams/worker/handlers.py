@@ -149,6 +149,9 @@ class Handlers:
         for _, _, result in done:
             self._send_persons(result.sends)
             self._emit(result.sink, result.dead)
+            for to, answer in result.answers:  # the merge limit, counted per person
+                key = answer.anonymous_id.encode()
+                self._outbox.send(self._topics.answers, key, encode(answer), to)
             for refused in result.refused:
                 task = refused.task
                 headers = why(refused.reason, task.source)

@@ -80,3 +80,34 @@ def test_three_devices_of_one_person_a_second_user_id_refused_unmerge_and_erase(
     device_b = identifier_id("device-b")
     view = _persons(sink.wait_for(lambda m: _persons(m)[device_b] == heir, timeout=60))
     assert view[identifier_id((1, "kim@example.com"))] == heir
+
+
+def test_the_merge_limit_counts_anonymous_ids_per_person(pipeline: Pipeline) -> None:
+    """Two anonymous ids per person at most: device C, which links Kim's user id (device A's)
+    and email (device B's), is her third; it is quarantined and un-merged, so its next
+    event stays its own, while each identity took only two."""
+    pipeline.env["USER_RECOGNITION_PERSONS"] = "true"
+    pipeline.env["USER_RECOGNITION_MAX_ANONYMOUS_IDS_PER_IDENTITY"] = "2"
+    sink = pipeline.reader(pipeline.settings.topics.sink)
+    quarantine = pipeline.reader(pipeline.settings.topics.quarantine)
+    pipeline.worker()
+    pipeline.produce(
+        _event("a1", "device-a", id="u-7"), _event("b1", "device-b", email="kim@example.com")
+    )
+    kim = person_id((0, "u-7"))
+    sink.wait_for(lambda m: _persons(m).get(identifier_id("device-a")) == kim, timeout=60)
+    pipeline.produce(_event("c1", "device-c", id="u-7", email="kim@example.com"))
+    refused = quarantine.wait_for(lambda m: len(m) >= 1, timeout=60)
+    assert orjson.loads(refused[0].value or b"")["eventn_ctx_event_id"] == "c1"
+    assert b"counted per person: 2" in dict(refused[0].headers)["retrostitch.reason"]
+    device_c = identifier_id("device-c")
+    view = _persons(sink.wait_for(lambda m: _persons(m).get(device_c) == device_c, timeout=60))
+    assert view[identifier_id("device-b")] == kim  # the link itself stands
+    pipeline.produce(_event("c2", "device-c"))
+
+    def c2(messages: Sequence[Message]) -> list[dict[str, Any]]:
+        rows = [orjson.loads(m.value or b"") for m in messages]
+        return [r for r in rows if r.get("event_id") == "c2"]
+
+    [row] = c2(sink.wait_for(lambda m: len(c2(m)) == 1, timeout=60))
+    assert row["stitched_user_id"] == "device-c"

@@ -388,3 +388,47 @@ def _erased_among_identifications(
     _settled(cluster)
     for key in cluster.values():
         assert limits.refusal(cluster.node(cluster.root(key)).members) is None
+
+
+def test_the_merge_limit_counts_anonymous_ids_per_person() -> None:
+    """Two anonymous ids at most: device C links Kim's user id and email, whose persons
+    hold A and B, and would be the person's third: it is refused, the link stands."""
+    identities: list[tuple[str, tuple[object, ...]]] = [
+        ("device-a", ("u-7", None)),
+        ("device-b", (None, "kim@example.com")),
+        ("device-c", ("u-7", "kim@example.com")),
+    ]
+    cluster = one_after_another(identities, PersonLimits(max_anonymous_ids=2))
+    assert cluster.root((1, "kim@example.com")) == (0, "u-7")
+    [refused] = [h for h in cluster.happened if isinstance(h, Refused)]
+    assert (refused.task.anonymous_id, refused.device) == ("device-c", True)
+    assert "3 anonymous ids within 30 days" in refused.reason
+    linked = {h.identifier for h in cluster.happened if isinstance(h, Linked)}
+    assert {"device-a", "device-b"} <= linked
+    assert "device-c" not in linked
+    assert [a for a, _ in cluster.node((0, "u-7")).devices] == ["device-a", "device-b"]
+
+
+@given(IDENTITIES, st.integers(0, 2**32), st.integers(1, 3), st.sampled_from([0.0, 0.2]))
+@settings(max_examples=300, deadline=None)
+def test_no_person_takes_more_anonymous_ids_than_the_merge_limit(
+    identities: list[tuple[str, tuple[object, ...]]], seed: int, limit: int, twice: float
+) -> None:
+    """Counted per person, in any order: every wait ends, no person holds more anonymous
+    ids than the limit, and every anonymous id joins its anchor's person or is refused."""
+    limits = replace(NO_LIMITS, max_anonymous_ids=limit)
+    cluster = run(identities, limits, seed, twice)
+    _settled(cluster)
+    merged = {h.loser: h.winner for h in cluster.happened if isinstance(h, Merged)}
+    joined: dict[Key, set[str]] = {}
+    for h in cluster.happened:
+        if isinstance(h, Linked) and isinstance(h.identifier, str):
+            root = h.root
+            while root in merged:
+                root = merged[root]
+            joined.setdefault(root, set()).add(h.identifier)
+    refused = {h.task.anonymous_id for h in cluster.happened if isinstance(h, Refused)}
+    for root, anonymous_ids in joined.items():
+        assert len(anonymous_ids) <= limit
+        assert len(cluster.node(root).devices) <= limit
+    assert {a for ids in joined.values() for a in ids} | refused == {a for a, _ in identities}

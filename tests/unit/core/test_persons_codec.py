@@ -24,6 +24,8 @@ from streams.core.persons import (
 from streams.core.persons_codec import encode, parse_message
 
 KEYS = st.tuples(st.integers(0, 3), st.text(max_size=20))
+PARTITIONS = st.sampled_from([-1, 0, 7])
+DEVICES = st.lists(st.tuples(st.text(max_size=8), st.integers(0, 2**53)), max_size=3).map(tuple)
 TASKS = st.builds(
     Task,
     st.text(max_size=20),
@@ -32,6 +34,7 @@ TASKS = st.builds(
     st.integers(0, 2**53),
     st.text(max_size=30),
     st.text(max_size=30),
+    PARTITIONS,
 )
 MESSAGES: st.SearchStrategy[Message] = st.one_of(
     st.builds(
@@ -42,6 +45,7 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
         st.integers(0, 2**53),
         st.text(max_size=30),
         st.text(max_size=30),
+        PARTITIONS,
     ),
     st.builds(Find, KEYS, KEYS, TASKS),
     st.builds(Yield, KEYS, KEYS, TASKS),
@@ -53,6 +57,7 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
         st.integers(0, 99),
         TASKS,
         st.sampled_from(["", "0f" * 16]),
+        DEVICES,
     ),
     st.builds(Answer, KEYS, KEYS, st.integers(0, 99), st.booleans()),
     st.builds(Reparent, KEYS, KEYS, st.none() | KEYS),
@@ -66,6 +71,7 @@ MESSAGES: st.SearchStrategy[Message] = st.one_of(
         st.frozensets(KEYS, max_size=4),
         st.sampled_from(["0f" * 16]),
         st.integers(0, 2**53),
+        DEVICES,
     ),
 )
 

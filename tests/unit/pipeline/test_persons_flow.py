@@ -155,3 +155,26 @@ def test_erased_values_leave_every_store_and_the_persons_stay_whole(
     assert all(len(ids) == 1 for ids in persons.values())
     assert len(set().union(*persons.values())) == len(persons)
     assert not set().union(*persons.values()) & {person_id(key) for key in erased}
+
+
+def test_an_anonymous_id_over_the_merge_limit_per_person_is_refused_to_its_partition() -> None:
+    """The merge limit counted per person: the third device of a person with a limit of
+    two is quarantined, and its stitch partition is told to un-merge it."""
+    limits = PersonLimits(max_anonymous_ids=2)
+    store = MemoryStore()
+    answers = []
+    queue: deque[Message] = deque(
+        Attach((0, "u-7"), f"device-{n}", ((0, "u-7"),), 1_000 * n, f"events[{n}]@9", "{}", n)
+        for n in range(3)
+    )
+    offset = 0
+    while queue:
+        record = InputRecord("persons", 0, offset, None, encode(queue.popleft()))
+        offset += 1
+        done = resolve([record], PersonGraph(store), limits, KINDS, Counters())
+        store.write(done.changes)
+        queue.extend(done.sends)
+        answers += done.answers
+    [(partition, answer)] = answers
+    assert (partition, answer.anonymous_id, answer.identity) == (2, "device-2", "u-7")
+    assert not answer.granted
