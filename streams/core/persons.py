@@ -47,6 +47,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from streams.core.clock import DAY_MS
+from streams.core.merges import MergeLimit
+
 __all__ = [
     "ANONYMOUS",
     "ANONYMOUS_KIND",
@@ -139,9 +142,9 @@ class PersonLimits:
     #: comes; beyond, a message goes back to the end of the persons topic, to come again
     max_queued: int = 256
     #: the merge limit, counted per person: the most anonymous ids one person takes within
-    #: ``window_ms`` (None: any; ``users_recognition.max_anonymous_ids_per_identity``)
-    max_anonymous_ids: int | None = None
-    window_ms: int = 30 * 24 * 3_600_000
+    #: ``window_ms`` (None: any; the settings take both from ``MergeLimit``)
+    max_anonymous_ids: int | None = MergeLimit().max_anonymous_ids
+    window_ms: int = MergeLimit().window_ms
 
     def devices(self, devices: Devices) -> Devices:
         """``devices`` (anonymous id, last linked ms) in the window of the newest, each once
@@ -161,7 +164,7 @@ class PersonLimits:
         limit = self.max_anonymous_ids
         if limit is None or len(devices) <= limit:
             return None
-        days = self.window_ms / (24 * 3_600_000)
+        days = self.window_ms / DAY_MS
         return (
             f"the person would hold {len(devices)} anonymous ids within {days:g} days"
             f" (users_recognition.max_anonymous_ids_per_identity, counted per person: {limit})"
