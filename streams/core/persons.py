@@ -87,8 +87,9 @@ __all__ = [
 #: an identification value: its node's index (the order of ``identification_nodes``) and
 #: its value as text. Keys order persons: the smallest key of a person is its root.
 Key = tuple[int, str]
-#: a person's anonymous ids within the merge limit's window: (anonymous id, last linked ms)
-Devices = tuple[tuple[str, int], ...]
+#: a person's anonymous ids within the merge limit's window: (anonymous id, last linked ms,
+#: the id of the identity's first value it came by: hashed, no value in state)
+Devices = tuple[tuple[str, int, str], ...]
 
 #: refused joins a root remembers, so that a join handled again is refused again
 REMEMBERED_REFUSALS = 64
@@ -147,17 +148,18 @@ class PersonLimits:
     window_ms: int = MergeLimit().window_ms
 
     def devices(self, devices: Devices) -> Devices:
-        """``devices`` (anonymous id, last linked ms) in the window of the newest, each once
+        """``devices`` in the window of the newest, each anonymous id once, as last linked
         (none where the limit is off: nothing to count)."""
         if self.max_anonymous_ids is None:
             return ()
-        newest: dict[str, int] = {}
-        for anonymous_id, at in devices:
-            newest[anonymous_id] = max(at, newest.get(anonymous_id, at))
+        newest: dict[str, tuple[int, str]] = {}
+        for anonymous_id, at, identity in devices:
+            if at >= newest.get(anonymous_id, (at, ""))[0]:
+                newest[anonymous_id] = (at, identity)
         if not newest:
             return ()
-        since = max(newest.values()) - self.window_ms
-        return tuple(sorted((a, at) for a, at in newest.items() if at > since))
+        since = max(at for at, _ in newest.values()) - self.window_ms
+        return tuple(sorted((a, at, i) for a, (at, i) in newest.items() if at > since))
 
     def too_many(self, devices: Devices) -> str | None:
         """Why a person of ``devices`` (in the window) may not be, or None where it may."""
@@ -560,13 +562,16 @@ def _advance(
         done.messages.append(Find(task.pending[0], root, task))
     elif task.anonymous_id:
         if limits.max_anonymous_ids is not None:  # the merge limit counts per person
-            devices = limits.devices((*node.devices, (task.anonymous_id, task.at)))
-            reason = limits.too_many(devices)
-            if reason is not None:
-                done.happened.append(Refused(task, task.anchor, reason, device=True))
-                return
-            if devices != node.devices:
-                graph.put(root, replace(node, devices=devices))
+            device = (task.anonymous_id, task.at, identifier_id(task.anchor))
+            devices = limits.devices((*node.devices, device))
+            if limits.too_many(tuple(d for d in devices if d[2] == device[2])) is None:
+                reason = limits.too_many(devices)
+                if reason is not None:
+                    done.happened.append(Refused(task, task.anchor, reason, device=True))
+                    return
+                if devices != node.devices:
+                    graph.put(root, replace(node, devices=devices))
+            # else its identity alone is over the limit: that count's refusal un-merges it
         done.happened.append(Linked(task.anonymous_id, root, task.at, node.person(root)))
 
 

@@ -176,18 +176,19 @@ class _Fields:
         )
 
     def devices(self) -> Devices:
-        """The optional ``devices``: [[anonymous id, ms], ...]."""
+        """The optional ``devices``: [[anonymous id, ms, identity id], ...]."""
         value = self.fields.get("devices", [])
         if not isinstance(value, list) or not all(
             isinstance(d, list)
-            and len(d) == 2
+            and len(d) == 3
             and isinstance(d[0], str)
             and isinstance(d[1], int)
             and not isinstance(d[1], bool)
+            and isinstance(d[2], str)
             for d in value
         ):
-            raise self._bad("devices", "a list of [anonymous id, ms]")
-        return tuple((d[0], d[1]) for d in value)
+            raise self._bad("devices", "a list of [anonymous id, ms, identity id]")
+        return tuple((d[0], d[1], d[2]) for d in value)
 
 
 def _attach(f: _Fields) -> Attach:

@@ -70,7 +70,7 @@ def decode_node(value: bytes) -> Node:
         queue=tuple(from_object(message) for message in document["queue"]),
         refused=tuple((_hashed(loser), ticket) for loser, ticket in document["refused"]),
         name=document.get("name", ""),
-        devices=tuple((d[0], d[1]) for d in document.get("devices", ())),
+        devices=tuple((d[0], d[1], d[2]) for d in document.get("devices", ())),
     )
 
 

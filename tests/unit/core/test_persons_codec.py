@@ -25,7 +25,10 @@ from streams.core.persons_codec import encode, parse_message
 
 KEYS = st.tuples(st.integers(0, 3), st.text(max_size=20))
 PARTITIONS = st.sampled_from([-1, 0, 7])
-DEVICES = st.lists(st.tuples(st.text(max_size=8), st.integers(0, 2**53)), max_size=3).map(tuple)
+DEVICES = st.lists(
+    st.tuples(st.text(max_size=8), st.integers(0, 2**53), st.sampled_from(["0f" * 16])),
+    max_size=3,
+).map(tuple)
 TASKS = st.builds(
     Task,
     st.text(max_size=20),

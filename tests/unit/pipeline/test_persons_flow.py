@@ -159,13 +159,15 @@ def test_erased_values_leave_every_store_and_the_persons_stay_whole(
 
 def test_an_anonymous_id_over_the_merge_limit_per_person_is_refused_to_its_partition() -> None:
     """The merge limit counted per person: the third device of a person with a limit of
-    two is quarantined, and its stitch partition is told to un-merge it."""
+    two, which links Kim's user id (device 0's) and email (device 1's), is quarantined, and
+    its stitch partition is told to un-merge it."""
     limits = PersonLimits(max_anonymous_ids=2)
     store = MemoryStore()
     answers = []
+    identities = [((0, "u-7"),), ((1, "kim@x"),), ((0, "u-7"), (1, "kim@x"))]
     queue: deque[Message] = deque(
-        Attach((0, "u-7"), f"device-{n}", ((0, "u-7"),), 1_000 * n, f"events[{n}]@9", "{}", n)
-        for n in range(3)
+        Attach(values[0], f"device-{n}", values, 1_000 * n, f"events[{n}]@9", "{}", n)
+        for n, values in enumerate(identities)
     )
     offset = 0
     while queue:
