@@ -11,6 +11,7 @@ run: 4,500 identifications); the state size comes from one deterministic run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ from connectors.mysql.warehouse import MySQLWarehouse, connection_options, quote
 from connectors.postgres import PostgresSettings
 from connectors.postgres.warehouse import PostgresWarehouse
 from streams.cli import tune_gc_for_streaming
+from streams.core.record import Status
 from streams.dev.broker import configured_or_local
 from streams.ops.topics import ensure_topics
 from streams.settings import Settings, WarehouseSettings, load_settings
@@ -210,14 +212,17 @@ def _connectors(
     bootstrap: str, dsn: str, mysql_dsn: str, work: _Workdirs, runs: int
 ) -> dict[str, Any]:
     count = 100_000
-    records = connectors.sink_records(count)
+    workloads = {
+        "": connectors.sink_records(count),
+        "_persons": connectors.person_sink_records(count),  # mix p, persons on
+    }
     out: dict[str, Any] = {}
     makers: dict[str, Callable[[Any], Warehouse]] = {
         "clickhouse": ClickHouseWarehouse,
         "postgres": PostgresWarehouse,
         "mysql": MySQLWarehouse,
     }
-    for name, make in makers.items():
+    for (name, make), (variant, records) in itertools.product(makers.items(), workloads.items()):
         rates = []
         for run in range(runs):
             schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -239,9 +244,10 @@ def _connectors(
                     _drop_schema(dsn, schema)
                 if name == "mysql":
                     _drop_mysql_table(settings)
-            _say(f"connector {name} run {run + 1}: {rates[-1]:,.0f} rows/s")
-        out[name] = {
+            _say(f"connector {name}{variant} run {run + 1}: {rates[-1]:,.0f} records/s")
+        out[f"{name}{variant}"] = {
             "rows": count,
+            "person_merges": sum(r.status is Status.PERSON_MERGE for r in records),
             "rows_per_second": rates,
             "median_rows_per_second": statistics.median(rates),
         }
@@ -250,9 +256,10 @@ def _connectors(
 
 def _drop_mysql_table(settings: Settings) -> None:
     options = connection_options(settings.section(MySQLSettings).dsn)
+    table = settings.warehouse.table
     with pymysql.connect(**options, autocommit=True) as conn, conn.cursor() as cursor:
-        for table in (settings.warehouse.table, f"{settings.warehouse.table}_identities"):
-            cursor.execute(f"DROP TABLE IF EXISTS {quoted(table)}")
+        for suffix in ("", "_identities", "_persons", "_person_merges", "_persons_lock"):
+            cursor.execute(f"DROP TABLE IF EXISTS {quoted(table + suffix)}")
 
 
 def _state(bootstrap: str, work: _Workdirs) -> dict[str, Any]:
@@ -355,6 +362,12 @@ def table(results: dict[str, Any]) -> str:
         if "mysql" in c:
             row("  mysql (mariadb)", f"{c['mysql']['median_rows_per_second']:,.0f} rows/s",
                 ">= 30,000")  # fmt: skip
+        if "postgres_persons" in c:
+            merges = c["postgres_persons"]["person_merges"]
+            row(f"connector, 100k sink records of mix p, persons ({merges:,} merges)", "")
+            for name in ("clickhouse", "postgres", "mysql"):
+                rate = c[f"{name}_persons"]["median_rows_per_second"]
+                row(f"  {name}", f"{rate:,.0f} records/s")
     if "state" in results:
         st = results["state"]
         row(

@@ -5,6 +5,10 @@ the user mapping table is written too) are produced to a fresh sink topic; then 
 consumes them in a consumer group and writes them in batches, as ``retrostitch sink`` does.
 Rows/s (events table and mapping table together) counts from the end of the first batch
 written to the last, so the group join and table creation are left out.
+
+With persons (``person_sink_records``): mix p's records with persons on, the persons
+agent's person rows and merges among them, as the worker emits them; records/s then
+counts the persons table's rows and the merges applied too.
 """
 
 from __future__ import annotations
@@ -18,17 +22,24 @@ from confluent_kafka import Producer
 
 from connectors.base import Warehouse
 from connectors.runner import BatchingSink
+from streams.core.persons import PersonLimits
+from streams.core.persons_codec import encode
 from streams.core.record import SinkRecord
 from streams.core.rules import RecognitionRules
 from streams.pipeline.counts import Counters
+from streams.pipeline.persons import resolve
 from streams.pipeline.records import InputRecord
 from streams.pipeline.stitch import stitch
 from streams.settings import Settings
 from streams.state.partition import PartitionState
+from streams.state.persons import PersonGraph
 from streams.state.store import MemoryStore
 from tests.bench.workload import MIXES, events
 
-__all__ = ["produce_sink_records", "sink_records", "throughput"]
+#: the identification nodes' names, as the persons table's kinds
+NODES = ("/user/id", "/user/email")
+
+__all__ = ["person_sink_records", "produce_sink_records", "sink_records", "throughput"]
 
 
 def sink_records(count: int) -> list[SinkRecord]:
@@ -44,6 +55,39 @@ def sink_records(count: int) -> list[SinkRecord]:
         result = stitch(chunk, state, RecognitionRules(), Counters())
         store.write(result.changes)
         out += result.sink
+        if len(out) >= count:
+            break
+    return out[:count]
+
+
+def person_sink_records(count: int) -> list[SinkRecord]:
+    """The first ``count`` sink records of mix p with persons on: each batch's event and
+    mapping records, then what the persons agent made of its messages (person rows and
+    merges), as the worker interleaves them."""
+    rules = RecognitionRules(persons=True)
+    limits = PersonLimits()
+    store, graph_store = MemoryStore(), MemoryStore()
+    records = (
+        InputRecord("bench", 0, offset, anonymous_id.encode(), value)
+        for offset, (anonymous_id, value, _) in enumerate(events(MIXES["p"]))
+    )
+    out: list[SinkRecord] = []
+    offset = 0
+    for chunk in _chunks(records, 1000):
+        state = PartitionState(store, mappings=True)
+        result = stitch(chunk, state, rules, Counters(), persons=True)
+        store.write(result.changes)
+        out += result.sink
+        queue = list(result.to_persons)
+        while queue:  # the persons agent's turn: every message until the graph settles
+            batch = [
+                InputRecord("persons", 0, offset + i, None, encode(m)) for i, m in enumerate(queue)
+            ]
+            offset += len(batch)
+            resolved = resolve(batch, PersonGraph(graph_store), limits, NODES, Counters())
+            graph_store.write(resolved.changes)
+            out += resolved.sink
+            queue = resolved.sends
         if len(out) >= count:
             break
     return out[:count]
@@ -92,7 +136,13 @@ def throughput(settings: Settings, warehouse: Warehouse, expected: int) -> float
 
 
 def _written(sink: BatchingSink) -> int:
-    return sink.counts.rows_written + sink.counts.identities_written
+    counts = sink.counts
+    return (
+        counts.rows_written
+        + counts.identities_written
+        + counts.persons_written
+        + counts.person_merges
+    )
 
 
 def _chunks(items: Iterator[InputRecord], size: int) -> Iterator[list[InputRecord]]:
