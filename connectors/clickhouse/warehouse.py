@@ -35,6 +35,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from connectors.base import Rejected, layout_of, persons_layout, write_or_split
 from connectors.clickhouse import NAME, ClickHouseSettings
 from connectors.errors import RecordRejected, WarehouseUnavailable, describe
+from connectors.merges import named, plan
 from connectors.rows import (
     ColumnType,
     Erasure,
@@ -190,20 +191,8 @@ class ClickHouseWarehouse:
         with self._lock:
             try:
                 client = self._connect()
-                for merge in merges:
-                    found = client.query(
-                        f"SELECT `into` FROM {self._merges} FINAL WHERE `from` = {{p:String}}",
-                        parameters={"p": merge.into},
-                    ).result_rows
-                    into = merge.into if not found else str(found[0][0])
-                    if into == merge.person_id:
-                        continue
-                    client.insert(
-                        self._merges,
-                        [[merge.person_id, into, merge.version]],
-                        ["from", "into", "version"],
-                    )
-                    self._repoint(client, merge.person_id, into)
+                if merges:
+                    self._apply(client, merges)
                 for _ in range(MAX_CHAIN):  # chains: a -> b where b -> c
                     chained = client.query(
                         f"SELECT a.`from`, b.`into`, a.version + 1 FROM {self._merges} AS a FINAL"
@@ -218,13 +207,24 @@ class ClickHouseWarehouse:
                 self._drop_client()
                 raise WarehouseUnavailable(describe(exc)) from exc
 
-    def _repoint(self, client: Client, old: str, into: str) -> None:
-        """The merges into ``old`` now go into ``into``, one version up."""
+    def _apply(self, client: Client, merges: Sequence[PersonMerge]) -> None:
+        """The batch's merges in order (``connectors.merges``): one read of what the merges
+        table holds for them, one insert of their rows, one re-pointing of older rows."""
+        known = client.query(
+            f"SELECT `from`, `into` FROM {self._merges} FINAL WHERE `from` IN {{p:Array(String)}}",
+            parameters={"p": sorted(named(merges))},
+        ).result_rows
+        done = plan(merges, {str(a): str(b) for a, b in known})
+        if not done.rows:
+            return
+        rows = [[person, into, version] for person, (into, version) in done.rows.items()]
+        client.insert(self._merges, rows, ["from", "into", "version"])
+        losers, finals = list(done.moved), list(done.moved.values())
         client.command(
             f"INSERT INTO {self._merges} (`from`, `into`, version)"
-            f" SELECT `from`, {{into:String}}, version + 1 FROM {self._merges} FINAL"
-            " WHERE `into` = {old:String}",
-            parameters={"old": old, "into": into},
+            " SELECT `from`, transform(`into`, {losers:Array(String)}, {finals:Array(String)}),"
+            f" version + 1 FROM {self._merges} FINAL WHERE `into` IN {{losers:Array(String)}}",
+            parameters={"losers": losers, "finals": finals},
         )
 
     def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[Any]:

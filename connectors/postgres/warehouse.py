@@ -34,6 +34,7 @@ from connectors.base import (
     write_or_split,
 )
 from connectors.errors import WarehouseUnavailable, describe
+from connectors.merges import named, plan
 from connectors.postgres import NAME, PostgresSettings
 from connectors.rows import (
     ColumnType,
@@ -136,35 +137,49 @@ class PostgresWarehouse:
             conn = self._connect()
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock,))
-                for merge in merges:
-                    self._merge(conn, merge)
+                if merges:
+                    self._apply(conn, merges)
                 if identifiers:
                     self._relabel(conn, list(identifiers))
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise WarehouseUnavailable(describe(exc)) from exc
 
-    def _merge(self, conn: psycopg.Connection[Any], merge: PersonMerge) -> None:
-        """Person ``merge.person_id`` is now ``merge.into`` (or where that went since)."""
-        found = conn.execute(
-            sql.SQL('SELECT "into" FROM {} WHERE "from" = %s').format(self._merges), (merge.into,)
-        ).fetchone()
-        into = merge.into if found is None else str(found[0])
-        if into == merge.person_id:
+    def _apply(self, conn: psycopg.Connection[Any], merges: Sequence[PersonMerge]) -> None:
+        """The batch's merges in order (``connectors.merges``): one read of what the merges
+        table holds for them, then one statement per table: the merge rows, and every row
+        of a person merged away moved to where it went."""
+        known = conn.execute(
+            sql.SQL('SELECT "from", "into" FROM {} WHERE "from" = ANY(%s)').format(self._merges),
+            (sorted(named(merges)),),
+        ).fetchall()
+        done = plan(merges, {str(a): str(b) for a, b in known})
+        if not done.rows:
             return
-        params = {"from": merge.person_id, "into": into, "version": merge.version}
-        for statement in (
-            'INSERT INTO {merges} ("from", "into", version) VALUES (%(from)s, %(into)s,'
-            ' %(version)s) ON CONFLICT ("from") DO UPDATE SET "into" = EXCLUDED."into"',
-            'UPDATE {merges} SET "into" = %(into)s WHERE "into" = %(from)s',
-        ):
-            conn.execute(sql.SQL(statement).format(merges=self._merges), params)
+        people = list(done.rows)
+        conn.execute(
+            sql.SQL(
+                'INSERT INTO {} ("from", "into", version)'
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                ' ON CONFLICT ("from") DO UPDATE SET "into" = EXCLUDED."into"'
+            ).format(self._merges),
+            (people, [done.rows[p][0] for p in people], [done.rows[p][1] for p in people]),
+        )
+        moved = (list(done.moved), list(done.moved.values()))
+        conn.execute(
+            sql.SQL(
+                'UPDATE {} m SET "into" = v.final FROM unnest(%s::text[], %s::text[])'
+                ' AS v(loser, final) WHERE m."into" = v.loser'
+            ).format(self._merges),
+            moved,
+        )
         for table in (self._persons, *self._labelled):
             conn.execute(
-                sql.SQL("UPDATE {} SET person_id = %(into)s WHERE person_id = %(from)s").format(
-                    table
-                ),
-                params,
+                sql.SQL(
+                    "UPDATE {} t SET person_id = v.final FROM unnest(%s::text[], %s::text[])"
+                    " AS v(loser, final) WHERE t.person_id = v.loser"
+                ).format(table),
+                moved,
             )
 
     def _relabel(self, conn: psycopg.Connection[Any], identifiers: list[str]) -> None:
