@@ -16,6 +16,7 @@ from typing import Any
 
 import pymysql
 
+from connectors.merges import named, plan
 from connectors.rows import PersonMerge, Row
 
 __all__ = ["PersonTables"]
@@ -78,22 +79,41 @@ class PersonTables:
         mode = "FOR UPDATE" if exclusive else "LOCK IN SHARE MODE"
         cursor.execute(f"SELECT 1 FROM {self.lock_row} WHERE id = 1 {mode}")
 
-    def merge(self, cursor: Any, merge: PersonMerge) -> None:
-        """Person ``merge.person_id`` is now ``merge.into`` (or where that went since)."""
-        cursor.execute(f"SELECT `into` FROM {self.merges} WHERE `from` = %s", (merge.into,))
-        found = cursor.fetchone()
-        into = merge.into if found is None else str(found[0])
-        if into == merge.person_id:
-            return
-        old = merge.person_id
+    def merge(self, cursor: Any, merges: Sequence[PersonMerge]) -> None:
+        """A batch's merges in order (``connectors.merges``): one read of the merge rows they
+        name, then one statement per table: the merge rows, and every row of a person merged
+        away moved to where it went."""
+        people = sorted(named(merges))
+        marks = ", ".join(["%s"] * len(people))
         cursor.execute(
-            f"INSERT INTO {self.merges} (`from`, `into`, version) VALUES (%s, %s, %s)"
-            " ON DUPLICATE KEY UPDATE `into` = VALUES(`into`)",
-            (old, into, merge.version),
+            f"SELECT `from`, `into` FROM {self.merges} WHERE `from` IN ({marks})", people
         )
-        cursor.execute(f"UPDATE {self.merges} SET `into` = %s WHERE `into` = %s", (into, old))
-        for table in (self.persons, *self.labelled):
-            cursor.execute(f"UPDATE {table} SET person_id = %s WHERE person_id = %s", (into, old))
+        done = plan(merges, {str(a): str(b) for a, b in cursor.fetchall()})
+        if not done.rows:
+            return
+        rows = ", ".join(["(%s, %s, %s)"] * len(done.rows))
+        cursor.execute(
+            f"INSERT INTO {self.merges} (`from`, `into`, version) VALUES {rows}"
+            " ON DUPLICATE KEY UPDATE `into` = VALUES(`into`)",
+            [
+                part
+                for person, (into, version) in done.rows.items()
+                for part in (person, into, version)
+            ],
+        )
+        cases = " ".join(["WHEN %s THEN %s"] * len(done.moved))
+        moved = [part for pair in done.moved.items() for part in pair]
+        losers = list(done.moved)
+        within = ", ".join(["%s"] * len(losers))
+        for table, column in (
+            (self.merges, "`into`"),
+            *((t, "person_id") for t in (self.persons, *self.labelled)),
+        ):
+            cursor.execute(
+                f"UPDATE {table} SET {column} = CASE {column} {cases} END"
+                f" WHERE {column} IN ({within})",
+                [*moved, *losers],
+            )
 
     def relabel(self, cursor: Any, identifiers: list[str]) -> None:
         """The persons rows of ``identifiers`` through the merges, then their rows."""

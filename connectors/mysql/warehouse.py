@@ -193,8 +193,8 @@ class MySQLWarehouse:
             conn = self._connect()
             with conn.cursor() as cursor:
                 self._people.lock(cursor, exclusive=True)
-                for merge in merges:
-                    self._people.merge(cursor, merge)
+                if merges:
+                    self._people.merge(cursor, merges)
                 if identifiers:
                     self._people.relabel(cursor, list(identifiers))
             conn.commit()
