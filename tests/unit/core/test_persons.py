@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.rows import PersonMerge
 from streams.core.persons import (
     Attach,
     Erase,
@@ -32,6 +33,7 @@ from streams.core.persons import (
     step,
     values_of,
 )
+from tests.unit.connectors.test_merges import one_by_one
 
 NO_LIMITS = PersonLimits(per_node=(None, None))
 PARTITIONS = 3
@@ -192,15 +194,9 @@ def interleaved(merges: list[Merged], rng: random.Random) -> list[Merged]:
 
 def warehouse_merges(merges: list[Merged]) -> dict[str, str]:
     """Each person merged away and where it went last, as the warehouses apply merges in
-    the order they come (``connectors.postgres.warehouse``)."""
-    went: dict[str, str] = {}
-    for merge in merges:
-        into = went.get(merge.winner_person, merge.winner_person)
-        if into == merge.loser_person:
-            continue
-        went[merge.loser_person] = into
-        went = {k: into if v == merge.loser_person else v for k, v in went.items()}
-    return went
+    the order they come (the reference ``connectors.merges`` is tested against)."""
+    rows = [PersonMerge(m.loser_person, m.winner_person, 1, "") for m in merges]
+    return one_by_one(rows, {}, {})[0]
 
 
 USER_IDS = st.sampled_from([f"u{i}" for i in range(6)])
