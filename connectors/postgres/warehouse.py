@@ -166,19 +166,15 @@ class PostgresWarehouse:
             (people, [done.rows[p][0] for p in people], [done.rows[p][1] for p in people]),
         )
         moved = (list(done.moved), list(done.moved.values()))
-        conn.execute(
-            sql.SQL(
-                'UPDATE {} m SET "into" = v.final FROM unnest(%s::text[], %s::text[])'
-                ' AS v(loser, final) WHERE m."into" = v.loser'
-            ).format(self._merges),
-            moved,
-        )
-        for table in (self._persons, *self._labelled):
+        pointing = [(self._merges, "into")]
+        pointing += [(table, "person_id") for table in (self._persons, *self._labelled)]
+        for table, column in pointing:
             conn.execute(
                 sql.SQL(
-                    "UPDATE {} t SET person_id = v.final FROM unnest(%s::text[], %s::text[])"
-                    " AS v(loser, final) WHERE t.person_id = v.loser"
-                ).format(table),
+                    "UPDATE {table} t SET {column} = v.final"
+                    " FROM unnest(%s::text[], %s::text[]) AS v(loser, final)"
+                    " WHERE t.{column} = v.loser"
+                ).format(table=table, column=sql.Identifier(column)),
                 moved,
             )
 
