@@ -61,12 +61,13 @@ def test_latest_user_id_wins_on_every_row_from_enriched_tsv(
         eventually(lambda: rows() == expected, 90, "postgres rows following the latest user id")
         [w1] = [r for r in table_rows(settings, columns) if r[0] == "web-1"]
         assert w1[4].isoformat() == "2024-05-01T12:00:01+00:00"  # collector_tstamp
-        mapping = table_rows(
-            settings, "anonymous_id, user_id, stitched_user_id", "events_identities"
+        # the mapping rows land after the event rows of their batch, and resolve their
+        # persons under the persons lock: wait for them as for the events
+        mapping = lambda: sorted(  # noqa: E731
+            table_rows(settings, "anonymous_id, user_id, stitched_user_id", "events_identities")
         )
-        assert sorted(mapping) == sorted(
-            [(device, "user-b", "user-b"), (phone, "user-c", "user-c")]
-        )
+        want = sorted([(device, "user-b", "user-b"), (phone, "user-c", "user-c")])
+        eventually(lambda: mapping() == want, 30, "the mapping rows")
         [payload] = [r[0] for r in table_rows(settings, "payload, event_id") if r[1] == "app-1"]
         assert _contexts(payload) == [{"userId": phone}]
     dead.wait_for(lambda messages: len(messages) >= 1, timeout=30)
