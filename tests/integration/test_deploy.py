@@ -16,11 +16,13 @@ import yaml
 
 from connectors.registry import SECTIONS, WAREHOUSES
 from streams.cli import build_parser
-from streams.settings import SETTINGS, load_settings
+from streams.settings import SETTINGS, SecurityProtocol, Settings, load_settings
 
 ROOT = Path(__file__).parents[2]
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir())
 KUBERNETES = "1.30"
+#: where every pod finds the Secret retrostitch-kafka's keys (the Kafka password)
+KAFKA_SECRET = "/var/run/secrets/retrostitch/kafka"
 
 
 def _kubectl() -> str:
@@ -55,20 +57,40 @@ def test_there_are_dev_and_prod_overlays() -> None:
 def test_every_object_passes_the_kubernetes_schemas(overlay: str) -> None:
     objects = _render(overlay)
     assert {o["kind"] for o in objects} == {
-        "ConfigMap", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget",
+        "Namespace", "ConfigMap", "Service", "StatefulSet", "Deployment", "PodDisruptionBudget",
     }  # fmt: skip
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES, strict=True)
 
 
+def _config_map(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The ConfigMap ``name`` (a generated one's name ends in its hash)."""
+    maps = [o for o in objects if o["kind"] == "ConfigMap"]
+    return next(
+        m for m in maps if m["metadata"]["name"] in (name, f"{name}-{m['metadata']['name'][-10:]}")
+    )
+
+
+def _settings(objects: list[dict[str, Any]], tmp_path: Path) -> Settings:
+    """The settings every pod reads: the file of retrostitch-config, the variables of
+    retrostitch-kafka (a password file named there stands in at ``tmp_path``)."""
+    config = _config_map(objects, "retrostitch-config")["data"]["retrostitch.yaml"]
+    (tmp_path / "retrostitch.yaml").write_text(config)
+    environ = dict(_config_map(objects, "retrostitch-kafka")["data"])
+    if "KAFKA_SASL_PASSWORD_FILE" in environ:
+        assert environ["KAFKA_SASL_PASSWORD_FILE"].startswith(KAFKA_SECRET + "/")
+        (tmp_path / "password").write_text("from the Secret\n")
+        environ["KAFKA_SASL_PASSWORD_FILE"] = str(tmp_path / "password")
+    # no ConfigError: every key of the file is a setting, each warehouse's included
+    return load_settings(tmp_path / "retrostitch.yaml", environ=environ, sections=SECTIONS)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_commands_variables_probes_and_ports_are_the_products(overlay: str, tmp_path: Path) -> None:
     objects = _render(overlay)
-    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["retrostitch.yaml"]
-    (tmp_path / "retrostitch.yaml").write_text(config)
-    # no ConfigError: every key of the file is a setting, each warehouse's included
-    settings = load_settings(tmp_path / "retrostitch.yaml", environ={}, sections=SECTIONS)
+    settings = _settings(objects, tmp_path)
     known_variables = {s.env for s in (*SETTINGS, *(r for s in SECTIONS for r in s.settings))}
+    assert set(_config_map(objects, "retrostitch-kafka")["data"]) <= known_variables
     commands = {}
     for name, container in _containers(objects):
         args = build_parser().parse_args(container["args"])  # exits on an unknown command
@@ -113,6 +135,47 @@ def test_each_connector_reads_its_connection_string_from_the_secret(overlay: str
         secret = variable["valueFrom"]["secretKeyRef"]
         assert secret["name"] == "retrostitch-warehouses"
         assert secret["key"].startswith(f"{kind.name}-")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_process_reaches_kafka_as_the_overlay_says(overlay: str, tmp_path: Path) -> None:
+    """The Kafka address and security come from the ConfigMap retrostitch-kafka into every
+    container; a password only from the Secret retrostitch-kafka, mounted where the
+    settings' password file points."""
+    objects = _render(overlay)
+    kafka = _config_map(objects, "retrostitch-kafka")
+    assert not any("PASSWORD=" in f"{k}={v}" and k != "KAFKA_SASL_PASSWORD_FILE"
+                   for k, v in kafka["data"].items())  # fmt: skip
+    for obj in objects:
+        if obj["kind"] not in {"StatefulSet", "Deployment"}:
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        secret = next(v for v in pod["volumes"] if "secret" in v and
+                      v["secret"]["secretName"] == "retrostitch-kafka")  # fmt: skip
+        assert secret["secret"]["optional"] is True  # a cluster without a password needs none
+        for container in pod["containers"]:
+            refs = [e["configMapRef"]["name"] for e in container["envFrom"]]
+            assert refs == [kafka["metadata"]["name"]]
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert mounts[secret["name"]] == KAFKA_SECRET
+    settings = _settings(objects, tmp_path)
+    if overlay == "secured":
+        assert settings.kafka.security_protocol is SecurityProtocol.SASL_SSL
+        assert settings.kafka.sasl_password is not None
+        assert settings.kafka.sasl_password.reveal() == "from the Secret"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_overlay_makes_its_namespace_and_puts_everything_in_it(overlay: str) -> None:
+    objects = _render(overlay)
+    (namespace,) = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
+    assert {o["metadata"]["namespace"] for o in objects if o["kind"] != "Namespace"} == {namespace}
+    readme = (ROOT / "deploy/README.md").read_text()
+    assert f"-n {namespace}" in readme or overlay != "prod"
+    images = {c["image"] for _, c in _containers(objects)}
+    assert len(images) == 1
+    assert next(iter(images)).startswith("registry.example/retrostitch:")
+    assert f"-t {next(iter(images))} " in readme  # the README builds the image it applies
 
 
 def test_the_image_runs_the_cli_as_a_non_root_user() -> None:
