@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 from connectors.base import Rejected
 from connectors.errors import ConnectorError
 from streams.core.record import why
+from streams.settings import KafkaSettings
 
 __all__ = ["DeadLetters"]
 
@@ -25,11 +26,9 @@ log = logging.getLogger(__name__)
 class DeadLetters:
     """A producer of one dead-letter topic, every write acknowledged by all replicas."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.topic = topic
-        self._producer: Producer | None = Producer(
-            {"bootstrap.servers": bootstrap_servers, "acks": "all"}
-        )
+        self._producer: Producer | None = Producer({**kafka.client_config(), "acks": "all"})
 
     def send(self, rejected: Sequence[Rejected]) -> None:
         """Produce them and wait for their acknowledgement (ConnectorError after 30 s)."""

@@ -74,7 +74,7 @@ def _consumer(settings: Settings, group_id: str) -> Consumer:
     kafka = settings.kafka
     return Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
+            **kafka.client_config(),
             "group.id": group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -110,9 +110,7 @@ class BatchingSink:
         )
         #: consumer lag per partition, sampled every SAMPLE_SECONDS
         self._lag = Lag(self._consumer, positions)
-        self._dead_letters = DeadLetters(
-            settings.kafka.bootstrap_servers, settings.warehouse.dead_letter_topic
-        )
+        self._dead_letters = DeadLetters(settings.kafka, settings.warehouse.dead_letter_topic)
 
     @property
     def gauges(self) -> dict[str, float]:

@@ -54,14 +54,16 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
 def _run_worker(settings: Settings, status: StatusServer | None) -> int:
     from streams.dev.broker import local_defaults
     from streams.ops.counters import values
+    from streams.ops.reach import reach
     from streams.ops.topics import ensure_topics
     from streams.worker.app import create_app, restored, run
     from streams.worker.metrics import WorkerMetrics
 
+    cluster = reach(settings.kafka)
     created = ensure_topics(settings)
     if created:
         logging.getLogger("retrostitch").info("created topics %s", ", ".join(created))
-    settings = local_defaults(settings)
+    settings = local_defaults(settings, cluster)
     if settings.kafka.inexact_end_offsets:
         logging.getLogger("retrostitch").info(
             "kafka.inexact_end_offsets: each changelog write ends with a batch of one record"
@@ -85,6 +87,7 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from streams.ops.reach import reach
     from streams.ops.replay import parse_start, set_start, start_progress
     from streams.ops.topics import ensure_topics
 
@@ -93,6 +96,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"replay needs a new app id, not the live one ({settings.app_id!r})")
     settings = replace(settings, app_id=args.app_id)
     status = _status_server(DEFAULT_PORTS["replay"], settings)
+    reach(settings.kafka)
     ensure_topics(settings)
     start_progress(settings, set_start(settings, start))
     return _run_worker(settings, status)
@@ -115,12 +119,17 @@ def _broker(_: Settings, args: argparse.Namespace) -> int:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.ops.reach import reach
     from streams.ops.topics import produce_events
 
     topic = args.topic or settings.topics.input
-    with Path(args.file).open("rb") as lines:
+    path = Path(args.file)
+    if not path.is_file():
+        raise ConfigError(f"produce: no file {path} (a JSON-lines file, one event per line)")
+    reach(settings.kafka)
+    with path.open("rb") as lines:
         sent = produce_events(
-            settings.kafka.bootstrap_servers,
+            settings.kafka,
             topic,
             lines,
             settings.recognition,
@@ -132,10 +141,12 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
     from connectors.runner import BatchingSink
+    from streams.ops.reach import reach
     from streams.ops.topics import ensure_topics
 
     kind = named(args.warehouse)
     status = _status_server(kind.status_port, settings)
+    reach(settings.kafka)
     ensure_topics(settings)
     warehouse = kind.connect(settings)
     stop = threading.Event()
@@ -158,10 +169,12 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
 
 def _command(settings: Settings, args: argparse.Namespace) -> int:
     from streams.core.control import Command, Verb
+    from streams.ops.reach import reach
     from streams.ops.topics import send_command
 
     verb = Verb(args.command)
     command = Command(verb, args.anonymous_id, getattr(args, "identity", None))
+    reach(settings.kafka)
     partitions = send_command(settings, command)
     target = (
         f"anonymous id {args.anonymous_id!r}"

@@ -38,7 +38,10 @@ from streams.state.retention import Retention
 __all__ = [
     "SETTINGS",
     "KafkaSettings",
+    "SaslMechanism",
+    "Secret",
     "Section",
+    "SecurityProtocol",
     "Setting",
     "Settings",
     "TopicSettings",
@@ -48,6 +51,45 @@ __all__ = [
 ]
 
 S = TypeVar("S")
+
+
+class SecurityProtocol(StrEnum):
+    """How a client talks to the brokers (Kafka's ``security.protocol``)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+    @property
+    def sasl(self) -> bool:
+        return self in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+
+    @property
+    def tls(self) -> bool:
+        return self in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+
+
+class SaslMechanism(StrEnum):
+    """How a SASL client proves who it is (Kafka's ``sasl.mechanism``)."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A password: its ``repr`` and ``str`` never show it, so that no log line, error or
+    settings dump does; ``reveal`` hands it to the client that needs it."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "***"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +114,41 @@ class KafkaSettings:
     #: with a batch of one record, so that a restore reads to the true end
     #: (``streams.worker.checkpoint``). None: on for the project's local broker only
     inexact_end_offsets: bool | None = None
+    #: authentication and encryption, as Kafka's own clients name them (docs/configuration.md:
+    #: secured clusters); a password comes from the environment or a file, never logged
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism = SaslMechanism.PLAIN
+    sasl_username: str = ""
+    sasl_password: Secret | None = None
+    #: the CA bundle the brokers' certificates are checked against (None: the system's)
+    ssl_ca_location: Path | None = None
+    #: a client certificate and its key, for clusters that authenticate clients by TLS
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: Secret | None = None
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka's settings for reaching the brokers: the address and the security
+        above; every confluent-kafka client of every process starts from these."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.value,
+        }
+        if self.security_protocol.sasl:
+            assert self.sasl_password is not None  # load_settings requires it
+            config["sasl.mechanism"] = self.sasl_mechanism.value
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password.reveal()
+        if self.security_protocol.tls:
+            if self.ssl_ca_location is not None:
+                config["ssl.ca.location"] = str(self.ssl_ca_location)
+            if self.ssl_certificate_location is not None:
+                config["ssl.certificate.location"] = str(self.ssl_certificate_location)
+            if self.ssl_key_location is not None:
+                config["ssl.key.location"] = str(self.ssl_key_location)
+            if self.ssl_key_password is not None:
+                config["ssl.key.password"] = self.ssl_key_password.reveal()
+        return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +356,29 @@ def _one_of(kind: type[E]) -> Callable[[Any], E]:
     return parse
 
 
+def _named(kind: type[E]) -> Callable[[Any], E]:
+    """A parser of one of the enum's values as Kafka writes them (upper case)."""
+
+    def parse(value: Any) -> E:
+        try:
+            return kind(str(value).strip().upper())
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(k.value for k in kind)}") from None
+
+    return parse
+
+
+def _secret(value: Any) -> Secret:
+    """A password, as given (blanks are part of it)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return Secret(value)
+
+
+def _path(value: Any) -> Path:
+    return Path(text(value))
+
+
 def _per_node(value: Any) -> tuple[int | None, ...]:
     """Whole numbers, one per identification node; 0 means no limit."""
     limits = tuple(_count(item) or None for item in _list(value))
@@ -363,6 +463,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka.replication_factor", "KAFKA_REPLICATION_FACTOR", _positive(int), "kafka.replication_factor", _K.replication_factor),
     Setting("kafka.producer_max_batch_bytes", "KAFKA_PRODUCER_MAX_BATCH_BYTES", _positive(int), "kafka.producer_max_batch_bytes", _K.producer_max_batch_bytes),
     Setting("kafka.inexact_end_offsets", "KAFKA_INEXACT_END_OFFSETS", _bool, "kafka.inexact_end_offsets", _K.inexact_end_offsets),
+    Setting("kafka.security_protocol", "KAFKA_SECURITY_PROTOCOL", _named(SecurityProtocol), "kafka.security_protocol", _K.security_protocol),
+    Setting("kafka.sasl_mechanism", "KAFKA_SASL_MECHANISM", _named(SaslMechanism), "kafka.sasl_mechanism", _K.sasl_mechanism),
+    Setting("kafka.sasl_username", "KAFKA_SASL_USERNAME", text, "kafka.sasl_username", _K.sasl_username),
+    Setting("kafka.sasl_password", "KAFKA_SASL_PASSWORD", _secret, "kafka.sasl_password", _K.sasl_password),
+    Setting("kafka.sasl_password_file", "KAFKA_SASL_PASSWORD_FILE", _path, "kafka.sasl_password_file", None),
+    Setting("kafka.ssl_ca_location", "KAFKA_SSL_CA_LOCATION", _path, "kafka.ssl_ca_location", _K.ssl_ca_location),
+    Setting("kafka.ssl_certificate_location", "KAFKA_SSL_CERTIFICATE_LOCATION", _path, "kafka.ssl_certificate_location", _K.ssl_certificate_location),
+    Setting("kafka.ssl_key_location", "KAFKA_SSL_KEY_LOCATION", _path, "kafka.ssl_key_location", _K.ssl_key_location),
+    Setting("kafka.ssl_key_password", "KAFKA_SSL_KEY_PASSWORD", _secret, "kafka.ssl_key_password", _K.ssl_key_password),
     Setting("topics.input", "RETROSTITCH_INPUT_TOPIC", text, "topics.input", _T.input),
     Setting("topics.sink", "RETROSTITCH_SINK_TOPIC", text, "topics.sink", _T.sink),
     Setting("topics.dead_letter", "RETROSTITCH_DEAD_LETTER_TOPIC", text, "topics.dead_letter", _T.dead_letter),
@@ -463,6 +572,60 @@ def _flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _secured(sasl_password_file: Path | None = None, **values: Any) -> KafkaSettings:
+    """The Kafka settings, their security checked whole: what a protocol needs is there,
+    nothing is set that the protocol would ignore, and every file named can be read."""
+    if sasl_password_file is not None:
+        if values.get("sasl_password") is not None:
+            raise ConfigError("set kafka.sasl_password or kafka.sasl_password_file, not both")
+        password = _readable(sasl_password_file, "kafka.sasl_password_file").rstrip("\r\n")
+        if not password:
+            raise ConfigError(f"kafka.sasl_password_file: {sasl_password_file} is empty")
+        values["sasl_password"] = Secret(password)
+    kafka = KafkaSettings(**values)
+    protocol = kafka.security_protocol
+    named = f"kafka.security_protocol is {protocol.value}"
+    if protocol.sasl:
+        if not kafka.sasl_username:
+            raise ConfigError(f"kafka.sasl_username (KAFKA_SASL_USERNAME) is required: {named}")
+        if kafka.sasl_password is None:
+            raise ConfigError(
+                "kafka.sasl_password (KAFKA_SASL_PASSWORD, or a file: KAFKA_SASL_PASSWORD_FILE)"
+                f" is required: {named}"
+            )
+    elif kafka.sasl_username or kafka.sasl_password is not None:
+        raise ConfigError(
+            f"kafka.sasl_username and kafka.sasl_password take effect with SASL_SSL or"
+            f" SASL_PLAINTEXT only: {named}"
+        )
+    files = {
+        "kafka.ssl_ca_location": kafka.ssl_ca_location,
+        "kafka.ssl_certificate_location": kafka.ssl_certificate_location,
+        "kafka.ssl_key_location": kafka.ssl_key_location,
+    }
+    for key, path in files.items():
+        if path is not None:
+            if not protocol.tls:
+                raise ConfigError(f"{key} takes effect with SSL or SASL_SSL only: {named}")
+            _readable(path, key)
+    if (kafka.ssl_certificate_location is None) != (kafka.ssl_key_location is None):
+        raise ConfigError(
+            "kafka.ssl_certificate_location and kafka.ssl_key_location go together:"
+            " a client certificate needs its key"
+        )
+    if kafka.ssl_key_password is not None and kafka.ssl_key_location is None:
+        raise ConfigError("kafka.ssl_key_password is set without kafka.ssl_key_location")
+    return kafka
+
+
+def _readable(path: Path, key: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise ConfigError(f"{key}: cannot read {path}: {reason}") from None
+
+
 def _build(values: dict[str, Any]) -> Settings:
     sections: dict[str, dict[str, Any]] = {
         "recognition": {},
@@ -477,7 +640,7 @@ def _build(values: dict[str, Any]) -> Settings:
     for target, value in values.items():
         section, _, name = target.rpartition(".")
         (sections[section] if section else top)[name] = value
-    kafka = KafkaSettings(**sections["kafka"])
+    kafka = _secured(**sections["kafka"])
     if kafka.heartbeat_interval * 3 > kafka.session_timeout:
         raise ConfigError(
             "kafka.heartbeat_interval_seconds must be at most a third of "

@@ -206,7 +206,7 @@ def run(
         processes.start()
         for chunk in range(plan.chunks):
             part = lines[chunk * size : (chunk + 1) * size]
-            produce_events(bootstrap, settings.topics.input, part, settings.recognition)
+            produce_events(settings.kafka, settings.topics.input, part, settings.recognition)
             time.sleep(rng.uniform(0.3, 1.5))
             for _ in range(kill_at.count(chunk)):
                 name = rng.choice(sorted(processes.procs))

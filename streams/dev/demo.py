@@ -96,7 +96,7 @@ def run_demo(settings: Settings, config: Path | None = None, *, snowplow: bool =
         fed: list[bytes] = []
         for title, lines in (("before", before), ("after", identify)):
             produce_events(
-                broker.bootstrap_servers,
+                settings.kafka,
                 settings.topics.input,
                 lines,
                 settings.recognition,
@@ -236,7 +236,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def _print_dead_letters(settings: Settings) -> None:
-    dead = TopicReader(settings.kafka.bootstrap_servers, settings.topics.dead_letter)
+    dead = TopicReader(settings.kafka, settings.topics.dead_letter)
     dead.poll(1.0)
     print(f"\nDead letters on {settings.topics.dead_letter}:")
     for message in dead.messages:

@@ -12,6 +12,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streams.core.errors import BrokerError
+from streams.settings import KafkaSettings
 
 __all__ = ["Message", "TopicReader"]
 
@@ -29,12 +30,12 @@ class Message:
 class TopicReader:
     """Reads every partition of a topic from the start, without a consumer group."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.topic = topic
         self.messages: list[Message] = []
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap_servers,
+                **kafka.client_config(),
                 "group.id": f"retrostitch-reader-{uuid.uuid4()}",  # never joined: assign only
                 "enable.auto.commit": False,
             }

@@ -58,7 +58,7 @@ def parse_start(offset: int | None, timestamp: str | None) -> Start:
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            **settings.kafka.client_config(),
             "group.id": settings.app_id,
             "enable.auto.commit": False,
         }
@@ -93,7 +93,7 @@ def set_start(settings: Settings, start: Start) -> dict[int, int]:
                 p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
                 for p in partitions
             }
-        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        admin = AdminClient(settings.kafka.client_config())
         request = ConsumerGroupTopicPartitions(
             settings.app_id, [TopicPartition(topic, p, o) for p, o in offsets.items()]
         )

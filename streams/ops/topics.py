@@ -22,7 +22,7 @@ from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import answers_topic, claims_topic
 from streams.core.persons import persons_topic
 from streams.core.rules import RecognitionRules, parse
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 
 __all__ = ["end_offsets", "ensure_topics", "produce_events", "send_command"]
 
@@ -37,7 +37,7 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
 
     The repartition and changelog topics are Faust's own and made by the worker.
     """
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = AdminClient(settings.kafka.client_config())
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
@@ -83,7 +83,7 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
 
 
 def produce_events(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     topic: str,
     lines: Iterable[bytes],
     rules: RecognitionRules,
@@ -97,7 +97,7 @@ def produce_events(
     Lines are sent byte for byte, so a malformed one reaches the worker (and its dead-letter
     topic) as it would from a real producer.
     """
-    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5})
+    producer = Producer({**kafka.client_config(), "linger.ms": 5})
     sent = 0
     for line in lines:
         value = line.rstrip(b"\r\n")
@@ -120,7 +120,7 @@ def produce_events(
 def send_command(settings: Settings, command: Command) -> int:
     """Send ``command`` to every partition of the control topic (each worker applies it
     to the state of its partitions); return how many partitions it went to."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = AdminClient(settings.kafka.client_config())
     topic = settings.topics.control
     try:
         found = admin.list_topics(topic, timeout=30).topics.get(topic)
@@ -128,7 +128,7 @@ def send_command(settings: Settings, command: Command) -> int:
         raise BrokerError(f"cannot read topic {topic!r}: {exc}") from exc
     if found is None or found.error is not None or not found.partitions:
         raise BrokerError(f"the control topic {topic!r} does not exist: start a worker first")
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all"})
+    producer = Producer({**settings.kafka.client_config(), "acks": "all"})
     value = encode(command)
     for partition in found.partitions:
         producer.produce(topic, value=value, partition=partition)

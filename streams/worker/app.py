@@ -58,6 +58,7 @@ again, where an agent restarted alone would go on past the batch it dropped.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,7 +70,7 @@ from streams.core.persons import persons_topic
 from streams.ops.counters import values
 from streams.ops.logs import logging_config
 from streams.ops.status import Heartbeat
-from streams.settings import Settings
+from streams.settings import KafkaSettings, Settings
 from streams.worker.checkpoint import Checkpoint
 from streams.worker.feed import Batch
 from streams.worker.gauges import sample
@@ -163,6 +164,7 @@ def _app(settings: Settings) -> App:
         broker=";".join(
             f"{SCHEME}://{host}" for host in settings.kafka.bootstrap_servers.split(",")
         ),
+        broker_credentials=_credentials(settings.kafka),
         store="retrostitch://",  # Faust's RocksDB store, compressed (streams.worker.tablestore)
         datadir=str(settings.state_dir / settings.app_id),  # a replay's app id starts empty
         topic_partitions=settings.topics.partitions,
@@ -181,6 +183,34 @@ def _app(settings: Settings) -> App:
         # local state ahead of its changelog, or unreadable, is set aside and restored
         TableManager="streams.worker.recovery:TableManager",
     )
+
+
+def _credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """The security of ``kafka.*`` for Faust's aiokafka clients, as ``client_config`` gives
+    it to librdkafka: the same protocol, mechanism, user, CA and client certificate."""
+    protocol = kafka.security_protocol
+    context = None
+    if protocol.tls:
+        context = ssl.create_default_context(
+            cafile=None if kafka.ssl_ca_location is None else str(kafka.ssl_ca_location)
+        )
+        if kafka.ssl_certificate_location is not None:
+            context.load_cert_chain(
+                str(kafka.ssl_certificate_location),
+                None if kafka.ssl_key_location is None else str(kafka.ssl_key_location),
+                None if kafka.ssl_key_password is None else kafka.ssl_key_password.reveal(),
+            )
+    if protocol.sasl:
+        assert kafka.sasl_password is not None  # load_settings requires it
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.reveal(),
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism.value,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def _agent(

@@ -37,7 +37,7 @@ class Outbox:
     def __init__(self, settings: KafkaSettings) -> None:
         self._producer = Producer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **settings.client_config(),
                 "acks": "all",
                 # records of a partition land in the order sent, without gaps or copies
                 # after a retry: a crash may land a prefix of a batch's changelog, and

@@ -49,7 +49,7 @@ class Pipeline:
 
     def produce(self, *lines: bytes, timestamp_ms: int = 0) -> None:
         produce_events(
-            self.bootstrap_servers,
+            self.settings.kafka,
             self.settings.topics.input,
             lines,
             self.settings.recognition,
@@ -58,7 +58,7 @@ class Pipeline:
         )
 
     def reader(self, topic: str) -> TopicReader:
-        return TopicReader(self.bootstrap_servers, topic)
+        return TopicReader(self.settings.kafka, topic)
 
     @property
     def changelog_topics(self) -> list[str]:

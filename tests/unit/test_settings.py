@@ -10,7 +10,7 @@ import pytest
 from streams.core.errors import ConfigError
 from streams.core.pointer import Pointer
 from streams.core.rules import Policy
-from streams.settings import SETTINGS, Settings, load_settings
+from streams.settings import SETTINGS, SaslMechanism, SecurityProtocol, Settings, load_settings
 
 JITSU_YAML = """
 users_recognition:
@@ -161,3 +161,73 @@ def test_retention_settings_in_minutes_and_zero_for_never() -> None:
     assert (retention.ttl_ms, retention.max_held_per_id) == (90 * 60_000, None)
     with pytest.raises(ConfigError, match="USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS"):
         load_settings(environ={"USER_RECOGNITION_TTL_MINUTES_ANONYMOUS_EVENTS": "-1"})
+
+
+SASL = {"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_USERNAME": "key"}
+
+
+def test_a_secured_cluster_reaches_librdkafka_with_kafkas_own_names(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("s3cret with spaces\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {**SASL, "KAFKA_SASL_MECHANISM": "scram-sha-512",
+           "KAFKA_SASL_PASSWORD_FILE": str(password), "KAFKA_SSL_CA_LOCATION": str(ca)}  # fmt: skip
+    kafka = load_settings(environ=env).kafka
+    assert kafka.security_protocol is SecurityProtocol.SASL_SSL
+    assert kafka.sasl_mechanism is SaslMechanism.SCRAM_SHA_512
+    assert kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "key",
+        "sasl.password": "s3cret with spaces",  # one trailing newline of the file dropped
+        "ssl.ca.location": str(ca),
+    }
+    assert "s3cret" not in repr(kafka)
+    assert "s3cret" not in str(kafka.sasl_password)
+
+
+def test_plaintext_is_the_default_and_names_nothing_else() -> None:
+    assert load_settings(environ={}).kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "PLAINTEXT",
+    }
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_PASSWORD": "pw"},
+         "kafka.sasl_username (KAFKA_SASL_USERNAME) is required: kafka.security_protocol is "
+         "SASL_SSL"),
+        (SASL, "kafka.sasl_password (KAFKA_SASL_PASSWORD, or a file: KAFKA_SASL_PASSWORD_FILE)"
+               " is required"),
+        ({"KAFKA_SASL_USERNAME": "key", "KAFKA_SASL_PASSWORD": "pw"},
+         "kafka.sasl_username and kafka.sasl_password take effect with SASL_SSL or "
+         "SASL_PLAINTEXT only"),
+        ({"KAFKA_SSL_CA_LOCATION": "/etc/ssl/certs/ca-certificates.crt"},
+         "kafka.ssl_ca_location takes effect with SSL or SASL_SSL only: "
+         "kafka.security_protocol is PLAINTEXT"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_LOCATION": "/no/such/ca.pem"},
+         "kafka.ssl_ca_location: cannot read /no/such/ca.pem: No such file or directory"),
+        ({**SASL, "KAFKA_SASL_PASSWORD_FILE": "/no/such/file"},
+         "kafka.sasl_password_file: cannot read /no/such/file: No such file or directory"),
+        ({**SASL, "KAFKA_SASL_PASSWORD": "pw", "KAFKA_SASL_PASSWORD_FILE": "/etc/hostname"},
+         "set kafka.sasl_password or kafka.sasl_password_file, not both"),
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"},
+         "KAFKA_SECURITY_PROTOCOL = 'TLS': expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, "
+         "SASL_SSL"),
+        ({**SASL, "KAFKA_SASL_PASSWORD": "pw", "KAFKA_SASL_MECHANISM": "GSSAPI"},
+         "expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTIFICATE_LOCATION": "/etc/hostname"},
+         "kafka.ssl_certificate_location and kafka.ssl_key_location go together"),
+    ],
+)  # fmt: skip
+def test_a_security_mistake_is_one_error_naming_the_setting(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ=env)
+    assert message in str(raised.value)
+    assert "pw" not in str(raised.value).replace("password", "")

@@ -280,9 +280,7 @@ def test_a_record_postgres_refuses_is_dead_lettered_and_the_rest_lands(
         warehouse_settings,
         _record("ok-1", 1), _record(too_long, 1), _record("ok-2", 1),
     )  # fmt: skip
-    dead = TopicReader(
-        warehouse_settings.kafka.bootstrap_servers, warehouse_settings.warehouse.dead_letter_topic
-    )
+    dead = TopicReader(warehouse_settings.kafka, warehouse_settings.warehouse.dead_letter_topic)
     with running_sink(warehouse_settings, PostgresWarehouse(warehouse_settings), "pg"):
         eventually(
             lambda: table_rows(warehouse_settings, "event_id") == [("ok-1",), ("ok-2",)], 60, "rows"

@@ -93,7 +93,7 @@ def test_new_fields_get_columns_a_conflict_becomes_text_and_a_refused_row_is_a_d
     too_long = secrets.token_hex(500)  # a key of 1,000 characters: over VARCHAR(768)
     _send(settings, _record("e1", 1, page={"n": 1}), _record(too_long, 1))
     _send(settings, _record("e2", 1, page={"n": "seven"}, cart={"vip": True}))
-    letters = TopicReader(settings.kafka.bootstrap_servers, settings.warehouse.dead_letter_topic)
+    letters = TopicReader(settings.kafka, settings.warehouse.dead_letter_topic)
     with running_sink(settings, MySQLWarehouse(settings), "mysql") as sink:
         eventually(lambda: len(_rows(settings, "event_id")) == 2, 60, "both good rows")
         letters.wait_for(lambda m: len(m) == 1, 30)

@@ -39,7 +39,7 @@ def test_latest_user_id_wins_on_every_row_from_enriched_tsv(
     pipeline: Pipeline, snowplow_settings: Settings
 ) -> None:
     settings = snowplow_settings
-    dead = TopicReader(pipeline.bootstrap_servers, settings.topics.dead_letter)
+    dead = TopicReader(pipeline.settings.kafka, settings.topics.dead_letter)
     pipeline.worker()
     with running_sink(settings, PostgresWarehouse(settings), "pg"):
         # a shared browser: three anonymous views, user-a signs in, two views, user-b signs
