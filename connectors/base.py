@@ -44,6 +44,8 @@ class Warehouse(Protocol):
     """One warehouse's writes; every call may raise ``WarehouseUnavailable`` (retried)."""
 
     name: str
+    #: where it writes, for the logs: server, database and table, never a password
+    where: str
 
     def write(self, rows: Sequence[Row]) -> list[Rejected]:
         """Upsert the rows (highest version wins); return those the warehouse refused.
@@ -54,6 +56,12 @@ class Warehouse(Protocol):
 
     def erase(self, erasures: Sequence[Erasure]) -> None:
         """Delete every row each erasure names. Raises WarehouseUnavailable, like write."""
+        ...
+
+    def open(self) -> None:
+        """Connect and make the table now, at the connector's start: a configuration the
+        warehouse refuses (no such database or role, a wrong password, no permission)
+        raises ConfigError naming the setting; an outage raises WarehouseUnavailable."""
         ...
 
     def beside(self, layout: Layout) -> Warehouse:

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from connectors.registry import SECTIONS, WAREHOUSES, named
 from streams.core.errors import ConfigError, RetrostitchError
@@ -140,6 +141,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _sink(settings: Settings, args: argparse.Namespace) -> int:
+    from connectors.errors import WarehouseUnavailable
     from connectors.runner import BatchingSink
     from streams.ops.reach import reach
     from streams.ops.topics import ensure_topics
@@ -149,11 +151,22 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     reach(settings.kafka)
     ensure_topics(settings)
     warehouse = kind.connect(settings)
+    log = logging.getLogger("retrostitch")
+    try:
+        warehouse.open()
+    except WarehouseUnavailable as exc:
+        log.warning(
+            "%s is unavailable at start (%s): the first batch waits for it", warehouse.where, exc
+        )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     group = f"{settings.app_id}-sink-{args.warehouse}"
     sink = BatchingSink(settings, warehouse, group)
+    log.info(
+        "connector: reads %s (group %s) on %s, writes %s",
+        settings.topics.sink, group, settings.kafka.bootstrap_servers, warehouse.where,
+    )  # fmt: skip
     if status is not None:
         status.start(
             live=sink.heartbeat.fresh,
@@ -229,14 +242,38 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, args.config, snowplow=args.snowplow)
 
 
+#: every command's help ends with where its settings come from
+SETTINGS_HELP = """\
+settings: a YAML file (--config FILE, before or after the command) and environment
+variables, which win; e.g. KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL,
+RETROSTITCH_INPUT_TOPIC, RETROSTITCH_POSTGRES_DSN. Every key and variable, with its
+default: docs/configuration.md."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="retrostitch", description="Retroactive user recognition on Kafka."
+        prog="retrostitch",
+        description="Retroactive user recognition on Kafka.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", type=Path, help="YAML settings file (environment variables win)"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    # each command takes --config too (after its name), and shows where settings come from
+    settings = argparse.ArgumentParser(add_help=False)
+    settings.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="YAML settings file (environment variables win)",
+    )
+    commands = _Commands(
+        parser.add_subparsers(dest="command", required=True),
+        parents=[settings],
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands.add_parser("worker", help="run the stitcher (a Faust worker)").set_defaults(
         run=_worker
     )
@@ -292,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_demo)
     return parser
+
+
+class _Commands:
+    """``add_subparsers()`` whose every command is made with the same ``options``."""
+
+    def __init__(self, action: Any, **options: Any) -> None:
+        self._action = action
+        self._options = options
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(name, **self._options, **kwargs)
+        return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

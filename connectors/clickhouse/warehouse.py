@@ -25,6 +25,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import orjson
@@ -45,6 +46,7 @@ from connectors.rows import (
     Schema,
     grouped_erasures,
 )
+from streams.core.errors import ConfigError
 from streams.core.record import Status
 from streams.settings import Settings
 
@@ -86,8 +88,22 @@ def blames_a_row(exc: DatabaseError) -> bool:
     return exc.code in ROW_ERRORS
 
 
+#: server errors that a setting causes (a wrong user or password, a database that does not
+#: exist or may not be created): a ConfigError at start, not an outage
+MISCONFIGURED = frozenset({81, 192, 193, 194, 497, 516})
+
+
 def client_dsn(url: str) -> str:
-    """``chdb://relative/dir`` made absolute (clickhouse-connect wants ``chdb:///abs``)."""
+    """``chdb://relative/dir`` made absolute (clickhouse-connect wants ``chdb:///abs``);
+    anything but ``http(s)://host…`` and ``chdb://dir`` is a ConfigError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "chdb") or (
+        parts.scheme != "chdb" and not parts.hostname
+    ):
+        raise ConfigError(
+            "warehouse.clickhouse_url (RETROSTITCH_CLICKHOUSE_URL) must be"
+            " http(s)://[user:password@]host[:port] or chdb://directory"
+        )
     if url.startswith("chdb://"):
         path = Path(url.removeprefix("chdb://")).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
@@ -143,10 +159,30 @@ class ClickHouseWarehouse:
             f"{quote_identifier(self._database)}.{quote_identifier(table + '_latest')}"
         )
         self._table_name = table
+        client_dsn(section.url)  # checked at once: a wrong URL is a ConfigError
+        url = urlsplit(section.url)
+        server = (
+            section.url if url.scheme == "chdb" else f"{url.scheme}://{url.hostname}:{url.port}"
+        )
+        self.where = f"clickhouse {server}, table {self._database}.{table}"
         self._session = _Session(section.url) if session is None else session
         self._lock = self._session.lock
         self._made = 0  # the session's generation this table was made in
         self.schema: Schema | None = None
+
+    def open(self) -> None:
+        with self._lock:
+            try:
+                self._connect()
+            except OperationalError as exc:
+                self._drop_client()
+                raise WarehouseUnavailable(describe(exc)) from exc
+            except DatabaseError as exc:
+                if exc.code in MISCONFIGURED:
+                    raise ConfigError(
+                        f"warehouse.clickhouse_url / warehouse.clickhouse_database: {describe(exc)}"
+                    ) from None
+                raise
 
     def beside(self, layout: Layout) -> ClickHouseWarehouse:
         """Another table of the same database, on the same client and lock."""

@@ -89,6 +89,9 @@ KEY_TYPE = "VARCHAR(768)"
 #: retrying will not cure them, so the batch is split and the record dead-lettered
 ROW_ERRORS = frozenset({1048, 1264, 1265, 1292, 1366, 1367, 1406, 1416, 3140, 4025})
 DUPLICATE_COLUMN = 1060
+#: server errors at connection that a setting causes (access denied, an unknown database):
+#: a ConfigError, not an outage
+MISCONFIGURED = frozenset({1044, 1045, 1049, 1698})
 
 
 def quoted(*names: str) -> str:
@@ -133,6 +136,11 @@ class MySQLWarehouse:
         persons = settings.persons.enabled
         self.layout = layout_of(settings, persons=persons) if layout is None else layout
         self._options = connection_options(settings.section(MySQLSettings).dsn)
+        options = self._options
+        self.where = (
+            f"mysql {options['host']}:{options['port']}/{options['database']},"
+            f" table {self.layout.table}"
+        )
         self._database = self._options["database"]
         self._table_name = self.layout.table
         self.table = quoted(self._database, self._table_name)
@@ -151,6 +159,13 @@ class MySQLWarehouse:
         self._conn: pymysql.connections.Connection[Any] | None = None
         self.schema: Schema | None = None
         self._local_infile = local_infile  # until the server refuses it
+
+    def open(self) -> None:
+        try:
+            self._connect()
+        except pymysql.err.OperationalError as exc:
+            self.close()
+            raise WarehouseUnavailable(describe(exc)) from exc
 
     def beside(self, layout: Layout) -> MySQLWarehouse:
         """Another table of the same database, on a connection of its own."""
@@ -221,19 +236,29 @@ class MySQLWarehouse:
 
     def _connect(self) -> pymysql.connections.Connection[Any]:
         if self._conn is None or not self._conn.open:
-            self._conn = pymysql.connect(
-                **self._options,
-                charset="utf8mb4",
-                connect_timeout=5,
-                local_infile=True,
-                autocommit=False,
-                init_command=(
-                    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
-                    " time_zone = '+00:00', innodb_lock_wait_timeout = 10"
-                ),
-            )
+            try:
+                self._conn = self._connection()
+            except pymysql.err.OperationalError as exc:
+                if exc.args and exc.args[0] in MISCONFIGURED:
+                    raise ConfigError(
+                        f"warehouse.mysql_dsn (RETROSTITCH_MYSQL_DSN): {describe(exc)}"
+                    ) from None
+                raise
             self._create(self._conn)
         return self._conn
+
+    def _connection(self) -> pymysql.connections.Connection[Any]:
+        return pymysql.connect(
+            **self._options,
+            charset="utf8mb4",
+            connect_timeout=5,
+            local_infile=True,
+            autocommit=False,
+            init_command=(
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
+                " time_zone = '+00:00', innodb_lock_wait_timeout = 10"
+            ),
+        )
 
     def _create(self, conn: pymysql.connections.Connection[Any]) -> None:
         key = self.layout.key

@@ -46,6 +46,7 @@ from connectors.rows import (
     grouped_erasures,
     table_columns,
 )
+from streams.core.errors import ConfigError
 from streams.core.record import Status
 from streams.settings import Settings
 
@@ -64,6 +65,15 @@ SQL_TYPES = {
 FROM_SQL = {name: kind for kind, name in SQL_TYPES.items()}
 #: errors that one record causes and that retrying will not cure: bisect and dead-letter it
 PERMANENT = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded)
+#: what the server says, at connection, of a setting that waiting will not cure (a missing
+#: database or role, a wrong password, a host it does not let in): a ConfigError, not an
+#: outage (libpq's connection errors carry no SQLSTATE, only the server's words)
+_MISCONFIGURED = (
+    "does not exist",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
 
 
 class PostgresWarehouse:
@@ -77,7 +87,19 @@ class PostgresWarehouse:
         persons = settings.persons.enabled
         self.layout = layout_of(settings, persons=persons) if layout is None else layout
         section = settings.section(PostgresSettings)
+        try:
+            psycopg.conninfo.conninfo_to_dict(section.dsn)
+        except psycopg.ProgrammingError as exc:  # its message quotes no part of the DSN
+            raise ConfigError(
+                f"warehouse.postgres_dsn (RETROSTITCH_POSTGRES_DSN) is not a connection string"
+                f" ({str(exc).strip()}): postgresql://user[:password]@host[:port]/database"
+            ) from None
         self._dsn = section.dsn
+        info = psycopg.conninfo.conninfo_to_dict(section.dsn)
+        server = (
+            f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        )
+        self.where = f"postgres {server}, table {section.schema}.{self.layout.table}"
         self.table = sql.Identifier(section.schema, self.layout.table)
         #: with persons: the persons table, and the merges applied (from -> into, each
         #: ``into`` a person not merged away), beside the events table
@@ -96,6 +118,13 @@ class PostgresWarehouse:
         self._table_name = self.layout.table
         self._conn: psycopg.Connection[Any] | None = None
         self.schema: Schema | None = None
+
+    def open(self) -> None:
+        try:
+            self._connect()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise WarehouseUnavailable(describe(exc)) from exc
 
     def beside(self, layout: Layout) -> PostgresWarehouse:
         """Another table of the same schema, on a connection of its own."""
@@ -204,11 +233,25 @@ class PostgresWarehouse:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn, connect_timeout=5, autocommit=True)
+            try:
+                self._conn = psycopg.connect(self._dsn, connect_timeout=5, autocommit=True)
+            except psycopg.OperationalError as exc:
+                if any(sign in str(exc) for sign in _MISCONFIGURED):
+                    raise ConfigError(
+                        f"warehouse.postgres_dsn (RETROSTITCH_POSTGRES_DSN): {describe(exc)}"
+                    ) from None
+                raise
             # DDL behind a long-running reader must not block the stream forever: give up,
             # count it as unavailable, and try the batch again later.
             self._conn.execute("SET lock_timeout = '10s'")
-            self._create(self._conn)
+            try:
+                self._create(self._conn)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                self.close()
+                raise ConfigError(
+                    f"warehouse.postgres_schema {self._schema_name!r}: the connection string's"
+                    f" role may not create the tables there: {describe(exc)}"
+                ) from None
         return self._conn
 
     def _create(self, conn: psycopg.Connection[Any]) -> None:

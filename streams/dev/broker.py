@@ -78,6 +78,15 @@ class LocalBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 20.0) -> LocalBroker:
+        with socket.socket() as probe:  # another process's port: refused before its log
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise BrokerError(
+                    f"local broker: port {self.port} on {self.host} is in use ({exc.strerror}):"
+                    " choose another --port, or 0 for a free one"
+                ) from None
         url = f"tcp://{self.host}:{self.port}"
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(

@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import orjson
 import psycopg
+import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
@@ -152,6 +154,14 @@ def test_sink_command_writes_postgres_and_stops_on_sigterm(
             sink.send_signal(signal.SIGTERM)
         assert sink.wait(timeout=30) == 0, log.read_text()
     assert postgres_dsn not in log.read_text()  # no connection string in the logs
+    info = psycopg.conninfo.conninfo_to_dict(postgres_dsn)
+    started = (
+        f"connector: reads {pipeline.settings.topics.sink} (group"
+        f" {pipeline.settings.app_id}-sink-postgres) on {pipeline.bootstrap_servers}, writes"
+        f" postgres {info['host']}:{info.get('port', 5432)}/{info['dbname']},"
+        f" table {schema}.events"
+    )
+    assert started in log.read_text()
     assert "Disconnected" not in log.read_text()  # a clean stop closes its connections
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
@@ -266,3 +276,78 @@ def test_each_kind_of_process_has_its_own_status_port_and_a_taken_one_is_one_lin
         f"retrostitch: status port {port} is in use (another process on this host?): set "
         "stitcher.status_port (RETROSTITCH_STATUS_PORT) to a free port, or 0 for none"
     ]
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "variable", "value", "said"),
+    [
+        ("postgres", "RETROSTITCH_POSTGRES_DSN", "not a dsn",
+         "warehouse.postgres_dsn (RETROSTITCH_POSTGRES_DSN) is not a connection string"),
+        ("postgres", "RETROSTITCH_POSTGRES_DSN", "postgresql://postgres:hunter2@127.0.0.1:5432/nope",
+         'database "nope" does not exist'),
+        ("postgres", "RETROSTITCH_POSTGRES_DSN", "postgresql://nobody:hunter2@127.0.0.1:5432/test",
+         'role "nobody" does not exist'),
+        ("mysql", "RETROSTITCH_MYSQL_DSN", "mysql://root:hunter2@127.0.0.1:3306/nope",
+         "warehouse.mysql_dsn (RETROSTITCH_MYSQL_DSN): "),
+        ("clickhouse", "RETROSTITCH_CLICKHOUSE_URL", "garbage",
+         "warehouse.clickhouse_url (RETROSTITCH_CLICKHOUSE_URL) must be"),
+    ],
+    ids=["pg-not-a-dsn", "pg-no-database", "pg-no-role", "mysql-no-database", "ch-garbage"],
+)  # fmt: skip
+def test_a_warehouse_setting_it_refuses_stops_the_connector_at_once(
+    pipeline: Pipeline, postgres_dsn: str, mysql_dsn: str, warehouse: str, variable: str,
+    value: str, said: str,
+) -> None:  # fmt: skip
+    """Not an outage to wait out: one line naming the setting, exit 2, no password."""
+    env = {**os.environ, **pipeline.env, variable: value}
+    done = subprocess.run([*CLI, "sink", warehouse], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("retrostitch: warehouse.")
+    assert said in lines[0]
+    assert "hunter2" not in lines[0]
+
+
+def test_broker_on_a_port_in_use_says_so_and_leaves_the_others_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = Path(tempfile.gettempdir()) / f"retrostitch-broker-{port}.log"
+        log.write_text("the other broker's log\n")
+        argv = [*CLI, "broker", "--port", str(port)]
+        done = subprocess.run(argv, capture_output=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stdout == b""  # no address printed for a broker that is not there
+    assert done.stderr.decode().strip().splitlines() == [
+        f"retrostitch: local broker: port {port} on 127.0.0.1 is in use (Address already in use):"
+        " choose another --port, or 0 for a free one"
+    ]
+    assert log.read_text() == "the other broker's log\n"
+    log.unlink()
+
+
+def test_produce_of_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([*CLI, "produce", str(tmp_path / "missing.jsonl")], capture_output=True)
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        f"retrostitch: produce: no file {tmp_path / 'missing.jsonl'}"
+        " (a JSON-lines file, one event per line)"
+    ]
+
+
+def test_config_goes_before_or_after_the_command_and_help_names_the_settings(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("users_recognition:\n  anonymous_id_node: user.anonymous_id\n")
+    for argv in (["--config", str(config), "worker"], ["worker", "--config", str(config)]):
+        done = subprocess.run([*CLI, *argv], capture_output=True, timeout=60)
+        assert done.returncode == 2
+        assert "users_recognition.anonymous_id_node" in done.stderr.decode()
+    for command in ("worker", "sink", "replay", "produce", "erase", "unmerge", "status"):
+        shown = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True)
+        assert "--config" in shown.stdout
+        assert "KAFKA_BOOTSTRAP_SERVERS" in shown.stdout
+        assert "docs/configuration.md" in shown.stdout
