@@ -514,7 +514,7 @@ def _at_root(
     done: Step,
 ) -> None:
     if isinstance(message, Attach):
-        _advance(message.task(root), root, node, graph, limits, done)
+        _advance(message.task(message.values[0]), root, node, graph, limits, done)
     elif isinstance(message, Resume):
         _advance(message.task, root, node, graph, limits, done)
     elif isinstance(message, Find):
