@@ -56,7 +56,7 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
     from streams.dev.broker import local_defaults
     from streams.ops.counters import values
     from streams.ops.reach import reach
-    from streams.ops.topics import ensure_topics
+    from streams.ops.topics import ensure_topics, erasures_so_far
     from streams.worker.app import create_app, restored, run
     from streams.worker.metrics import WorkerMetrics
 
@@ -72,7 +72,8 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     metrics = WorkerMetrics()
     heartbeat = Heartbeat()
-    app = create_app(settings, metrics, heartbeat)
+    # every erasure so far, before any event: a replay never emits what was erased
+    app = create_app(settings, metrics, heartbeat, erasures_so_far(settings))
     if status is not None:
         status.start(
             live=heartbeat.fresh,

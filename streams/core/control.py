@@ -9,18 +9,25 @@ Every command goes to every partition of the control topic (``commands_for``): e
 partition's worker applies it to the ids its own state holds, so a command needs no
 knowledge of how producers partitioned the events. Like ``streams.core.rules``, this module
 reads no clock, disk or network.
+
+An erasure also holds against every later copy of what it erased (``Erasures``): an event of
+the erased anonymous id, or carrying the erased identification value, whose time is not
+after the erasure's, is never emitted again: a replay of the input into fresh state, a late
+or re-delivered copy. A worker learns the erasures of the whole control topic before it
+reads any event, and each new one as it comes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import orjson
 
 from streams.core.errors import BadRecord
 
-__all__ = ["Command", "Verb", "encode", "parse_command"]
+__all__ = ["Command", "Erasures", "Verb", "encode", "parse_command"]
 
 
 class Verb(StrEnum):
@@ -72,12 +79,60 @@ def parse_command(raw: bytes | None) -> Command:
     if not isinstance(target, dict) or set(target) - {"anonymous_id", "identity"}:
         raise BadRecord(f"{name} takes an object with anonymous_id or identity")
     values = {k: v for k, v in target.items() if v is not None}
-    for field, value in values.items():
+    for name_of, value in values.items():
         if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
-            raise BadRecord(f"{name}: {field} must be a non-empty string or an integer")
+            raise BadRecord(f"{name}: {name_of} must be a non-empty string or an integer")
     anonymous_id, identity = values.get("anonymous_id"), values.get("identity")
     return Command(
         verb,
         None if anonymous_id is None else str(anonymous_id),
         None if identity is None else str(identity),
     )
+
+
+@dataclass(slots=True)
+class Erasures:
+    """Until when (ms) each erased anonymous id and identification value is erased. Kept
+    as digests, so that a worker's memory holds none of what was erased; small (one entry
+    per erasure), and empty, as it nearly always is, an event costs one truth test."""
+
+    _until: dict[bytes, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self._until)
+
+    def add(self, command: Command, at: int) -> None:
+        """An erase command given at ``at`` (ms): what it names up to then is erased."""
+        if command.verb is not Verb.ERASE:
+            return
+        if command.anonymous_id is not None:
+            self.erase_anonymous_id(command.anonymous_id, at)
+        else:
+            self._keep(_digest(b"v", str(command.identity)), at)
+
+    def erase_anonymous_id(self, anonymous_id: str, until: int) -> None:
+        self._keep(_digest(b"a", anonymous_id), until)
+
+    def covers(
+        self, anonymous_id: str | None, values: tuple[object, ...], at: int
+    ) -> tuple[bool, int] | None:
+        """Whether an event of time ``at``, of ``anonymous_id`` and carrying the
+        identification ``values``, is erased: (by one of its values, until when), or None."""
+        if anonymous_id is not None:
+            until = self._until.get(_digest(b"a", anonymous_id))
+            if until is not None and at <= until:
+                return False, until
+        for value in values:
+            if value is not None:
+                until = self._until.get(_digest(b"v", str(value)))
+                if until is not None and at <= until:
+                    return True, until
+        return None
+
+    def _keep(self, key: bytes, until: int) -> None:
+        if until > self._until.get(key, -1):
+            self._until[key] = until
+
+
+def _digest(kind: bytes, text: str) -> bytes:
+    return kind + hashlib.blake2b(text.encode(), digest_size=16).digest()

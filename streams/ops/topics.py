@@ -1,12 +1,16 @@
 """Topic administration with plain Kafka clients (confluent-kafka), for what is not the
 Faust worker's job: creating the topics, feeding a file of events, sending a command to
-every partition of the control topic, and reading where partitions end."""
+every partition of the control topic, reading the erasures it holds, and reading where
+partitions end."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -16,7 +20,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from streams.core.control import Command, encode
+from streams.core.control import Command, Erasures, encode, parse_command
 from streams.core.errors import BadRecord, BrokerError, ConfigError
 from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import answers_topic, claims_topic
@@ -24,7 +28,7 @@ from streams.core.persons import persons_topic
 from streams.core.rules import RecognitionRules, parse
 from streams.settings import KafkaSettings, Settings
 
-__all__ = ["end_offsets", "ensure_topics", "produce_events", "send_command"]
+__all__ = ["end_offsets", "ensure_topics", "erasures_so_far", "produce_events", "send_command"]
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
@@ -135,6 +139,47 @@ def send_command(settings: Settings, command: Command) -> int:
     if producer.flush(30):
         raise BrokerError(f"the command to {topic!r} was not acknowledged within 30 s")
     return len(found.partitions)
+
+
+def erasures_so_far(settings: Settings, *, timeout: float = 120.0) -> Erasures:
+    """Every erasure the control topic holds, read to its end: a worker knows them all
+    before it reads an event, so that a replay never emits what was erased before it
+    (``streams.core.control``). The topic holds commands only: it is read in moments."""
+    erasures = Erasures()
+    topic = settings.topics.control
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"{settings.app_id}-erasures",  # never joined: assign only
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        found = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if found is None or found.error is not None:
+            return erasures
+        ends = end_offsets(consumer, topic, sorted(found.partitions))
+        left = {partition: end for partition, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in left])
+        deadline = time.monotonic() + timeout
+        while left:
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"the control topic {topic!r} not read to its end in {timeout:.0f} s"
+                )
+            for message in consumer.consume(1000, timeout=0.5):
+                partition, offset = message.partition(), message.offset()
+                if message.error() is not None or partition is None or offset is None:
+                    continue
+                with contextlib.suppress(BadRecord):  # the worker dead-letters it
+                    erasures.add(parse_command(message.value()), max(message.timestamp()[1], 0))
+                if offset + 1 >= left.get(partition, 0):
+                    left.pop(partition, None)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read the control topic {topic!r}: {exc}") from exc
+    finally:
+        consumer.close()
+    return erasures
 
 
 def end_offsets(consumer: Consumer, topic: str, partitions: Iterable[int]) -> dict[int, int]:

@@ -51,6 +51,8 @@ class Counters:
     refused_events: int = counter()  # their events emitted again as they arrived
     erased_anonymous_ids: int = counter("commands")
     erased_events: int = counter("commands")
+    #: events an erasure covers that came again (a replay, a late copy): never emitted
+    erased_on_arrival: int = counter("commands")
     unmerged_anonymous_ids: int = counter("commands")
     unmerged_events: int = counter()
 
@@ -116,6 +118,9 @@ class Counters:
         """An anonymous id erased, with the ``events`` state held of it (0: none held)."""
         self.erased_events += events
         self.erased_anonymous_ids += bool(events)
+
+    def on_erased_on_arrival(self) -> None:
+        self.erased_on_arrival += 1
 
     def on_unmerged(self, events: int, *, refused: bool) -> None:
         """An anonymous id un-merged: by command, or by the merge limit's refusal."""

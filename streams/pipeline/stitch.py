@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from streams.core.clock import capped
-from streams.core.control import Verb, parse_command
+from streams.core.control import Erasures, Verb, parse_command
 from streams.core.errors import BadRecord, StateError
 from streams.core.inputs import InputFormat, as_json
 from streams.core.merges import Claim, Forget, Release, parse_answer
@@ -104,10 +104,18 @@ def stitch_partition(
     sources: Sources,
     *,
     clock_ms: int | None = None,
+    erasures: Erasures | None = None,
 ) -> Stitched:
-    """One partition's records of a batch: the events, then answers, then commands."""
+    """One partition's records of a batch: its erasures, then the events, then answers,
+    then the other commands. An erasure goes first so that what it covers (events up to
+    its time) is never emitted on the way, whatever the batch holds; ``erasures``: every
+    erasure the worker knows, which the batch's join."""
     parts = by_topic(records, sources.control, sources.answers)
-    done = stitch(
+    erasures = Erasures() if erasures is None else erasures
+    erasing, commands = _erasures_first(parts[sources.control])
+    merge_limit = sources.merge_limit
+    done = control(erasing, state, rules, counts, merge_limit=merge_limit, erasures=erasures)
+    events = stitch(
         parts[""],
         state,
         rules,
@@ -116,12 +124,28 @@ def stitch_partition(
         clock_ms=clock_ms,
         input_format=sources.input_format,
         persons=sources.persons,
+        erasures=erasures,
     )
+    done.then(events)
     done.then(answers(parts[sources.answers], state, rules, counts))
-    done.then(
-        control(parts[sources.control], state, rules, counts, merge_limit=sources.merge_limit)
-    )
+    done.then(control(commands, state, rules, counts, merge_limit=merge_limit))
     return done
+
+
+def _erasures_first(
+    records: Sequence[InputRecord],
+) -> tuple[list[InputRecord], list[InputRecord]]:
+    """The control records that are erasures, and the others (a malformed one among the
+    others: ``control`` says why)."""
+    erasing: list[InputRecord] = []
+    others: list[InputRecord] = []
+    for record in records:
+        try:
+            verb = parse_command(record.value).verb
+        except BadRecord:
+            verb = None
+        (erasing if verb is Verb.ERASE else others).append(record)
+    return erasing, others
 
 
 def stitch(
@@ -134,6 +158,7 @@ def stitch(
     clock_ms: int | None = None,
     input_format: InputFormat = InputFormat.JSON,
     persons: bool = False,
+    erasures: Erasures | None = None,
 ) -> Stitched:
     """``keyed``: the records come straight from an input keyed by anonymous id (values in
     ``input_format``), so an event with an anonymous id must carry it as its key (else its
@@ -145,16 +170,21 @@ def stitch(
     not expire everything); a record without a timestamp counts as ``clock_ms``. After the
     records, the state expires what the latest of their times makes old (``Retention``).
     With ``persons``, each new identity of an anonymous id is attached to its person
-    (``Stitched.to_persons``).
+    (``Stitched.to_persons``). An event that ``erasures`` covers is never emitted
+    (``streams.core.control``); one covered by an identification value erases its
+    anonymous id, as the erasure by identity would have.
     """
     stitched = Stitched()
     latest = 0
     fmt = input_format if keyed else InputFormat.JSON  # the repartition topic carries JSON
+    erasures = Erasures() if erasures is None else erasures
     for record in records:
         if keyed:  # else ``route`` counted it
             counts.on_received()
         timestamp = capped(record.timestamp, clock_ms)
         latest = max(latest, timestamp)
+        if erasures and _erased(record, timestamp, erasures, state, rules, fmt, stitched, counts):
+            continue
         try:
             outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, fmt, counts)
         except (BadRecord, StateError) as exc:
@@ -182,6 +212,75 @@ def stitch(
     return stitched
 
 
+def _erased(
+    record: InputRecord,
+    timestamp: int,
+    erasures: Erasures,
+    state: PartitionState,
+    rules: RecognitionRules,
+    input_format: InputFormat,
+    stitched: Stitched,
+    counts: Counters,
+) -> bool:
+    """Whether an erasure of the partition covers the event (its anonymous id, or one of
+    its identification values, up to the erasure's time): then it is never emitted. One
+    covered by a value erases its anonymous id too, as an erasure by identity would have
+    (the events of its anonymous id emitted before are deleted)."""
+    try:
+        parsed = parse(as_json(value_of(record), input_format), rules)
+    except BadRecord:
+        return False  # the stitch says why, as for any record
+    values = () if parsed.identity is None else parsed.identity.values
+    covered = erasures.covers(parsed.anonymous_id, values, timestamp)
+    if covered is None:
+        return False
+    by_value, until = covered
+    counts.on_erased_on_arrival()
+    if by_value and parsed.anonymous_id is not None:
+        stitched.then(
+            _erase_anonymous_id(
+                parsed.anonymous_id,
+                state,
+                erasures,
+                rules,
+                counts,
+                at=until,
+                merge_limit=rules.claims,
+                rows=True,
+            )
+        )
+    return True
+
+
+def _erase_anonymous_id(
+    anonymous_id: str,
+    state: PartitionState,
+    erasures: Erasures,
+    rules: RecognitionRules,
+    counts: Counters,
+    *,
+    at: int,
+    merge_limit: bool,
+    rows: bool,
+) -> Stitched:
+    """Forget ``anonymous_id`` and delete the rows of the events state held of it (with
+    ``rows``, its rows of any age too); its events up to ``at`` stay erased whenever they
+    come again."""
+    done = Stitched()
+    done.claims += _released(anonymous_id, state, merge_limit)
+    mapping = state.unmapped(anonymous_id, max(at, 0))
+    if mapping is not None:
+        done.sink.append(_unidentified(anonymous_id, mapping, Status.ERASED, rules))
+        counts.on_mapped()
+    event_ids = state.forget(anonymous_id)
+    done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
+    if rows:
+        done.sink.append(erase_rows(anonymous_id))
+    erasures.erase_anonymous_id(anonymous_id, at)
+    counts.on_erased(len(event_ids))
+    return done
+
+
 def control(
     records: Iterable[InputRecord],
     state: PartitionState,
@@ -189,12 +288,15 @@ def control(
     counts: Counters,
     *,
     merge_limit: bool = False,
+    erasures: Erasures | None = None,
 ) -> Stitched:
     """Commands of the control topic (``streams.core.control``) against one partition's state:
     an erasure forgets the anonymous ids and emits a deletion for each of their events; an
     un-merge forgets the identity and emits the events it had amended as they arrived.
-    With the ``merge_limit`` on, the identities' counts learn of both (``Stitched.claims``)."""
+    With the ``merge_limit`` on, the identities' counts learn of both (``Stitched.claims``).
+    ``erasures`` learns of each erasure (what it covers stays erased)."""
     done = Stitched()
+    erasures = Erasures() if erasures is None else erasures
     for record in records:
         try:
             command = parse_command(record.value)
@@ -209,17 +311,21 @@ def control(
                 if record.partition == 0:  # one copy of the command: the warehouses' rows
                     done.sink.append(erase_rows(command.anonymous_id, command.identity))
                     done.to_persons += _erased_values(command.identity, rules, record.timestamp)
+                until = max(record.timestamp, 0)  # what the erasure covers, now and later
+                erasures.add(command, until)
                 for anonymous_id in targets:
-                    done.claims += _released(anonymous_id, state, merge_limit)
-                    mapping = state.unmapped(anonymous_id, max(record.timestamp, 0))
-                    if mapping is not None:
-                        done.sink.append(_unidentified(anonymous_id, mapping, Status.ERASED, rules))
-                        counts.on_mapped()
-                    event_ids = state.forget(anonymous_id)
-                    done.sink += [erased(event_id, anonymous_id) for event_id in event_ids]
-                    if command.identity is not None:
-                        done.sink.append(erase_rows(anonymous_id))  # its rows of any age
-                    counts.on_erased(len(event_ids))
+                    done.then(
+                        _erase_anonymous_id(
+                            anonymous_id,
+                            state,
+                            erasures,
+                            rules,
+                            counts,
+                            at=until,
+                            merge_limit=merge_limit,
+                            rows=command.identity is not None,
+                        )
+                    )
             elif command.anonymous_id is not None:
                 done.claims += _released(command.anonymous_id, state, merge_limit)
                 done.sink += _unmerge(

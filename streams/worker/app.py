@@ -65,6 +65,7 @@ from typing import Any
 import faust
 from mode import CrashingSupervisor
 
+from streams.core.control import Erasures
 from streams.core.merges import answers_topic, claims_topic
 from streams.core.persons import persons_topic
 from streams.ops.counters import values
@@ -92,12 +93,16 @@ _RAW: dict[str, Any] = {
 
 
 def create_app(
-    settings: Settings, metrics: WorkerMetrics | None = None, heartbeat: Heartbeat | None = None
+    settings: Settings,
+    metrics: WorkerMetrics | None = None,
+    heartbeat: Heartbeat | None = None,
+    erasures: Erasures | None = None,
 ) -> faust.App:
     """The stitcher as a Faust app, wired from ``settings``.
 
     ``metrics`` collects what the agents did (counts logged every 30 s, all of it served on
-    /metrics); ``heartbeat`` is beaten by the event loop every few seconds (/healthz).
+    /metrics); ``heartbeat`` is beaten by the event loop every few seconds (/healthz);
+    ``erasures``: those of the control topic before the worker starts (each new one joins).
     """
     metrics = WorkerMetrics() if metrics is None else metrics
     app = _app(settings)
@@ -115,7 +120,7 @@ def create_app(
         persons=persons_topic(app_id),
     )
     outbox = Outbox(settings.kafka)
-    handlers = Handlers(settings, names, outbox, metrics)
+    handlers = Handlers(settings, names, outbox, metrics, erasures)
     limited = handlers.limited
 
     # Keys and values are the raw bytes of streams.state; the agents write them themselves.

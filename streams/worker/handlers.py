@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from streams.core.control import Erasures
 from streams.core.merges import Claim, Forget, MergeLimit, Release, encode
 from streams.core.persons import Attach, Message, PersonLimits, key_bytes
 from streams.core.persons_codec import encode as encode_person
@@ -52,9 +53,17 @@ class Handlers:
     """The route, stitch and arbitrate agents' work on a batch."""
 
     def __init__(
-        self, settings: Settings, topics: TopicNames, outbox: Outbox, metrics: WorkerMetrics
+        self,
+        settings: Settings,
+        topics: TopicNames,
+        outbox: Outbox,
+        metrics: WorkerMetrics,
+        erasures: Erasures | None = None,
     ) -> None:
+        """``erasures``: those of the control topic so far (``erasures_so_far``); every
+        stitch partition adds those it is given."""
         self._settings = settings
+        self._erasures = Erasures() if erasures is None else erasures
         self._topics = topics
         self._outbox = outbox
         self._metrics = metrics
@@ -100,8 +109,9 @@ class Handlers:
                 store, self._settings.retention, mappings=self._settings.identity_records
             )
             result = stitch_partition(
-                records, state, self._rules, counts, self._sources, clock_ms=clock_ms
-            )
+                records, state, self._rules, counts, self._sources, clock_ms=clock_ms,
+                erasures=self._erasures,
+            )  # fmt: skip
             done.append((number, store, result))
         for _, _, result in done:
             self._emit(result.sink, result.dead)

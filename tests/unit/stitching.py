@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from streams.core.control import Erasures
 from streams.core.rules import RecognitionRules
 from streams.pipeline.counts import Counters
 from streams.pipeline.records import InputRecord
@@ -52,6 +53,7 @@ class Run:
         self.counts: Counters = Counters()
         self.records: list[dict[str, Any]] = []
         self.dead: list[str] = []
+        self.erasures = Erasures()  # the worker's: what erase commands covered
         self._offset = 0
 
     def feed(self, *values: bytes, at: int = 0, clock: int | None = None) -> list[dict[str, Any]]:
@@ -61,7 +63,9 @@ class Run:
         for value in values:
             batch.append(InputRecord("t", 0, self._offset, None, value, at))
             self._offset += 1
-        result = stitch(batch, self.state(), self.rules, self.counts, clock_ms=clock)
+        result = stitch(
+            batch, self.state(), self.rules, self.counts, clock_ms=clock, erasures=self.erasures
+        )
         self.store.write(result.changes)
         emitted = [orjson.loads(r.value) for r in result.sink]
         self.records += emitted

@@ -26,7 +26,7 @@ def _command(run: Run, *commands: Command, partition: int = 1) -> list[dict[str,
     records = [
         InputRecord("control", partition, i, None, encode(c)) for i, c in enumerate(commands)
     ]
-    result = control(records, run.state(), run.rules, run.counts)
+    result = control(records, run.state(), run.rules, run.counts, erasures=run.erasures)
     run.store.write(result.changes)
     run.dead += [d.reason for d in result.dead]
     emitted = [orjson.loads(r.value) for r in result.sink]
@@ -49,8 +49,11 @@ def test_erase_by_anonymous_id_forgets_it_and_deletes_every_event() -> None:
         b"s\x00\x012",
     ]  # of "1" nothing but its arrival times (which expire on their own)
     assert run.counts.erased_anonymous_ids == 1
-    # the id starts afresh: a new event of it waits, with no identity
-    assert [r["status"] for r in run.feed(event("e5"))] == ["anonymous"]
+    # an event of it up to the erasure's time (a copy, a replay's) is never emitted again
+    assert run.feed(event("e2"), event("e6")) == []
+    assert run.counts.erased_on_arrival == 2
+    # after it, the id starts afresh: a new event of it waits, with no identity
+    assert [r["status"] for r in run.feed(event("e5"), at=1)] == ["anonymous"]
 
 
 def test_erase_by_identity_finds_every_anonymous_id_identified_so() -> None:
