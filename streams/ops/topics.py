@@ -73,10 +73,17 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     missing = [name for name in dict.fromkeys(wanted) if name not in existing]
     if not missing:
         return []
+    # the control topic keeps its commands for ever: a worker reads every erasure there
+    # before it reads an event, so that no replay brings back what was erased
+    kept = {topics.control: {"retention.ms": "-1"}}
     futures = admin.create_topics(
-        [NewTopic(name, topics.partitions, settings.kafka.replication_factor) for name in missing],
+        [
+            NewTopic(name, topics.partitions, settings.kafka.replication_factor,
+                     config=kept.get(name, {}))
+            for name in missing
+        ],
         request_timeout=timeout,
-    )
+    )  # fmt: skip
     for name, future in futures.items():
         try:
             future.result()

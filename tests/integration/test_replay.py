@@ -6,14 +6,21 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import psycopg
 import pytest
+from psycopg import sql
 
+from connectors.base import Rejected
+from connectors.postgres import PostgresSettings
 from connectors.postgres.warehouse import PostgresWarehouse
+from connectors.rows import Erasure, Row
 from connectors.runner import BatchingSink
+from streams.core.control import Command, Verb
 from streams.core.errors import ConfigError
 from streams.ops.replay import Start, parse_start
+from streams.ops.topics import send_command
 from streams.settings import Settings
 from tests.integration.harness import (
     Pipeline,
@@ -23,6 +30,7 @@ from tests.integration.harness import (
     table_rows,
 )
 from tests.integration.worker.test_scale import _single_worker_result, _workload
+from tests.unit.stitching import event
 
 
 @pytest.fixture
@@ -113,3 +121,75 @@ def test_replay_start_positions() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_start(offset, timestamp)
+
+
+class _Watched(PostgresWarehouse):
+    """The Postgres warehouse, looked at after every batch it writes or erases: what
+    the events table then shows of ``value``."""
+
+    def __init__(self, settings: Settings, value: str, shown: list[int]) -> None:
+        super().__init__(settings)
+        self._value, self._shown = value, shown
+
+    def write(self, rows: Sequence[Row]) -> list[Rejected]:
+        rejected = super().write(rows)
+        self._look()
+        return rejected
+
+    def erase(self, erasures: Sequence[Erasure]) -> None:
+        super().erase(erasures)
+        self._look()
+
+    def _look(self) -> None:
+        postgres = self._settings.section(PostgresSettings)
+        table = sql.Identifier(postgres.schema, self._settings.warehouse.table)
+        query = sql.SQL("SELECT count(*) FROM {} WHERE stitched_user_id = %s").format(table)
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            row = conn.execute(query, (self._value,)).fetchone()
+        self._shown.append(int(row[0]) if row else 0)
+
+
+def test_an_erasure_holds_against_a_replay_into_fresh_state(
+    pipeline: Pipeline, postgres_dsn: str
+) -> None:
+    """Jane is erased by her email; a replay of the whole input into a new app id, its
+    rows written two at a time, never shows her again, after any batch."""
+    jane = "jane@example.com"
+    lines = [
+        event("j1", "device-1"), event("j2", "device-1"), event("j3", "device-1", email=jane),
+        event("j4", "device-2"), event("j5", "device-2", email=jane), event("j6", "device-2"),
+        event("k1", "device-3"), event("k2", "device-3", email="kim@example.com"),
+    ]  # fmt: skip
+    shown: list[int] = []
+    with (
+        postgres_schema(pipeline.settings, postgres_dsn, batch_max_rows=2) as settings,
+        running_sink(settings, _Watched(settings, jane, shown), "pg") as connector,
+    ):
+        pipeline.worker()
+        pipeline.produce(*lines)
+        eventually(lambda: len(table_rows(settings)) == 8, 90, "the live rows")
+        eventually(lambda: max(shown, default=0) == 6, 30, "Jane's rows, all six stitched")
+        send_command(settings, Command(Verb.ERASE, identity=jane))
+        eventually(lambda: len(table_rows(settings)) == 2, 60, "the erasure")
+        shown.clear()
+        replay = f"{pipeline.settings.app_id}-replay"
+        log = pipeline.tmp / "replay.log"
+        env = {**os.environ, **pipeline.env}
+        env["RETROSTITCH_STATE_DIR"] = str(pipeline.tmp / "replay-state")
+        env["RETROSTITCH_BATCH_MAX_EVENTS"] = "1"  # the erasure in a batch of its own
+        before = connector.counts.records_read
+        command = [sys.executable, "-m", "streams.cli", "replay", "--app-id", replay]
+        with (
+            log.open("wb") as out,
+            subprocess.Popen(command, env=env, stdout=out, stderr=out) as process,
+        ):
+            try:
+                eventually(lambda: "caught up" in log.read_text(), 120, "the replay")
+                # Kim's three records again (two events, an amendment) at least
+                eventually(lambda: connector.counts.records_read >= before + 3, 60, "read")
+            finally:
+                process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+        eventually(lambda: bool(shown), 30, "a batch of the replay written")
+        assert set(shown) == {0}  # after every batch of the replay
+        assert [row[0] for row in table_rows(settings, "event_id")] == ["k1", "k2"]
