@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +164,7 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     group = f"{settings.app_id}-sink-{args.warehouse}"
     sink = BatchingSink(settings, warehouse, group)
+    answer = _answers(warehouse, settings)
     log.info(
         "connector: reads %s (group %s) on %s, writes %s",
         settings.topics.sink, group, settings.kafka.bootstrap_servers, warehouse.where,
@@ -175,9 +176,63 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
             counters=sink.counters,
             gauges=lambda: sink.gauges,
             histograms=lambda: [sink.write_seconds],
+            query=answer,
         )
     tune_gc_for_streaming()
     sink.run(stop)
+    return 0
+
+
+def _answers(warehouse: object, settings: Settings) -> Callable[[str], tuple[int, str]] | None:
+    """For ``retrostitch query``: the embedded ClickHouse's connector answers statements
+    on its status port (chdb lets one process open the directory: this one)."""
+    from connectors.clickhouse import ClickHouseSettings
+
+    answer = getattr(warehouse, "answer", None)
+    if answer is None or not settings.section(ClickHouseSettings).url.startswith("chdb://"):
+        return None
+
+    def answered(statement: str) -> tuple[int, str]:
+        try:
+            return 200, answer(statement)
+        except ValueError as exc:
+            return 400, f"{exc}\n"
+
+    return answered
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from connectors.clickhouse import WAREHOUSE as CLICKHOUSE
+    from connectors.clickhouse import ClickHouseSettings
+
+    url = settings.section(ClickHouseSettings).url
+    port = port_of(CLICKHOUSE.status_port, settings.status_port)
+    if url.startswith("chdb://") and port:  # a running connector holds the directory
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/query", data=args.statement.encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                sys.stdout.write(response.read().decode())
+            return 0
+        except urllib.error.HTTPError as exc:
+            print(f"retrostitch: query: {exc.read().decode().strip()}", file=sys.stderr)
+            return 2
+        except OSError:
+            pass  # no connector there: the directory is this process's to open
+    from connectors.clickhouse.warehouse import ClickHouseWarehouse
+
+    warehouse = ClickHouseWarehouse(settings)
+    try:
+        sys.stdout.write(warehouse.answer(args.statement))
+    except ValueError as exc:
+        print(f"retrostitch: query: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        warehouse.close()
     return 0
 
 
@@ -320,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="status endpoints (default: stitcher.status_port, else each kind's default port)",
     )
     status.set_defaults(run=_status)
+    query = commands.add_parser(
+        "query",
+        help="read the ClickHouse warehouse (the embedded one through its running connector)",
+    )
+    query.add_argument("statement", help='one read-only statement, e.g. "SELECT * FROM events"')
+    query.set_defaults(run=_query)
     demo = commands.add_parser(
         "demo", help="local broker + worker + the sample stream, printed before and after"
     )

@@ -21,6 +21,7 @@ Its settings are ``ClickHouseSettings`` and its registry entry ``WAREHOUSE``, bo
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,11 @@ def blames_a_row(exc: DatabaseError) -> bool:
     alike) says the data of a row is at fault."""
     return exc.code in ROW_ERRORS
 
+
+#: the statements ``answer`` runs: one, reading only (chdb has one session per process, the
+#: connector's, so a ``readonly`` setting would stay on it and stop its writes)
+READ_ONLY = re.compile(r"(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+INTO_OUTFILE = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
 
 #: server errors that a setting causes (a wrong user or password, a database that does not
 #: exist or may not be created): a ConfigError at start, not an outage
@@ -267,6 +273,24 @@ class ClickHouseWarehouse:
         """Rows of a SELECT, on the connector's own client (chdb allows only one)."""
         with self._lock:
             return list(self._connect().query(statement, parameters=parameters).result_rows)
+
+    def answer(self, statement: str) -> str:
+        """The rows of one read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN,
+        EXISTS) as tab-separated text with a header line, on the connector's own client:
+        how ``retrostitch query`` reads the embedded ClickHouse while a connector holds it.
+        Anything else, or a statement ClickHouse refuses, is a ValueError saying why."""
+        text = statement.strip().rstrip(";").strip()
+        if not READ_ONLY.match(text) or ";" in text or INTO_OUTFILE.search(text):
+            raise ValueError(
+                "only one read-only statement is answered: SELECT, WITH, SHOW, DESCRIBE,"
+                " EXPLAIN or EXISTS"
+            )
+        with self._lock:
+            try:
+                data = self._connect().raw_query(text, fmt="TabSeparatedWithNames")
+            except DatabaseError as exc:
+                raise ValueError(describe(exc)) from None
+        return data.decode(errors="replace")
 
     def close(self) -> None:
         with self._lock:

@@ -137,11 +137,28 @@ class StatusServer:
     def __init__(self, port: int, host: str = "0.0.0.0") -> None:  # probes come from outside
         routes: dict[str, Callable[[], tuple[int, str]]] = {}
         self._routes = routes
+        #: POST /query: a read-only statement's rows, for clients on this host only
+        queries: dict[str, Callable[[str], tuple[int, str]]] = {}
+        self._queries = queries
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                answer = queries.get(self.path.split("?")[0])
+                if answer is None:
+                    status, body = 404, "not found\n"
+                elif self.client_address[0] not in ("127.0.0.1", "::1"):
+                    status, body = 403, "queries are answered on this host only\n"
+                else:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    status, body = answer(self.rfile.read(length).decode(errors="replace"))
+                self._reply(status, body)
+
             def do_GET(self) -> None:
                 route = routes.get(self.path.split("?")[0])
                 status, body = route() if route else (404, "not found\n")
+                self._reply(status, body)
+
+            def _reply(self, status: int, body: str) -> None:
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -176,8 +193,12 @@ class StatusServer:
         counters: Callable[[], Mapping[str, float]],
         gauges: Callable[[], Mapping[str, float]] = dict,
         histograms: Callable[[], Iterable[Histogram]] = tuple,
+        query: Callable[[str], tuple[int, str]] | None = None,
     ) -> StatusServer:
-        """Serve: liveness, readiness and the metrics, each read when asked for."""
+        """Serve: liveness, readiness and the metrics, each read when asked for; with
+        ``query``, ``POST /query`` (a statement in the body) from this host."""
+        if query is not None:
+            self._queries["/query"] = query
         self._routes.update(
             {
                 "/healthz": lambda: (200, "ok\n") if live() else (503, "stalled\n"),

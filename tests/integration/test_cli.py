@@ -351,3 +351,47 @@ def test_config_goes_before_or_after_the_command_and_help_names_the_settings(
         assert "--config" in shown.stdout
         assert "KAFKA_BOOTSTRAP_SERVERS" in shown.stdout
         assert "docs/configuration.md" in shown.stdout
+
+
+def test_query_reads_the_embedded_clickhouse_through_its_running_connector(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """chdb lets one process open its directory: while the connector holds it, ``query``
+    asks the connector (on its status port, from this host, read-only statements only);
+    without one, ``query`` opens the directory itself."""
+    port = free_port()
+    env = {**os.environ, **pipeline.env, "RETROSTITCH_STATUS_PORT": str(port),
+           "RETROSTITCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}"}  # fmt: skip
+    record = {"event_id": "e1", "anonymous_id": "1", "stitched_user_id": "1", "version": 1,
+              "status": "anonymous", "event": {"user": {"anonymous_id": "1"}}}  # fmt: skip
+    producer = Producer({"bootstrap.servers": pipeline.bootstrap_servers})
+    producer.produce(pipeline.settings.topics.sink, key=b"e1", value=orjson.dumps(record))
+    assert producer.flush(10) == 0
+
+    def query(statement: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "query", statement], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    log = tmp_path / "sink.log"
+    with (
+        log.open("wb") as out,
+        subprocess.Popen([*CLI, "sink", "clickhouse"], env=env, stdout=out, stderr=out) as sink,
+    ):
+        try:
+            eventually(
+                lambda: query("SELECT event_id, status FROM events").stdout
+                == "event_id\tstatus\ne1\tanonymous\n",
+                60, "the row, read through the connector",
+            )  # fmt: skip
+            refused = query("DROP TABLE events")
+            assert refused.returncode == 2
+            assert refused.stderr.strip() == (
+                "retrostitch: query: only one read-only statement is answered: SELECT, WITH,"
+                " SHOW, DESCRIBE, EXPLAIN or EXISTS"
+            )
+        finally:
+            sink.send_signal(signal.SIGTERM)
+        assert sink.wait(timeout=30) == 0, log.read_text()
+    alone = query("SELECT count() AS rows FROM events")  # no connector: opened here
+    assert (alone.returncode, alone.stdout) == (0, "rows\n1\n"), alone.stderr
