@@ -151,7 +151,13 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     status = _status_server(kind.status_port, settings)
     reach(settings.kafka)
     ensure_topics(settings)
-    warehouse = kind.connect(settings)
+    try:
+        warehouse = kind.connect(settings)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"retrostitch sink {kind.name} needs {kind.driver}, which is not installed"
+            f" ({exc.name}): pip install 'retrostitch[{kind.name}]'"
+        ) from None
     log = logging.getLogger("retrostitch")
     try:
         warehouse.open()
@@ -223,8 +229,13 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         except OSError:
             pass  # no connector there: the directory is this process's to open
-    from connectors.clickhouse.warehouse import ClickHouseWarehouse
-
+    try:
+        from connectors.clickhouse.warehouse import ClickHouseWarehouse
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"retrostitch query needs {CLICKHOUSE.driver}, which is not installed ({exc.name}):"
+            " pip install 'retrostitch[clickhouse]'"
+        ) from None
     warehouse = ClickHouseWarehouse(settings)
     try:
         sys.stdout.write(warehouse.answer(args.statement))

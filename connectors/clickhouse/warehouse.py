@@ -180,6 +180,12 @@ class ClickHouseWarehouse:
         with self._lock:
             try:
                 self._connect()
+            except ModuleNotFoundError as exc:  # chdb:// without the engine installed
+                raise ConfigError(
+                    f"warehouse.clickhouse_url is chdb://, the engine in-process, which is not"
+                    f" installed ({exc.name}): pip install 'retrostitch[chdb]', or use a"
+                    " ClickHouse server (http(s)://…)"
+                ) from None
             except OperationalError as exc:
                 self._drop_client()
                 raise WarehouseUnavailable(describe(exc)) from exc

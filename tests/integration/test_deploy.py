@@ -172,10 +172,13 @@ def test_each_overlay_makes_its_namespace_and_puts_everything_in_it(overlay: str
     assert {o["metadata"]["namespace"] for o in objects if o["kind"] != "Namespace"} == {namespace}
     readme = (ROOT / "deploy/README.md").read_text()
     assert f"-n {namespace}" in readme or overlay != "prod"
-    images = {c["image"] for _, c in _containers(objects)}
-    assert len(images) == 1
-    assert next(iter(images)).startswith("registry.example/retrostitch:")
-    assert f"-t {next(iter(images))} " in readme  # the README builds the image it applies
+    for name, container in _containers(objects):
+        # the stitcher's image, and each connector's with its own driver only
+        image = name.replace("retrostitch-stitcher", "retrostitch")
+        assert container["image"] == f"registry.example/{image}:0.1.0"
+    # the README builds the images it applies
+    assert "-t registry.example/retrostitch:0.1.0 ." in readme
+    assert "-t registry.example/retrostitch-sink-$w:0.1.0 ." in readme
 
 
 def test_the_image_runs_the_cli_as_a_non_root_user() -> None:
