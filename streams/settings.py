@@ -127,10 +127,10 @@ class KafkaSettings:
     ssl_key_location: Path | None = None
     ssl_key_password: Secret | None = None
 
-    def client_config(self) -> dict[str, str]:
+    def client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka's settings for reaching the brokers: the address and the security
         above; every confluent-kafka client of every process starts from these."""
-        config = {
+        config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol.value,
         }

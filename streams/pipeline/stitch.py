@@ -38,6 +38,7 @@ from streams.core.rules import (
     Identity,
     Memory,
     Outcome,
+    Parsed,
     Policy,
     RecognitionRules,
     claim_key,
@@ -183,10 +184,13 @@ def stitch(
             counts.on_received()
         timestamp = capped(record.timestamp, clock_ms)
         latest = max(latest, timestamp)
-        if erasures and _erased(record, timestamp, erasures, state, rules, fmt, stitched, counts):
-            continue
         try:
-            outcome, anonymous_id = _stitch_one(record, timestamp, state, rules, keyed, fmt, counts)
+            parsed = parse(as_json(value_of(record), fmt), rules)
+            if erasures and _erased(parsed, timestamp, erasures, state, rules, stitched, counts):
+                continue
+            outcome, anonymous_id = _stitch_one(
+                record, parsed, timestamp, state, rules, keyed, counts
+            )
         except (BadRecord, StateError) as exc:
             stitched.dead.append(dead_letter(record, exc, counts))
             continue
@@ -213,23 +217,18 @@ def stitch(
 
 
 def _erased(
-    record: InputRecord,
+    parsed: Parsed,
     timestamp: int,
     erasures: Erasures,
     state: PartitionState,
     rules: RecognitionRules,
-    input_format: InputFormat,
     stitched: Stitched,
     counts: Counters,
 ) -> bool:
-    """Whether an erasure of the partition covers the event (its anonymous id, or one of
-    its identification values, up to the erasure's time): then it is never emitted. One
-    covered by a value erases its anonymous id too, as an erasure by identity would have
-    (the events of its anonymous id emitted before are deleted)."""
-    try:
-        parsed = parse(as_json(value_of(record), input_format), rules)
-    except BadRecord:
-        return False  # the stitch says why, as for any record
+    """Whether an erasure covers the event (its anonymous id, or one of its identification
+    values, up to the erasure's time): then it is never emitted. One covered by a value
+    erases its anonymous id too, as an erasure by identity would have (the events of its
+    anonymous id emitted before are deleted)."""
     values = () if parsed.identity is None else parsed.identity.values
     covered = erasures.covers(parsed.anonymous_id, values, timestamp)
     if covered is None:
@@ -374,16 +373,15 @@ def answers(
 
 def _stitch_one(
     record: InputRecord,
+    parsed: Parsed,
     timestamp: int,
     state: PartitionState,
     rules: RecognitionRules,
     keyed: bool,
-    input_format: InputFormat,
     counts: Counters,
 ) -> tuple[Outcome, str | None]:
-    """The outcome of one event (its value in ``input_format``; applied to ``state``), and
+    """The outcome of one event (``parsed`` from ``record``; applied to ``state``), and
     its anonymous id."""
-    parsed = parse(as_json(value_of(record), input_format), rules)
     anonymous_id = parsed.anonymous_id
     if not stitchable(parsed, rules) or anonymous_id is None:
         if parsed.bot:
