@@ -9,7 +9,8 @@ runs another checkout's code: the worker runs with ``python -P``, so the working
 does not come first), except ``PYTHON``: the interpreter the worker runs with. A checkout
 whose modules sit elsewhere needs its own (a copy of ``.venv`` with that checkout installed
 by ``pip install --no-deps -e``), as Faust finds the worker's transport by the installed
-entry points, not by ``PYTHONPATH``. Input keyed by anonymous id, a fresh local broker per run,
+entry points, not by ``PYTHONPATH``. Input keyed by anonymous id (``--repartitioned``: not,
+so the worker repartitions it), a fresh local broker per run,
 events/s measured as ``make bench`` does; A and B take turns, so a machine that slows down
 over the minutes slows both.
 """
@@ -39,7 +40,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs of each side")
     parser.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE")
     parser.add_argument("--b", nargs="*", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--repartitioned", action="store_true",
+        help="the input not keyed by anonymous id: the worker's repartition hop too",
+    )  # fmt: skip
     args = parser.parse_args()
+    keyed = {} if args.repartitioned else KEYED
     mix = MIXES[args.mix]
     sides = {"A": _environment(args.a), "B": _environment(args.b)}
     rates: dict[str, list[float]] = {"A": [], "B": []}
@@ -54,7 +60,7 @@ def main() -> None:
                 if "PYTHON" in settings:
                     command = [settings.pop("PYTHON"), *command[1:]]
                 with configured_or_local() as bootstrap:
-                    env = stitcher.environment(bootstrap, PARTITIONS, **KEYED, **settings)
+                    env = stitcher.environment(bootstrap, PARTITIONS, **keyed, **settings)
                     result = stitcher.run_worker(
                         env, mix, command, _expected_sink_records(mix), workdir
                     )

@@ -174,8 +174,21 @@ def ours() -> list[str]:
     return [sys.executable, "-P", "-m", "streams.cli", "worker"]
 
 
-def quix() -> list[str]:
-    return [sys.executable, "-m", "tests.bench.quix"]
+#: the Quix Streams peer's interpreter: a virtualenv of its own (``make bench`` makes it),
+#: since Quix Streams pins an older confluent-kafka than the project's
+QUIX_PYTHON = Path(__file__).parents[2] / ".venv-quix" / "bin" / "python"
+
+
+def quix(design: str) -> list[str]:
+    """The Quix Streams peer in one of its designs (``tests.bench.quix.DESIGNS``)."""
+    if not QUIX_PYTHON.exists():
+        raise RuntimeError(f"the Quix Streams peer runs in {QUIX_PYTHON.parents[1]}: make bench")
+    return [str(QUIX_PYTHON), "-m", "tests.bench.quix", design]
+
+
+def limit() -> list[str]:
+    """The hand-written loop: what the libraries allow (``tests.bench.limit``)."""
+    return [sys.executable, "-m", "tests.bench.limit"]
 
 
 def naive() -> list[str]:
