@@ -21,7 +21,10 @@ Its settings are ``ClickHouseSettings`` and its registry entry ``WAREHOUSE``, bo
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +35,12 @@ import clickhouse_connect
 import orjson
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+from clickhouse_connect.driver.exceptions import (
+    DatabaseError,
+    DataError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from connectors.base import Rejected, layout_of, persons_layout, write_or_split
 from connectors.clickhouse import NAME, ClickHouseSettings
@@ -127,12 +135,39 @@ class _Session:
         self.client: Client | None = None
         self.lock = threading.Lock()
         self.generation = 0
+        #: why chdb last failed to open its directory, in the engine's words (it prints
+        #: them to the process's stderr, not in the exception)
+        self.refusal = ""
 
     def connect(self) -> Client:
         if self.client is None:
-            self.client = clickhouse_connect.get_client(dsn=client_dsn(self.url))
+            if self.url.startswith("chdb://"):
+                self.client = self._open_chdb()
+            else:
+                self.client = clickhouse_connect.get_client(dsn=client_dsn(self.url))
             self.generation += 1
         return self.client
+
+    def _open_chdb(self) -> Client:
+        """The in-process engine, whose own error lines are kept rather than printed: a
+        directory another process holds is said once, in ``ConfigError``'s words."""
+        with tempfile.TemporaryFile() as said:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(said.fileno(), 2)
+            try:
+                client = clickhouse_connect.get_client(dsn=client_dsn(self.url))
+            except ProgrammingError:
+                said.seek(0)
+                lines = said.read().decode(errors="replace").splitlines()
+                self.refusal = next((line for line in lines if "Exception" in line), "")
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            said.seek(0)
+            os.write(2, said.read())  # nothing went wrong: what it said is shown after all
+        return client
 
     def drop(self) -> None:
         if self.client is not None:
@@ -189,6 +224,8 @@ class ClickHouseWarehouse:
             except OperationalError as exc:
                 self._drop_client()
                 raise WarehouseUnavailable(describe(exc)) from exc
+            except ProgrammingError as exc:  # chdb: the directory is another process's
+                raise ConfigError(self._held_elsewhere(exc)) from None
             except DatabaseError as exc:
                 if exc.code in MISCONFIGURED:
                     raise ConfigError(
@@ -294,9 +331,20 @@ class ClickHouseWarehouse:
         with self._lock:
             try:
                 data = self._connect().raw_query(text, fmt="TabSeparatedWithNames")
+            except ProgrammingError as exc:
+                raise ValueError(self._held_elsewhere(exc)) from None
             except DatabaseError as exc:
                 raise ValueError(describe(exc)) from None
         return data.decode(errors="replace")
+
+    def _held_elsewhere(self, exc: ProgrammingError) -> str:
+        """chdb could not open its directory: one process at a time may."""
+        reason = self._session.refusal or describe(exc)
+        return (
+            f"warehouse.clickhouse_url {self._session.url}: chdb could not open the directory,"
+            " which one process at a time may hold (a connector, or a query): stop the other,"
+            f" or read through the running connector with retrostitch query ({reason})"
+        )
 
     def close(self) -> None:
         with self._lock:

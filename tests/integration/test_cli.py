@@ -379,11 +379,22 @@ def test_query_reads_the_embedded_clickhouse_through_its_running_connector(
         subprocess.Popen([*CLI, "sink", "clickhouse"], env=env, stdout=out, stderr=out) as sink,
     ):
         try:
+            # until the connector answers, a query would open the directory itself
+            eventually(lambda: http_get(port, "/healthz")[0] == 200, 60, "the connector")
             eventually(
                 lambda: query("SELECT event_id, status FROM events").stdout
                 == "event_id\tstatus\ne1\tanonymous\n",
                 60, "the row, read through the connector",
             )  # fmt: skip
+            other = {**env, "RETROSTITCH_STATUS_PORT": "0"}
+            second = subprocess.run([*CLI, "sink", "clickhouse"], env=other,
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert second.returncode == 2
+            [said] = second.stderr.strip().splitlines()
+            assert said.startswith(
+                f"retrostitch: warehouse.clickhouse_url chdb://{tmp_path / 'ch'}: chdb could not"
+                " open the directory"
+            )
             refused = query("DROP TABLE events")
             assert refused.returncode == 2
             assert refused.stderr.strip() == (
