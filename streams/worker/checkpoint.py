@@ -60,10 +60,15 @@ class Checkpoint:
         if self._table is not None and any(changes for _, _, changes in changed):
             changelog = self._table.changelog_topic.get_topic_name()
             alone = self._last_alone
-            for partition, _, changes in changed:  # 2: so any worker can restore it
+            # 2: so any worker can restore it. Only each partition's last change is tracked:
+            # a partition's records land in the order sent, so its offset is the one that
+            # step 3 needs (a delivery report per record would cost a Python call each)
+            for partition, _, changes in changed:
                 if changes:
-                    outbox.send_many(changelog, changes[:-1] if alone else changes, partition,
-                                     track=True)  # fmt: skip
+                    if len(changes) > 1:
+                        outbox.send_many(changelog, changes[:-1], partition)
+                    if not alone:
+                        outbox.send_many(changelog, changes[-1:], partition, track=True)
             await outbox.flush()
             if alone:
                 for partition, _, changes in changed:
