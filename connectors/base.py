@@ -19,6 +19,7 @@ from connectors.rows import Erasure, Layout, PersonMerge, Row
 from streams.settings import Section, Settings
 
 __all__ = [
+    "Answers",
     "Rejected",
     "ResolvesPersons",
     "Warehouse",
@@ -70,6 +71,14 @@ class Warehouse(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Answers(Protocol):
+    """A warehouse that answers one read-only statement with its rows as tab-separated text
+    (``retrostitch query``); anything else is a ValueError saying why."""
+
+    def answer(self, statement: str) -> str: ...
 
 
 @runtime_checkable

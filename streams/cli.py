@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from connectors.base import Warehouse
 from connectors.registry import SECTIONS, WAREHOUSES, named
 from streams.core.errors import ConfigError, RetrostitchError
 from streams.ops.logs import logging_config
@@ -189,18 +190,19 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _answers(warehouse: object, settings: Settings) -> Callable[[str], tuple[int, str]] | None:
+def _answers(warehouse: Warehouse, settings: Settings) -> Callable[[str], tuple[int, str]] | None:
     """For ``retrostitch query``: the embedded ClickHouse's connector answers statements
     on its status port (chdb lets one process open the directory: this one)."""
+    from connectors.base import Answers
     from connectors.clickhouse import ClickHouseSettings
 
-    answer = getattr(warehouse, "answer", None)
-    if answer is None or not settings.section(ClickHouseSettings).url.startswith("chdb://"):
+    embedded = settings.section(ClickHouseSettings).url.startswith("chdb://")
+    if not isinstance(warehouse, Answers) or not embedded:
         return None
 
     def answered(statement: str) -> tuple[int, str]:
         try:
-            return 200, answer(statement)
+            return 200, warehouse.answer(statement)
         except ValueError as exc:
             return 400, f"{exc}\n"
 
