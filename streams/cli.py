@@ -50,21 +50,30 @@ def _status_server(default: int, settings: Settings) -> StatusServer | None:
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> int:
-    return _run_worker(settings, _status_server(DEFAULT_PORTS["worker"], settings))
+    status = _status_server(DEFAULT_PORTS["worker"], settings)
+    return _run_worker(settings, status, _reached(settings))
 
 
-def _run_worker(settings: Settings, status: StatusServer | None) -> int:
-    from streams.dev.broker import local_defaults
-    from streams.ops.counters import values
+def _reached(settings: Settings) -> str:
+    """The brokers reached (their cluster id) and the topics made where missing: what a
+    worker, and a replay before it sets its start, does first."""
     from streams.ops.reach import reach
-    from streams.ops.topics import ensure_topics, erasures_so_far
-    from streams.worker.app import create_app, restored, run
-    from streams.worker.metrics import WorkerMetrics
+    from streams.ops.topics import ensure_topics
 
     cluster = reach(settings.kafka)
     created = ensure_topics(settings)
     if created:
         logging.getLogger("retrostitch").info("created topics %s", ", ".join(created))
+    return cluster
+
+
+def _run_worker(settings: Settings, status: StatusServer | None, cluster: str) -> int:
+    from streams.dev.broker import local_defaults
+    from streams.ops.counters import values
+    from streams.ops.topics import erasures_so_far
+    from streams.worker.app import create_app, restored, run
+    from streams.worker.metrics import WorkerMetrics
+
     settings = local_defaults(settings, cluster)
     if settings.kafka.inexact_end_offsets:
         logging.getLogger("retrostitch").info(
@@ -90,19 +99,16 @@ def _run_worker(settings: Settings, status: StatusServer | None) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from streams.ops.reach import reach
     from streams.ops.replay import parse_start, set_start, start_progress
-    from streams.ops.topics import ensure_topics
 
     start = parse_start(args.from_offset, args.from_timestamp)
     if args.app_id == settings.app_id:
         raise ConfigError(f"replay needs a new app id, not the live one ({settings.app_id!r})")
     settings = replace(settings, app_id=args.app_id)
     status = _status_server(DEFAULT_PORTS["replay"], settings)
-    reach(settings.kafka)
-    ensure_topics(settings)
+    cluster = _reached(settings)
     start_progress(settings, set_start(settings, start))
-    return _run_worker(settings, status)
+    return _run_worker(settings, status, cluster)
 
 
 def _broker(_: Settings, args: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from streams.dev.broker import LocalBroker, _free_port
+from streams.dev.broker import LocalBroker
+from tests.integration.harness import free_port
 
 __all__ = ["Certificates", "Front", "secured_broker"]
 
@@ -170,7 +171,7 @@ class Front:
     _thread: threading.Thread | None = None
 
     def start(self) -> Front:
-        self.port = self.port or _free_port("127.0.0.1")
+        self.port = self.port or free_port()
         started = threading.Event()
         self._loop = asyncio.new_event_loop()
 
@@ -401,7 +402,7 @@ def _uvarint_bytes(value: int) -> bytes:
 @contextlib.contextmanager
 def secured_broker(front: Front) -> Iterator[Front]:
     """A local broker that advertises ``front``'s address, and the front before it."""
-    front.port = front.port or _free_port("127.0.0.1")
+    front.port = front.port or free_port()
     broker = LocalBroker(advertised=f"127.0.0.1:{front.port}")
     front.upstream = (broker.host, broker.port)
     front.start()

@@ -88,14 +88,13 @@ class PostgresWarehouse:
         self.layout = layout_of(settings, persons=persons) if layout is None else layout
         section = settings.section(PostgresSettings)
         try:
-            psycopg.conninfo.conninfo_to_dict(section.dsn)
+            info = psycopg.conninfo.conninfo_to_dict(section.dsn)
         except psycopg.ProgrammingError as exc:  # its message quotes no part of the DSN
             raise ConfigError(
                 f"warehouse.postgres_dsn (RETROSTITCH_POSTGRES_DSN) is not a connection string"
                 f" ({str(exc).strip()}): postgresql://user[:password]@host[:port]/database"
             ) from None
         self._dsn = section.dsn
-        info = psycopg.conninfo.conninfo_to_dict(section.dsn)
         server = (
             f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
         )

@@ -46,7 +46,11 @@ def postgres_dsn() -> Iterator[str]:
         pytest.exit(str(exc), returncode=3)
 
 
-def make_pipeline(bootstrap_servers: str, tmp_path: Path, partitions: int = 4) -> Pipeline:
+def make_pipeline(
+    bootstrap_servers: str, tmp_path: Path, partitions: int = 4, **extra: str
+) -> Pipeline:
+    """A deployment of its own (app id, topics) on the broker; ``extra``: more variables
+    of its environment (the secured tests' security settings)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     env = {
         **FAST_GROUP,
@@ -59,6 +63,7 @@ def make_pipeline(bootstrap_servers: str, tmp_path: Path, partitions: int = 4) -
         "RETROSTITCH_QUARANTINE_TOPIC": f"{name}.events.quarantine",
         "RETROSTITCH_PARTITIONS": str(partitions),
         "RETROSTITCH_STATUS_PORT": "0",  # several workers share this machine; one test sets it
+        **extra,
     }
     settings = load_settings(environ=env)
     ensure_topics(settings)

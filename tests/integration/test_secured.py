@@ -28,10 +28,10 @@ from psycopg import sql
 from streams.core.errors import BrokerError
 from streams.dev.local import WorkerProcess
 from streams.ops.reach import reach
-from streams.ops.topics import ensure_topics
 from streams.settings import load_settings
 from streams.worker.app import _credentials
-from tests.integration.harness import FAST_GROUP, eventually
+from tests.integration.conftest import make_pipeline
+from tests.integration.harness import eventually
 from tests.secured import Certificates, Front, secured_broker
 
 CLI = [sys.executable, "-m", "streams.cli"]
@@ -131,29 +131,19 @@ def test_worker_connector_and_commands_run_on_sasl_ssl(
     """SCRAM-SHA-512 over TLS, the password from a file: ``produce`` sends a visitor's
     events, the worker stitches them, ``sink postgres`` writes them, ``erase`` deletes
     them; no log holds the password."""
-    name = f"sec{uuid.uuid4().hex[:8]}"
     password_file = tmp_path / "kafka-password"
     password_file.write_text(PASSWORD + "\n")
-    env = _environment(sasl_ssl, certificates, "SASL_SSL", "SCRAM-SHA-512")
-    del env["KAFKA_SASL_PASSWORD"]
-    schema = f"rs_{name}"
-    env |= {
-        **FAST_GROUP,
-        "KAFKA_SASL_PASSWORD_FILE": str(password_file),
-        "RETROSTITCH_APP_ID": name,
-        "RETROSTITCH_INPUT_TOPIC": f"{name}.events",
-        "RETROSTITCH_SINK_TOPIC": f"{name}.events.stitched",
-        "RETROSTITCH_DEAD_LETTER_TOPIC": f"{name}.events.dlq",
-        "RETROSTITCH_CONTROL_TOPIC": f"{name}.events.control",
-        "RETROSTITCH_QUARANTINE_TOPIC": f"{name}.events.quarantine",
-        "RETROSTITCH_PARTITIONS": "2",
-        "RETROSTITCH_STATUS_PORT": "0",
+    security = _environment(sasl_ssl, certificates, "SASL_SSL", "SCRAM-SHA-512")
+    del security["KAFKA_SASL_PASSWORD"]
+    security["KAFKA_SASL_PASSWORD_FILE"] = str(password_file)
+    pipeline = make_pipeline(security["KAFKA_BOOTSTRAP_SERVERS"], tmp_path, 2, **security)
+    schema = f"rs_{pipeline.settings.app_id}"
+    env = pipeline.env | {
         "RETROSTITCH_STATE_DIR": str(tmp_path / "state"),
         "RETROSTITCH_POSTGRES_DSN": postgres_dsn,
         "RETROSTITCH_POSTGRES_SCHEMA": schema,
         "RETROSTITCH_SINK_BATCH_MAX_SECONDS": "0.2",
     }
-    ensure_topics(load_settings(environ=env))
     events = tmp_path / "events.jsonl"
     lines = [
         {"eventn_ctx_event_id": "e1", "user": {"anonymous_id": "a1"}},
